@@ -1,0 +1,15 @@
+//! Settle's core: what is true however Settle is run — money, the business calendar, fees, the
+//! settlement fold and run, the store ports and adapters, CSV import/export, charts and configuration.
+
+pub mod calendar;
+pub mod chart;
+pub mod config;
+pub mod csv;
+pub mod failpoint;
+pub mod fees;
+pub mod ingest;
+pub mod model;
+pub mod money;
+pub mod settlement;
+pub mod store;
+pub mod time;

@@ -1,0 +1,16 @@
+//! The domain records: transactions, settlements with their lines and totals, audit events.
+//! Plain data with validation; no I/O.
+
+mod audit;
+mod settlement;
+mod transaction;
+
+pub use audit::AuditEvent;
+pub use settlement::{
+    CurrencyTotals, Fence, Lease, RunTrigger, Settlement, SettlementFigures, SettlementLine,
+    SettlementStatus,
+};
+pub use transaction::{
+    validate_external_ref, validate_merchant_id, FieldError, NewTransaction, PaymentMethod,
+    Transaction, TransactionKind, TransactionStatus, MAX_EXTERNAL_REF_BYTES, MAX_MERCHANT_ID_BYTES,
+};

@@ -1,0 +1,461 @@
+//! The pure settlement fold: a date's transactions and a fee schedule in, lines and day totals out.
+//! No I/O and no clock; order-independent; every sum checked, so the totals equal the lines exactly.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::fees::FeeSchedule;
+use crate::model::{
+    CurrencyTotals, SettlementFigures, SettlementLine, Transaction, TransactionKind,
+    TransactionStatus,
+};
+use crate::money::{Currency, MoneyError};
+
+/// A payment that refunds refer to, with every refund of it that the store knows (any date).
+/// Needed because a refund may return part of the payment's fee, never more than was charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundedPayment {
+    pub payment: Transaction,
+    pub refunds: Vec<Transaction>,
+}
+
+/// `(merchant_id, external_ref)` of a payment.
+pub type PaymentKey = (String, String);
+
+/// The outcome of the fold.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ComputedSettlement {
+    /// One per (merchant_id, currency), sorted by both.
+    pub lines: Vec<SettlementLine>,
+    /// One per currency, sorted by code.
+    pub totals: Vec<CurrencyTotals>,
+}
+
+/// Accumulates transactions one at a time, so a day never has to be in memory at once.
+#[derive(Debug)]
+pub struct SettlementComputation<'a> {
+    schedule: &'a FeeSchedule,
+    lines: BTreeMap<(String, Currency), SettlementFigures>,
+}
+
+impl<'a> SettlementComputation<'a> {
+    pub fn new(schedule: &'a FeeSchedule) -> Self {
+        SettlementComputation {
+            schedule,
+            lines: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one transaction. `refunded` is the payment a refund returns, when it is known.
+    pub fn add(&mut self, tx: &Transaction, refunded: Option<&RefundedPayment>) -> Result<(), MoneyError> {
+        let currency = tx.currency;
+        let fee_minor = self.fee_effect_minor(tx, refunded)?;
+        let line = self
+            .lines
+            .entry((tx.merchant_id.clone(), currency))
+            .or_default();
+        let mut delta = SettlementFigures {
+            transaction_count: 1,
+            late_count: u64::from(tx.late),
+            ..SettlementFigures::default()
+        };
+        match tx.status {
+            TransactionStatus::Completed => delta.completed_count = 1,
+            TransactionStatus::Failed => delta.failed_count = 1,
+            TransactionStatus::Cancelled => delta.cancelled_count = 1,
+            TransactionStatus::Pending => delta.pending_count = 1,
+        }
+        if tx.status == TransactionStatus::Completed {
+            match tx.kind {
+                TransactionKind::Payment => {
+                    delta.payment_count = 1;
+                    delta.gross_minor = tx.amount_minor;
+                }
+                TransactionKind::Refund => {
+                    delta.refund_count = 1;
+                    delta.refunds_minor = tx.amount_minor;
+                }
+                TransactionKind::Chargeback => {
+                    delta.chargeback_count = 1;
+                    delta.chargebacks_minor = tx.amount_minor;
+                }
+                TransactionKind::Adjustment => {
+                    delta.adjustment_count = 1;
+                    delta.adjustments_minor = tx.amount_minor;
+                }
+            }
+            delta.fees_minor = fee_minor;
+        }
+        line.accumulate(&delta, currency)
+    }
+
+    /// The fee a completed transaction adds (payments) or gives back (refunds, negative).
+    fn fee_effect_minor(&self, tx: &Transaction, refunded: Option<&RefundedPayment>) -> Result<i64, MoneyError> {
+        if tx.status != TransactionStatus::Completed {
+            return Ok(0);
+        }
+        match tx.kind {
+            TransactionKind::Payment => self
+                .schedule
+                .resolve(&tx.merchant_id, tx.method, tx.currency)
+                .payment_fee(tx.amount_minor),
+            TransactionKind::Refund => match refunded {
+                Some(refunded) => fee_returned_by_refund(self.schedule, refunded, tx).map(|minor| -minor),
+                None => Ok(0),
+            },
+            TransactionKind::Chargeback | TransactionKind::Adjustment => Ok(0),
+        }
+    }
+
+    /// Closes the fold: nets every line and sums the lines into per-currency totals.
+    pub fn finish(self) -> Result<ComputedSettlement, MoneyError> {
+        let mut lines = Vec::with_capacity(self.lines.len());
+        let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
+        for ((merchant_id, currency), mut figures) in self.lines {
+            figures.net_minor = figures
+                .expected_net_minor()
+                .ok_or(MoneyError::Overflow(currency))?;
+            let total = totals.entry(currency).or_insert_with(|| CurrencyTotals {
+                currency,
+                merchant_count: 0,
+                figures: SettlementFigures::default(),
+            });
+            total.merchant_count += 1;
+            total.figures.accumulate(&figures, currency)?;
+            lines.push(SettlementLine {
+                merchant_id,
+                currency,
+                figures,
+            });
+        }
+        Ok(ComputedSettlement {
+            lines,
+            totals: totals.into_values().collect(),
+        })
+    }
+}
+
+/// The fee a completed refund gives back: the percentage part of the payment's fee on the refunded
+/// amount, if the rule says so, and never more than what earlier refunds of the same payment left.
+/// Earlier means ordered by (occurred_at, id), so the answer is the same in every run.
+pub fn fee_returned_by_refund(
+    schedule: &FeeSchedule,
+    refunded: &RefundedPayment,
+    refund: &Transaction,
+) -> Result<i64, MoneyError> {
+    let payment = &refunded.payment;
+    let applies = payment.kind == TransactionKind::Payment
+        && payment.status == TransactionStatus::Completed
+        && payment.merchant_id == refund.merchant_id
+        && payment.currency == refund.currency;
+    if !applies {
+        return Ok(0);
+    }
+    let rule = schedule.resolve(&payment.merchant_id, payment.method, payment.currency);
+    let mut unreturned_minor = rule.payment_fee(payment.amount_minor)?;
+    let mut refunds: Vec<&Transaction> = refunded
+        .refunds
+        .iter()
+        .filter(|r| r.kind == TransactionKind::Refund && r.status == TransactionStatus::Completed)
+        .filter(|r| r.id != refund.id)
+        .chain(std::iter::once(refund))
+        .collect();
+    refunds.sort_by(|a, b| (a.occurred_at, a.id).cmp(&(b.occurred_at, b.id)));
+    for earlier in refunds {
+        let returned = rule.refund_fee_return(earlier.amount_minor, unreturned_minor)?;
+        if earlier.id == refund.id {
+            return Ok(returned);
+        }
+        unreturned_minor -= returned;
+    }
+    unreachable!("the refund is part of its own list")
+}
+
+/// Folds a whole slice; convenient for tests and small days.
+pub fn compute(
+    schedule: &FeeSchedule,
+    transactions: &[Transaction],
+    refunded: &HashMap<PaymentKey, RefundedPayment>,
+) -> Result<ComputedSettlement, MoneyError> {
+    let mut computation = SettlementComputation::new(schedule);
+    for tx in transactions {
+        let original = tx
+            .refund_of
+            .as_ref()
+            .and_then(|reference| refunded.get(&(tx.merchant_id.clone(), reference.clone())));
+        computation.add(tx, original)?;
+    }
+    computation.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fees::FeeRule;
+    use crate::model::PaymentMethod;
+    use chrono::{DateTime, Duration, NaiveDate, Utc};
+    use proptest::prelude::*;
+    use rust_decimal::Decimal;
+    use uuid::Uuid;
+
+    const CURRENCIES: &[&str] = &["USD", "YER", "KWD"];
+
+    fn tx(
+        n: u128,
+        merchant: &str,
+        kind: TransactionKind,
+        status: TransactionStatus,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Transaction {
+        let at: DateTime<Utc> = "2024-03-10T10:00:00Z".parse().unwrap();
+        Transaction {
+            id: Uuid::from_u128(n),
+            merchant_id: merchant.into(),
+            kind,
+            status,
+            amount_minor,
+            currency: Currency::from_code(currency).unwrap(),
+            method: PaymentMethod::Card,
+            occurred_at: at + Duration::seconds(n as i64),
+            external_ref: format!("ref-{n}"),
+            refund_of: None,
+            created_at: at,
+            settlement_date: NaiveDate::from_ymd_opt(2024, 3, 10).unwrap(),
+            late: false,
+        }
+    }
+
+    fn refund_of(mut refund: Transaction, payment: &Transaction) -> Transaction {
+        refund.refund_of = Some(payment.external_ref.clone());
+        refund
+    }
+
+    fn returning_schedule() -> FeeSchedule {
+        let mut schedule = FeeSchedule::default();
+        schedule.default.refund_returns_percent = Some(true);
+        schedule
+    }
+
+    #[test]
+    fn one_line_per_merchant_and_currency_with_exact_net() {
+        use TransactionKind::*;
+        use TransactionStatus::*;
+        let txs = vec![
+            tx(1, "m-1", Payment, Completed, 10_000, "USD"),
+            tx(2, "m-1", Payment, Completed, 1_010, "USD"),
+            tx(3, "m-1", Payment, Failed, 5_000, "USD"),
+            tx(4, "m-1", Chargeback, Completed, 300, "USD"),
+            tx(5, "m-1", Adjustment, Completed, -200, "USD"),
+            tx(6, "m-1", Payment, Completed, 50_000, "YER"),
+            tx(7, "m-2", Payment, Cancelled, 999, "USD"),
+            tx(8, "m-2", Payment, Pending, 999, "USD"),
+        ];
+        let result = compute(&FeeSchedule::default(), &txs, &HashMap::new()).unwrap();
+        assert_eq!(result.lines.len(), 3);
+        let usd = &result.lines[0].figures;
+        assert_eq!((usd.gross_minor, usd.fees_minor), (11_010, 250 + 25));
+        assert_eq!(usd.net_minor, 11_010 - 300 - 200 - 275);
+        assert_eq!((usd.completed_count, usd.failed_count, usd.payment_count), (4, 1, 2));
+        let m2 = &result.lines[2].figures;
+        assert_eq!((m2.net_minor, m2.cancelled_count, m2.pending_count, m2.transaction_count), (0, 1, 1, 2));
+        let usd_total = result.totals.iter().find(|t| t.currency.code() == "USD").unwrap();
+        assert_eq!(usd_total.merchant_count, 2);
+        assert_eq!(usd_total.figures.net_minor, usd.net_minor);
+    }
+
+    #[test]
+    fn a_day_without_transactions_has_no_lines_and_no_totals() {
+        let result = compute(&FeeSchedule::default(), &[], &HashMap::new()).unwrap();
+        assert_eq!(result, ComputedSettlement::default());
+    }
+
+    #[test]
+    fn refunds_return_the_fee_only_up_to_what_was_charged() {
+        use TransactionKind::*;
+        use TransactionStatus::*;
+        let mut schedule = returning_schedule();
+        schedule.default.max = crate::fees::AmountByCurrency(
+            [(Currency::from_code("USD").unwrap(), 100)].into(),
+        );
+        // 2.5 % of 100.00 would be 2.50; the max caps the charged fee at 1.00.
+        let payment = tx(1, "m-1", Payment, Completed, 10_000, "USD");
+        let first = refund_of(tx(2, "m-1", Refund, Completed, 6_000, "USD"), &payment);
+        let second = refund_of(tx(3, "m-1", Refund, Completed, 4_000, "USD"), &payment);
+        let refunded = RefundedPayment {
+            payment: payment.clone(),
+            refunds: vec![second.clone(), first.clone()],
+        };
+        // 2.5 % of 60.00 = 1.50, capped at the 1.00 charged; nothing is left for the second.
+        assert_eq!(fee_returned_by_refund(&schedule, &refunded, &first).unwrap(), 100);
+        assert_eq!(fee_returned_by_refund(&schedule, &refunded, &second).unwrap(), 0);
+    }
+
+    #[test]
+    fn refund_fee_return_is_a_rule_setting() {
+        use TransactionKind::*;
+        use TransactionStatus::*;
+        let payment = tx(1, "m-1", Payment, Completed, 10_000, "USD");
+        let refund = refund_of(tx(2, "m-1", Refund, Completed, 4_000, "USD"), &payment);
+        let refunded = RefundedPayment {
+            payment,
+            refunds: vec![refund.clone()],
+        };
+        assert_eq!(fee_returned_by_refund(&FeeSchedule::default(), &refunded, &refund).unwrap(), 0);
+        assert_eq!(fee_returned_by_refund(&returning_schedule(), &refunded, &refund).unwrap(), 100);
+        let mut schedule = returning_schedule();
+        schedule.merchants.insert(
+            "m-1".into(),
+            crate::fees::MerchantFees {
+                rule: FeeRule {
+                    refund_returns_percent: Some(false),
+                    ..FeeRule::default()
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(fee_returned_by_refund(&schedule, &refunded, &refund).unwrap(), 0);
+    }
+
+    #[test]
+    fn overflowing_sums_are_errors() {
+        use TransactionKind::*;
+        use TransactionStatus::*;
+        let schedule = FeeSchedule {
+            default: FeeRule {
+                percent: Some(Decimal::ZERO),
+                ..FeeRule::default()
+            },
+            ..FeeSchedule::default()
+        };
+        let txs = vec![
+            tx(1, "m-1", Payment, Completed, i64::MAX, "USD"),
+            tx(2, "m-1", Payment, Completed, 1, "USD"),
+        ];
+        assert!(matches!(
+            compute(&schedule, &txs, &HashMap::new()),
+            Err(MoneyError::Overflow(_))
+        ));
+    }
+
+    /// A day of random transactions with refunds that point at payments of the same day.
+    fn any_day() -> impl Strategy<Value = (Vec<Transaction>, HashMap<PaymentKey, RefundedPayment>)> {
+        let one = (
+            0_usize..6,
+            0_usize..CURRENCIES.len(),
+            proptest::sample::select(TransactionKind::ALL.to_vec()),
+            proptest::sample::select(TransactionStatus::ALL.to_vec()),
+            1_i64..5_000_000,
+            any::<bool>(),
+            any::<bool>(),
+        );
+        proptest::collection::vec(one, 0..80).prop_map(|rows| {
+            let mut txs: Vec<Transaction> = Vec::new();
+            for (n, (merchant, currency, kind, status, amount, negative, late)) in rows.into_iter().enumerate() {
+                let amount = if kind == TransactionKind::Adjustment && negative { -amount } else { amount };
+                let mut t = tx(n as u128, &format!("m-{merchant}"), kind, status, amount, CURRENCIES[currency]);
+                t.late = late;
+                if kind == TransactionKind::Refund || kind == TransactionKind::Chargeback {
+                    if let Some(payment) = txs.iter().find(|p| {
+                        p.kind == TransactionKind::Payment && p.merchant_id == t.merchant_id && p.currency == t.currency
+                    }) {
+                        t.refund_of = Some(payment.external_ref.clone());
+                        t.amount_minor = t.amount_minor.min(payment.amount_minor);
+                    }
+                }
+                txs.push(t);
+            }
+            let mut refunded: HashMap<PaymentKey, RefundedPayment> = HashMap::new();
+            for t in &txs {
+                if let Some(reference) = &t.refund_of {
+                    let payment = txs.iter().find(|p| &p.external_ref == reference).unwrap().clone();
+                    refunded
+                        .entry((t.merchant_id.clone(), reference.clone()))
+                        .or_insert_with(|| RefundedPayment { payment, refunds: vec![] })
+                        .refunds
+                        .push(t.clone());
+                }
+            }
+            (txs, refunded)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn totals_equal_the_sum_of_the_lines((txs, refunded) in any_day()) {
+            let result = compute(&returning_schedule(), &txs, &refunded).unwrap();
+            for total in &result.totals {
+                let mut sum = SettlementFigures::default();
+                let mut merchants = 0;
+                for line in result.lines.iter().filter(|l| l.currency == total.currency) {
+                    sum.accumulate(&line.figures, total.currency).unwrap();
+                    merchants += 1;
+                }
+                prop_assert_eq!(&sum, &total.figures);
+                prop_assert_eq!(merchants, total.merchant_count);
+            }
+        }
+
+        #[test]
+        fn the_net_identity_holds((txs, refunded) in any_day()) {
+            let result = compute(&returning_schedule(), &txs, &refunded).unwrap();
+            for figures in result.lines.iter().map(|l| &l.figures).chain(result.totals.iter().map(|t| &t.figures)) {
+                prop_assert_eq!(Some(figures.net_minor), figures.expected_net_minor());
+            }
+        }
+
+        #[test]
+        fn every_transaction_is_counted_exactly_once((txs, refunded) in any_day()) {
+            let result = compute(&returning_schedule(), &txs, &refunded).unwrap();
+            let counted: u64 = result.lines.iter().map(|l| l.figures.transaction_count).sum();
+            prop_assert_eq!(counted, txs.len() as u64);
+            for line in &result.lines {
+                let f = &line.figures;
+                prop_assert_eq!(f.completed_count + f.failed_count + f.cancelled_count + f.pending_count, f.transaction_count);
+                prop_assert_eq!(f.payment_count + f.refund_count + f.chargeback_count + f.adjustment_count, f.completed_count);
+                let mine = txs.iter().filter(|t| t.merchant_id == line.merchant_id && t.currency == line.currency);
+                prop_assert_eq!(mine.clone().count() as u64, f.transaction_count);
+                prop_assert_eq!(mine.filter(|t| t.late).count() as u64, f.late_count);
+            }
+            let completed_payments: i64 = txs
+                .iter()
+                .filter(|t| t.kind == TransactionKind::Payment && t.status == TransactionStatus::Completed)
+                .map(|t| t.amount_minor)
+                .sum();
+            let gross: i64 = result.lines.iter().map(|l| l.figures.gross_minor).sum();
+            prop_assert_eq!(gross, completed_payments);
+        }
+
+        #[test]
+        fn the_result_does_not_depend_on_input_order(
+            (txs, refunded) in any_day(),
+            seed in any::<u64>(),
+        ) {
+            let mut shuffled = txs.clone();
+            // A deterministic Fisher-Yates shuffle driven by the seed.
+            let mut state = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let schedule = returning_schedule();
+            prop_assert_eq!(compute(&schedule, &txs, &refunded).unwrap(), compute(&schedule, &shuffled, &refunded).unwrap());
+        }
+
+        #[test]
+        fn fees_are_never_negative_for_a_payment_only_day(
+            amounts in proptest::collection::vec(1_i64..10_000_000, 1..50)
+        ) {
+            let txs: Vec<Transaction> = amounts
+                .iter()
+                .enumerate()
+                .map(|(n, a)| tx(n as u128, "m-1", TransactionKind::Payment, TransactionStatus::Completed, *a, "USD"))
+                .collect();
+            let result = compute(&FeeSchedule::default(), &txs, &HashMap::new()).unwrap();
+            let line = &result.lines[0].figures;
+            prop_assert!(line.fees_minor >= 0);
+            prop_assert!(line.fees_minor <= line.gross_minor);
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The settlement run: claim the date under a lease, fold its transactions page by page, write the
+//! result with the lease's fence, and record the outcome. The nightly job and people use the same path.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use crate::calendar::{BusinessCalendar, CalendarError, SettlementDate};
+use crate::failpoint;
+use crate::fees::FeeSchedule;
+use crate::model::{AuditEvent, RunTrigger, Settlement, Transaction, TransactionKind, TransactionStatus};
+use crate::money::MoneyError;
+use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment, SettlementComputation};
+use crate::store::{ClaimMode, ClaimRequest, SharedStore, StoreError};
+use crate::time::Clock;
+
+/// Default lease: long enough for a large day, short enough that a crashed run is soon taken over.
+pub const DEFAULT_LEASE_SECONDS: i64 = 300;
+/// Transactions read per page: bounds memory whatever the size of the day.
+pub const DEFAULT_PAGE_SIZE: u32 = 5_000;
+/// Refund look-ups per store call.
+const REFUND_LOOKUP_BATCH: usize = 500;
+
+/// What a person or the scheduler asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunRequest {
+    /// Settle the date (or resume a run whose lease expired).
+    Run,
+    /// Settle it again as a new revision, for a stated reason. Uses the fee schedule stored with the
+    /// previous revision unless `apply_current_fees`.
+    Rerun { reason: String, apply_current_fees: bool },
+    /// Resume a failed revision.
+    Retry,
+}
+
+impl RunRequest {
+    fn action(&self) -> &'static str {
+        match self {
+            RunRequest::Run => "settlement.run",
+            RunRequest::Rerun { .. } => "settlement.rerun",
+            RunRequest::Retry => "settlement.retry",
+        }
+    }
+}
+
+/// Why a run did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    NotSettleable(#[from] CalendarError),
+    /// Refused by the claim: already settled, already running, failed, nothing to do…
+    #[error(transparent)]
+    Refused(StoreError),
+    #[error("a rerun needs a reason (say why the date is settled again)")]
+    ReasonRequired,
+    #[error("settlement {settlement_date} revision {revision} failed: {error}")]
+    Failed {
+        settlement_date: SettlementDate,
+        revision: u32,
+        error: String,
+    },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl RunError {
+    /// True for outcomes of a race or a repeated request, which are not faults.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            RunError::Refused(StoreError::AlreadySettled { .. } | StoreError::AlreadyRunning { .. })
+        )
+    }
+}
+
+/// A run that completed.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub settlement: Settlement,
+    pub line_count: usize,
+    /// True when this run resumed a revision another run had claimed.
+    pub resumed: bool,
+}
+
+/// Runs settlements. One per process is enough; it holds no state between runs.
+pub struct SettlementRunner {
+    store: SharedStore,
+    clock: Arc<dyn Clock>,
+    calendar: BusinessCalendar,
+    fee_schedule: FeeSchedule,
+    owner: String,
+    lease_duration: Duration,
+    page_size: u32,
+}
+
+/// Why the fold stopped.
+#[derive(Debug, thiserror::Error)]
+enum ComputeError {
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Injected(#[from] failpoint::InjectedFailure),
+}
+
+impl SettlementRunner {
+    /// `calendar` and `fee_schedule` are the current configuration, used for new revisions.
+    /// `owner` names this process in leases (host, pid).
+    pub fn new(
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        calendar: BusinessCalendar,
+        fee_schedule: FeeSchedule,
+        owner: impl Into<String>,
+    ) -> Self {
+        SettlementRunner {
+            store,
+            clock,
+            calendar,
+            fee_schedule,
+            owner: owner.into(),
+            lease_duration: Duration::seconds(DEFAULT_LEASE_SECONDS),
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+
+    pub fn with_lease_duration(mut self, lease_duration: Duration) -> Self {
+        self.lease_duration = lease_duration;
+        self
+    }
+
+    pub fn with_page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    /// Claims, computes and completes one date. `actor` is who asked (for the audit trail).
+    pub async fn execute(
+        &self,
+        settlement_date: SettlementDate,
+        request: RunRequest,
+        actor: &str,
+        trigger: RunTrigger,
+    ) -> Result<RunOutcome, RunError> {
+        let result = self.claim_and_settle(settlement_date, &request, actor, trigger).await;
+        let (outcome, detail) = match &result {
+            Ok(done) => (
+                "succeeded",
+                json!({ "revision": done.settlement.revision, "lines": done.line_count, "resumed": done.resumed }),
+            ),
+            Err(error @ (RunError::Failed { .. } | RunError::Store(_))) => ("failed", json!({ "error": error.to_string() })),
+            Err(error) => ("refused", json!({ "error": error.to_string() })),
+        };
+        let mut detail = detail;
+        detail["trigger"] = json!(trigger.as_str());
+        if let RunRequest::Rerun { reason, apply_current_fees } = &request {
+            detail["reason"] = json!(reason);
+            detail["apply_current_fees"] = json!(apply_current_fees);
+        }
+        let event = AuditEvent::new(
+            self.clock.now(),
+            actor,
+            request.action(),
+            format!("settlement_date={settlement_date}"),
+            outcome,
+            detail,
+        );
+        if let Err(error) = self.store.record_audit(&event).await {
+            tracing::error!(%error, action = request.action(), "could not write the audit event");
+            if result.is_ok() {
+                return Err(RunError::Store(error));
+            }
+        }
+        result
+    }
+
+    async fn claim_and_settle(
+        &self,
+        settlement_date: SettlementDate,
+        request: &RunRequest,
+        actor: &str,
+        trigger: RunTrigger,
+    ) -> Result<RunOutcome, RunError> {
+        let now = self.clock.now();
+        self.calendar.ensure_settleable(settlement_date, now)?;
+        let claim = self.claim_request(settlement_date, request, actor, trigger, now).await?;
+        let settlement = self.store.claim_settlement(claim).await.map_err(RunError::Refused)?;
+        let resumed = settlement.attempts > 1;
+        tracing::info!(
+            %settlement_date,
+            revision = settlement.revision,
+            lease_version = settlement.lease_version,
+            resumed,
+            "claimed settlement"
+        );
+        let fence = settlement.fence();
+        let computed = match self.compute(&settlement).await {
+            Ok(computed) => computed,
+            Err(error) => return Err(self.record_failure(&settlement, error.to_string()).await),
+        };
+        if let Err(error) = failpoint::hit("settlement.before_complete") {
+            return Err(self.record_failure(&settlement, error.to_string()).await);
+        }
+        let line_count = computed.lines.len();
+        let completed = self
+            .store
+            .complete_settlement(&fence, &computed, self.clock.now())
+            .await
+            .map_err(RunError::Store)?;
+        failpoint::hit("settlement.after_complete").map_err(|e| RunError::Store(StoreError::Backend(e.to_string())))?;
+        tracing::info!(%settlement_date, revision = completed.revision, lines = line_count, "settlement completed");
+        Ok(RunOutcome {
+            settlement: completed,
+            line_count,
+            resumed,
+        })
+    }
+
+    async fn claim_request(
+        &self,
+        settlement_date: SettlementDate,
+        request: &RunRequest,
+        actor: &str,
+        trigger: RunTrigger,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimRequest, RunError> {
+        let (mode, calendar, fee_schedule) = match request {
+            RunRequest::Run => (ClaimMode::Run, self.calendar, self.fee_schedule.clone()),
+            RunRequest::Retry => (ClaimMode::Retry, self.calendar, self.fee_schedule.clone()),
+            RunRequest::Rerun { reason, apply_current_fees } => {
+                let reason = reason.trim();
+                if reason.is_empty() {
+                    return Err(RunError::ReasonRequired);
+                }
+                let previous = self
+                    .store
+                    .settlement(settlement_date, None)
+                    .await
+                    .map_err(RunError::Store)?
+                    .ok_or(RunError::Refused(StoreError::NothingToDo {
+                        settlement_date,
+                        what: "revision yet; use `run` to settle it first",
+                    }))?;
+                let fee_schedule = if *apply_current_fees {
+                    self.fee_schedule.clone()
+                } else {
+                    previous.fee_schedule.clone()
+                };
+                let mode = ClaimMode::Rerun {
+                    after_revision: previous.revision,
+                    reason: reason.to_string(),
+                };
+                (mode, previous.calendar, fee_schedule)
+            }
+        };
+        Ok(ClaimRequest {
+            settlement_date,
+            mode,
+            owner: self.owner.clone(),
+            requested_by: actor.to_string(),
+            trigger,
+            now,
+            lease_duration: self.lease_duration,
+            window: calendar.window(settlement_date)?,
+            calendar,
+            fee_schedule,
+        })
+    }
+
+    /// Marks the revision failed (if this run still holds it) and builds the error to report.
+    async fn record_failure(&self, settlement: &Settlement, error: String) -> RunError {
+        tracing::error!(settlement_date = %settlement.settlement_date, revision = settlement.revision, %error, "settlement failed");
+        match self.store.fail_settlement(&settlement.fence(), &error, self.clock.now()).await {
+            Ok(()) => RunError::Failed {
+                settlement_date: settlement.settlement_date,
+                revision: settlement.revision,
+                error,
+            },
+            Err(store_error) => RunError::Store(store_error),
+        }
+    }
+
+    /// Folds the date's transactions page by page, renewing the lease as it goes. Refunds are
+    /// folded last, once the payments they return have been looked up.
+    async fn compute(&self, settlement: &Settlement) -> Result<ComputedSettlement, ComputeError> {
+        failpoint::hit("settlement.after_claim")?;
+        let fence = settlement.fence();
+        let mut lease_expires_at = settlement
+            .lease
+            .as_ref()
+            .map(|lease| lease.expires_at)
+            .unwrap_or_else(|| self.clock.now());
+        let mut computation = SettlementComputation::new(&settlement.fee_schedule);
+        let mut refunds: Vec<Transaction> = Vec::new();
+        let mut after = None;
+        loop {
+            let now = self.clock.now();
+            if now + self.lease_duration / 2 >= lease_expires_at {
+                lease_expires_at = now + self.lease_duration;
+                self.store.renew_lease(&fence, lease_expires_at).await?;
+            }
+            let page = self
+                .store
+                .transactions_page(settlement.settlement_date, after, self.page_size)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for tx in page {
+                let returns_a_fee = tx.kind == TransactionKind::Refund
+                    && tx.status == TransactionStatus::Completed
+                    && tx.refund_of.is_some();
+                if returns_a_fee {
+                    refunds.push(tx);
+                } else {
+                    computation.add(&tx, None)?;
+                }
+            }
+            failpoint::hit("settlement.after_page")?;
+        }
+        for chunk in refunds.chunks(REFUND_LOOKUP_BATCH) {
+            let keys: BTreeSet<PaymentKey> = chunk
+                .iter()
+                .filter_map(|r| r.refund_of.clone().map(|reference| (r.merchant_id.clone(), reference)))
+                .collect();
+            let refunded: HashMap<PaymentKey, RefundedPayment> = self
+                .store
+                .refunded_payments(keys.into_iter().collect())
+                .await?
+                .into_iter()
+                .map(|found| ((found.payment.merchant_id.clone(), found.payment.external_ref.clone()), found))
+                .collect();
+            for refund in chunk {
+                let key = (refund.merchant_id.clone(), refund.refund_of.clone().unwrap_or_default());
+                computation.add(refund, refunded.get(&key))?;
+            }
+        }
+        Ok(computation.finish()?)
+    }
+}

@@ -1,0 +1,215 @@
+//! Conversions between SQLite rows and domain records: one place that knows the column names.
+//! Anything unreadable becomes `StoreError::Corrupt` naming the column, never a panic.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::Row;
+use uuid::Uuid;
+
+use crate::calendar::Window;
+use crate::model::{
+    AuditEvent, CurrencyTotals, Lease, Settlement, SettlementFigures, SettlementLine, Transaction,
+};
+use crate::money::Currency;
+use crate::store::StoreError;
+use crate::time::format_utc;
+
+/// The figure columns, in the order `figures_params` binds them.
+pub const FIGURE_COLUMNS: &str = "transaction_count, completed_count, failed_count, cancelled_count, \
+     pending_count, payment_count, refund_count, chargeback_count, adjustment_count, late_count, \
+     gross_minor, refunds_minor, chargebacks_minor, adjustments_minor, fees_minor, net_minor";
+
+pub const TRANSACTION_COLUMNS: &str = "id, merchant_id, kind, status, amount_minor, currency, method, \
+     occurred_at, external_ref, refund_of, created_at, settlement_date, late";
+
+pub const SETTLEMENT_COLUMNS: &str = "settlement_date, revision, status, \"trigger\", requested_by, \
+     reason, calendar, fee_schedule, window_start, window_end, lease_owner, lease_expires_at, \
+     lease_version, attempts, created_at, started_at, completed_at, error";
+
+fn corrupt(column: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("column {column}: {detail}"))
+}
+
+fn text(row: &Row, column: &str) -> Result<String, StoreError> {
+    row.get::<_, String>(column).map_err(|e| corrupt(column, e))
+}
+
+fn optional_text(row: &Row, column: &str) -> Result<Option<String>, StoreError> {
+    row.get::<_, Option<String>>(column)
+        .map_err(|e| corrupt(column, e))
+}
+
+fn integer(row: &Row, column: &str) -> Result<i64, StoreError> {
+    row.get::<_, i64>(column).map_err(|e| corrupt(column, e))
+}
+
+fn count(row: &Row, column: &str) -> Result<u64, StoreError> {
+    u64::try_from(integer(row, column)?).map_err(|e| corrupt(column, e))
+}
+
+fn parsed<T: FromStr>(row: &Row, column: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text(row, column)?
+        .parse()
+        .map_err(|e: T::Err| corrupt(column, e))
+}
+
+fn instant(row: &Row, column: &str) -> Result<DateTime<Utc>, StoreError> {
+    parse_instant(column, &text(row, column)?)
+}
+
+fn optional_instant(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    optional_text(row, column)?
+        .map(|value| parse_instant(column, &value))
+        .transpose()
+}
+
+fn parse_instant(column: &str, value: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|instant| instant.with_timezone(&Utc))
+        .map_err(|e| corrupt(column, e))
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &Row, column: &str) -> Result<T, StoreError> {
+    serde_json::from_str(&text(row, column)?).map_err(|e| corrupt(column, e))
+}
+
+/// A date as stored: `YYYY-MM-DD`.
+pub fn date_text(date: NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+pub fn instant_text(instant: DateTime<Utc>) -> String {
+    format_utc(instant)
+}
+
+pub fn transaction(row: &Row) -> Result<Transaction, StoreError> {
+    Ok(Transaction {
+        id: parsed::<Uuid>(row, "id")?,
+        merchant_id: text(row, "merchant_id")?,
+        kind: parsed(row, "kind")?,
+        status: parsed(row, "status")?,
+        amount_minor: integer(row, "amount_minor")?,
+        currency: parsed::<Currency>(row, "currency")?,
+        method: parsed(row, "method")?,
+        occurred_at: instant(row, "occurred_at")?,
+        external_ref: text(row, "external_ref")?,
+        refund_of: optional_text(row, "refund_of")?,
+        created_at: instant(row, "created_at")?,
+        settlement_date: parsed(row, "settlement_date")?,
+        late: integer(row, "late")? != 0,
+    })
+}
+
+pub fn figures(row: &Row) -> Result<SettlementFigures, StoreError> {
+    Ok(SettlementFigures {
+        transaction_count: count(row, "transaction_count")?,
+        completed_count: count(row, "completed_count")?,
+        failed_count: count(row, "failed_count")?,
+        cancelled_count: count(row, "cancelled_count")?,
+        pending_count: count(row, "pending_count")?,
+        payment_count: count(row, "payment_count")?,
+        refund_count: count(row, "refund_count")?,
+        chargeback_count: count(row, "chargeback_count")?,
+        adjustment_count: count(row, "adjustment_count")?,
+        late_count: count(row, "late_count")?,
+        gross_minor: integer(row, "gross_minor")?,
+        refunds_minor: integer(row, "refunds_minor")?,
+        chargebacks_minor: integer(row, "chargebacks_minor")?,
+        adjustments_minor: integer(row, "adjustments_minor")?,
+        fees_minor: integer(row, "fees_minor")?,
+        net_minor: integer(row, "net_minor")?,
+    })
+}
+
+/// The figures as bind values, in `FIGURE_COLUMNS` order.
+pub fn figures_params(f: &SettlementFigures) -> [i64; 16] {
+    let c = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    [
+        c(f.transaction_count),
+        c(f.completed_count),
+        c(f.failed_count),
+        c(f.cancelled_count),
+        c(f.pending_count),
+        c(f.payment_count),
+        c(f.refund_count),
+        c(f.chargeback_count),
+        c(f.adjustment_count),
+        c(f.late_count),
+        f.gross_minor,
+        f.refunds_minor,
+        f.chargebacks_minor,
+        f.adjustments_minor,
+        f.fees_minor,
+        f.net_minor,
+    ]
+}
+
+pub fn line(row: &Row) -> Result<SettlementLine, StoreError> {
+    Ok(SettlementLine {
+        merchant_id: text(row, "merchant_id")?,
+        currency: parsed(row, "currency")?,
+        figures: figures(row)?,
+    })
+}
+
+pub fn totals(row: &Row) -> Result<CurrencyTotals, StoreError> {
+    Ok(CurrencyTotals {
+        currency: parsed(row, "currency")?,
+        merchant_count: count(row, "merchant_count")?,
+        figures: figures(row)?,
+    })
+}
+
+/// A settlement row without its totals (loaded separately).
+pub fn settlement(row: &Row) -> Result<Settlement, StoreError> {
+    let lease_version = integer(row, "lease_version")?;
+    let lease = match (
+        optional_text(row, "lease_owner")?,
+        optional_instant(row, "lease_expires_at")?,
+    ) {
+        (Some(owner), Some(expires_at)) => Some(Lease {
+            owner,
+            expires_at,
+            version: lease_version,
+        }),
+        _ => None,
+    };
+    Ok(Settlement {
+        settlement_date: parsed(row, "settlement_date")?,
+        revision: u32::try_from(integer(row, "revision")?).map_err(|e| corrupt("revision", e))?,
+        status: parsed(row, "status")?,
+        trigger: parsed(row, "trigger")?,
+        requested_by: text(row, "requested_by")?,
+        reason: optional_text(row, "reason")?,
+        calendar: json(row, "calendar")?,
+        fee_schedule: json(row, "fee_schedule")?,
+        window: Window {
+            start: instant(row, "window_start")?,
+            end: instant(row, "window_end")?,
+        },
+        lease,
+        lease_version,
+        attempts: u32::try_from(integer(row, "attempts")?).map_err(|e| corrupt("attempts", e))?,
+        created_at: instant(row, "created_at")?,
+        started_at: instant(row, "started_at")?,
+        completed_at: optional_instant(row, "completed_at")?,
+        error: optional_text(row, "error")?,
+        totals: Vec::new(),
+    })
+}
+
+pub fn audit_event(row: &Row) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        id: parsed(row, "id")?,
+        occurred_at: instant(row, "occurred_at")?,
+        actor: text(row, "actor")?,
+        action: text(row, "action")?,
+        subject: text(row, "subject")?,
+        outcome: text(row, "outcome")?,
+        detail: json(row, "detail")?,
+    })
+}

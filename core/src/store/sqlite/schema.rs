@@ -1,0 +1,140 @@
+//! The SQLite schema as numbered migrations, applied in order at open and recorded in `user_version`.
+//! Append new migrations; never edit one that has shipped.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::store::StoreError;
+
+use super::backend;
+
+/// Migration N (1-based) brings the schema from version N-1 to N.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE transactions (
+    id               TEXT PRIMARY KEY NOT NULL,
+    merchant_id      TEXT NOT NULL,
+    kind             TEXT NOT NULL CHECK (kind IN ('payment', 'refund', 'chargeback', 'adjustment')),
+    status           TEXT NOT NULL CHECK (status IN ('completed', 'failed', 'cancelled', 'pending')),
+    amount_minor     INTEGER NOT NULL,
+    currency         TEXT NOT NULL,
+    method           TEXT NOT NULL,
+    occurred_at      TEXT NOT NULL,
+    external_ref     TEXT NOT NULL,
+    refund_of        TEXT,
+    created_at       TEXT NOT NULL,
+    settlement_date  TEXT NOT NULL,
+    late             INTEGER NOT NULL CHECK (late IN (0, 1)),
+    UNIQUE (merchant_id, external_ref)
+) STRICT;
+CREATE INDEX transactions_by_settlement_date ON transactions (settlement_date, id);
+CREATE INDEX transactions_by_refund_of ON transactions (merchant_id, refund_of) WHERE refund_of IS NOT NULL;
+
+CREATE TABLE settlements (
+    settlement_date  TEXT NOT NULL,
+    revision         INTEGER NOT NULL CHECK (revision >= 1),
+    status           TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+    "trigger"        TEXT NOT NULL,
+    requested_by     TEXT NOT NULL,
+    reason           TEXT,
+    calendar         TEXT NOT NULL,
+    fee_schedule     TEXT NOT NULL,
+    window_start     TEXT NOT NULL,
+    window_end       TEXT NOT NULL,
+    lease_owner      TEXT,
+    lease_expires_at TEXT,
+    lease_version    INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL,
+    created_at       TEXT NOT NULL,
+    started_at       TEXT NOT NULL,
+    completed_at     TEXT,
+    error            TEXT,
+    PRIMARY KEY (settlement_date, revision)
+) STRICT;
+
+CREATE TABLE settlement_lines (
+    settlement_date   TEXT NOT NULL,
+    revision          INTEGER NOT NULL,
+    merchant_id       TEXT NOT NULL,
+    currency          TEXT NOT NULL,
+    transaction_count INTEGER NOT NULL,
+    completed_count   INTEGER NOT NULL,
+    failed_count      INTEGER NOT NULL,
+    cancelled_count   INTEGER NOT NULL,
+    pending_count     INTEGER NOT NULL,
+    payment_count     INTEGER NOT NULL,
+    refund_count      INTEGER NOT NULL,
+    chargeback_count  INTEGER NOT NULL,
+    adjustment_count  INTEGER NOT NULL,
+    late_count        INTEGER NOT NULL,
+    gross_minor       INTEGER NOT NULL,
+    refunds_minor     INTEGER NOT NULL,
+    chargebacks_minor INTEGER NOT NULL,
+    adjustments_minor INTEGER NOT NULL,
+    fees_minor        INTEGER NOT NULL,
+    net_minor         INTEGER NOT NULL,
+    PRIMARY KEY (settlement_date, revision, merchant_id, currency),
+    FOREIGN KEY (settlement_date, revision) REFERENCES settlements (settlement_date, revision)
+) STRICT;
+
+CREATE TABLE settlement_totals (
+    settlement_date   TEXT NOT NULL,
+    revision          INTEGER NOT NULL,
+    currency          TEXT NOT NULL,
+    merchant_count    INTEGER NOT NULL,
+    transaction_count INTEGER NOT NULL,
+    completed_count   INTEGER NOT NULL,
+    failed_count      INTEGER NOT NULL,
+    cancelled_count   INTEGER NOT NULL,
+    pending_count     INTEGER NOT NULL,
+    payment_count     INTEGER NOT NULL,
+    refund_count      INTEGER NOT NULL,
+    chargeback_count  INTEGER NOT NULL,
+    adjustment_count  INTEGER NOT NULL,
+    late_count        INTEGER NOT NULL,
+    gross_minor       INTEGER NOT NULL,
+    refunds_minor     INTEGER NOT NULL,
+    chargebacks_minor INTEGER NOT NULL,
+    adjustments_minor INTEGER NOT NULL,
+    fees_minor        INTEGER NOT NULL,
+    net_minor         INTEGER NOT NULL,
+    PRIMARY KEY (settlement_date, revision, currency),
+    FOREIGN KEY (settlement_date, revision) REFERENCES settlements (settlement_date, revision)
+) STRICT;
+
+CREATE TABLE audit_events (
+    id          TEXT PRIMARY KEY NOT NULL,
+    occurred_at TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    detail      TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_events_by_time ON audit_events (occurred_at);
+"#];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database to `SCHEMA_VERSION`, each migration in its own transaction. Safe when two
+/// processes open a new database at once: the version is re-read under the write lock.
+pub fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    loop {
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let version: u32 = tx
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(backend)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Backend(format!(
+                "the database has schema version {version}, newer than this settle understands ({SCHEMA_VERSION}); upgrade settle"
+            )));
+        }
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        tx.execute_batch(MIGRATIONS[version as usize]).map_err(backend)?;
+        tx.pragma_update(None, "user_version", version + 1).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+    }
+}
