@@ -4,7 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Days, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Days, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -294,8 +296,14 @@ mod tests {
     fn origin_bug_the_last_hour_of_the_aden_day_belongs_to_it() {
         // The origin settled at 23:00 UTC; 23:30 Aden time is 20:30 UTC of the same date.
         let cal = BusinessCalendar::default();
-        assert_eq!(cal.date_of(utc("2024-03-10T20:30:00Z")).unwrap(), date("2024-03-10"));
-        assert_eq!(cal.date_of(utc("2024-03-10T21:00:00Z")).unwrap(), date("2024-03-11"));
+        assert_eq!(
+            cal.date_of(utc("2024-03-10T20:30:00Z")).unwrap(),
+            date("2024-03-10")
+        );
+        assert_eq!(
+            cal.date_of(utc("2024-03-10T21:00:00Z")).unwrap(),
+            date("2024-03-11")
+        );
     }
 
     #[test]
@@ -327,29 +335,53 @@ mod tests {
     #[test]
     fn dst_days_are_23_and_25_hours_long() {
         let berlin = calendar("Europe/Berlin", "24:00");
-        assert_eq!(berlin.window(date("2024-03-31")).unwrap().duration(), Duration::hours(23));
-        assert_eq!(berlin.window(date("2024-10-27")).unwrap().duration(), Duration::hours(25));
-        assert_eq!(berlin.window(date("2024-06-01")).unwrap().duration(), Duration::hours(24));
+        assert_eq!(
+            berlin.window(date("2024-03-31")).unwrap().duration(),
+            Duration::hours(23)
+        );
+        assert_eq!(
+            berlin.window(date("2024-10-27")).unwrap().duration(),
+            Duration::hours(25)
+        );
+        assert_eq!(
+            berlin.window(date("2024-06-01")).unwrap().duration(),
+            Duration::hours(24)
+        );
         let new_york = calendar("America/New_York", "24:00");
-        assert_eq!(new_york.window(date("2024-03-10")).unwrap().duration(), Duration::hours(23));
-        assert_eq!(new_york.window(date("2024-11-03")).unwrap().duration(), Duration::hours(25));
+        assert_eq!(
+            new_york.window(date("2024-03-10")).unwrap().duration(),
+            Duration::hours(23)
+        );
+        assert_eq!(
+            new_york.window(date("2024-11-03")).unwrap().duration(),
+            Duration::hours(25)
+        );
     }
 
     #[test]
     fn cutoff_in_a_dst_gap_closes_at_the_first_instant_after_it() {
         // Cairo skipped from 00:00 (UTC+2) to 01:00 (UTC+3) on 2024-04-26: the transition is 22:00 UTC.
         let cairo = calendar("Africa/Cairo", "24:00");
-        assert_eq!(cairo.close(date("2024-04-25")).unwrap(), utc("2024-04-25T22:00:00Z"));
+        assert_eq!(
+            cairo.close(date("2024-04-25")).unwrap(),
+            utc("2024-04-25T22:00:00Z")
+        );
         // New York skips 02:00-03:00 on 2024-03-10: a 02:30 cutoff closes at 03:00 EDT = 07:00 UTC.
         let new_york = calendar("America/New_York", "02:30");
-        assert_eq!(new_york.close(date("2024-03-10")).unwrap(), utc("2024-03-10T07:00:00Z"));
+        assert_eq!(
+            new_york.close(date("2024-03-10")).unwrap(),
+            utc("2024-03-10T07:00:00Z")
+        );
     }
 
     #[test]
     fn cutoff_in_a_dst_overlap_closes_at_the_earlier_instant() {
         // New York repeats 01:00-02:00 on 2024-11-03: 01:30 EDT (05:30 UTC) comes before 01:30 EST.
         let new_york = calendar("America/New_York", "01:30");
-        assert_eq!(new_york.close(date("2024-11-03")).unwrap(), utc("2024-11-03T05:30:00Z"));
+        assert_eq!(
+            new_york.close(date("2024-11-03")).unwrap(),
+            utc("2024-11-03T05:30:00Z")
+        );
     }
 
     #[test]
@@ -357,27 +389,46 @@ mod tests {
         let cal = BusinessCalendar::default();
         let d = date("2024-03-10");
         let close = utc("2024-03-10T21:00:00Z");
-        let error = cal.ensure_settleable(d, close - Duration::hours(1)).unwrap_err();
+        let error = cal
+            .ensure_settleable(d, close - Duration::hours(1))
+            .unwrap_err();
         assert!(matches!(error, CalendarError::DateStillOpen { .. }));
         assert!(error.to_string().contains("still open"));
-        assert!(cal.ensure_settleable(d, close + Duration::minutes(9)).is_err());
-        assert!(cal.ensure_settleable(d, close + Duration::minutes(10)).is_ok());
+        assert!(cal
+            .ensure_settleable(d, close + Duration::minutes(9))
+            .is_err());
+        assert!(cal
+            .ensure_settleable(d, close + Duration::minutes(10))
+            .is_ok());
     }
 
     #[test]
     fn latest_settleable_honours_grace() {
         let cal = BusinessCalendar::default();
         let close = utc("2024-03-10T21:00:00Z");
-        assert_eq!(cal.latest_settleable(close + Duration::minutes(9)).unwrap(), date("2024-03-09"));
-        assert_eq!(cal.latest_settleable(close + Duration::minutes(10)).unwrap(), date("2024-03-10"));
+        assert_eq!(
+            cal.latest_settleable(close + Duration::minutes(9)).unwrap(),
+            date("2024-03-09")
+        );
+        assert_eq!(
+            cal.latest_settleable(close + Duration::minutes(10))
+                .unwrap(),
+            date("2024-03-10")
+        );
     }
 
     #[test]
     fn serializes_by_name() {
         let cal = calendar("Europe/Berlin", "23:30");
         let json = serde_json::to_string(&cal).unwrap();
-        assert_eq!(json, r#"{"timezone":"Europe/Berlin","cutoff":"23:30","grace_minutes":10}"#);
-        assert_eq!(serde_json::from_str::<BusinessCalendar>(&json).unwrap(), cal);
+        assert_eq!(
+            json,
+            r#"{"timezone":"Europe/Berlin","cutoff":"23:30","grace_minutes":10}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<BusinessCalendar>(&json).unwrap(),
+            cal
+        );
     }
 
     const ZONES: &[&str] = &[

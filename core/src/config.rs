@@ -1,0 +1,656 @@
+//! Configuration: one TOML file plus `SETTLE_SECTION__KEY` environment overrides, validated in full.
+//! Every problem is reported with its key (not only the first), and defaults work with no file at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rust_decimal::Decimal;
+use toml::{Table, Value};
+
+use crate::calendar::{parse_timezone, BusinessCalendar, Cutoff, DEFAULT_GRACE_MINUTES};
+use crate::fees::{AmountByCurrency, FeeRule, FeeSchedule, MerchantFees};
+use crate::model::PaymentMethod;
+use crate::money::{Currency, Money};
+use crate::settlement::runner::{DEFAULT_LEASE_SECONDS, DEFAULT_PAGE_SIZE};
+
+/// Prefix of environment overrides: `SETTLE_BUSINESS__TIMEZONE=Asia/Riyadh` sets `business.timezone`.
+pub const ENV_PREFIX: &str = "SETTLE_";
+const ENV_SEPARATOR: &str = "__";
+
+/// Everything the configuration decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub calendar: BusinessCalendar,
+    pub fee_schedule: FeeSchedule,
+    pub store: StoreSettings,
+    pub settlement: SettlementSettings,
+    /// `data_dir` from the file, if set; command-line and environment take precedence.
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Only `sqlite` for now.
+    pub kind: String,
+    /// The SQLite file; relative paths are relative to the data directory.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementSettings {
+    pub lease_seconds: i64,
+    pub page_size: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            calendar: BusinessCalendar::default(),
+            fee_schedule: FeeSchedule::default(),
+            store: StoreSettings {
+                kind: "sqlite".into(),
+                path: None,
+            },
+            settlement: SettlementSettings {
+                lease_seconds: DEFAULT_LEASE_SECONDS,
+                page_size: DEFAULT_PAGE_SIZE,
+            },
+            data_dir: None,
+        }
+    }
+}
+
+/// One problem, named by its key (e.g. `business.cutoff`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// All the problems found, in the order found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub source_name: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        writeln!(
+            f,
+            "{} has {count} problem{}:",
+            self.source_name,
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the file (if any), applies environment overrides and validates everything.
+pub fn load(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let (text, source_name) = match path {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => (text, path.display().to_string()),
+            Err(error) => {
+                return Err(ConfigError {
+                    source_name: path.display().to_string(),
+                    problems: vec![ConfigProblem {
+                        key: "(file)".into(),
+                        message: format!("cannot read the configuration file: {error}"),
+                    }],
+                })
+            }
+        },
+        None => (String::new(), "the configuration (defaults)".to_string()),
+    };
+    parse(&text, &source_name, env)
+}
+
+/// Parses configuration text with environment overrides.
+pub fn parse(
+    text: &str,
+    source_name: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let fail = |problems| ConfigError {
+        source_name: source_name.to_string(),
+        problems,
+    };
+    let mut table: Table = text.parse().map_err(|error: toml::de::Error| {
+        fail(vec![ConfigProblem {
+            key: "(syntax)".into(),
+            message: error.to_string().trim().replace('\n', " "),
+        }])
+    })?;
+    let mut reader = Reader::default();
+    for (name, value) in env {
+        reader.apply_env(&mut table, &name, value);
+    }
+    let settings = reader.settings(&table);
+    if reader.problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(fail(reader.problems))
+    }
+}
+
+/// Walks the TOML table, collecting problems instead of stopping at the first.
+#[derive(Default)]
+struct Reader {
+    problems: Vec<ConfigProblem>,
+    /// Keys set from the environment, to say so in messages.
+    from_env: BTreeMap<String, String>,
+}
+
+impl Reader {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let key = match self.from_env.get(key) {
+            Some(variable) => format!("{key} (from {variable})"),
+            None => key.to_string(),
+        };
+        self.problems.push(ConfigProblem {
+            key,
+            message: message.into(),
+        });
+    }
+
+    /// `SETTLE_FEES__DEFAULT__FIXED__USD=0.30` sets `fees.default.fixed.USD = "0.30"`. Variables
+    /// without a section separator (`SETTLE_CONFIG`, `SETTLE_DATA_DIR`…) are not configuration keys.
+    fn apply_env(&mut self, table: &mut Table, name: &str, value: String) {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            return;
+        };
+        if !path.contains(ENV_SEPARATOR) {
+            return;
+        }
+        let mut segments: Vec<String> = Vec::new();
+        for raw in path.split(ENV_SEPARATOR) {
+            let currency_position = segments
+                .last()
+                .is_some_and(|parent| matches!(parent.as_str(), "fixed" | "min" | "max"));
+            segments.push(if currency_position {
+                raw.to_ascii_uppercase()
+            } else {
+                raw.to_ascii_lowercase()
+            });
+        }
+        let key = segments.join(".");
+        self.from_env.insert(key.clone(), name.to_string());
+        let (last, parents) = segments.split_last().expect("at least two segments");
+        let mut node = table;
+        for segment in parents {
+            let entry = node
+                .entry(segment.clone())
+                .or_insert_with(|| Value::Table(Table::new()));
+            match entry {
+                Value::Table(inner) => node = inner,
+                _ => {
+                    self.problem(&key, format!("{segment} is not a section"));
+                    return;
+                }
+            }
+        }
+        node.insert(last.clone(), Value::String(value));
+    }
+
+    fn settings(&mut self, table: &Table) -> Settings {
+        let mut settings = Settings::default();
+        self.known_keys(
+            "",
+            table,
+            &["business", "fees", "store", "settlement", "data_dir"],
+        );
+        if let Some(business) = self.section(table, "business") {
+            settings.calendar = self.calendar(&business);
+        }
+        if let Some(fees) = self.section(table, "fees") {
+            settings.fee_schedule = self.fee_schedule(&fees);
+        }
+        if let Some(store) = self.section(table, "store") {
+            self.known_keys("store", &store, &["kind", "path"]);
+            if let Some(kind) = self.string(&store, "store.kind") {
+                if kind == "sqlite" {
+                    settings.store.kind = kind;
+                } else {
+                    self.problem(
+                        "store.kind",
+                        format!("unknown store {kind:?} (expected \"sqlite\")"),
+                    );
+                }
+            }
+            settings.store.path = self.string(&store, "store.path").map(PathBuf::from);
+        }
+        if let Some(settlement) = self.section(table, "settlement") {
+            self.known_keys("settlement", &settlement, &["lease_seconds", "page_size"]);
+            if let Some(seconds) = self.integer(&settlement, "settlement.lease_seconds", 1, 86_400)
+            {
+                settings.settlement.lease_seconds = seconds;
+            }
+            if let Some(size) = self.integer(&settlement, "settlement.page_size", 100, 100_000) {
+                settings.settlement.page_size = size as u32;
+            }
+        }
+        settings.data_dir = self.string(table, "data_dir").map(PathBuf::from);
+        for problem in settings.fee_schedule.validate() {
+            self.problem(&problem.key, problem.message);
+        }
+        settings
+    }
+
+    fn calendar(&mut self, business: &Table) -> BusinessCalendar {
+        self.known_keys(
+            "business",
+            business,
+            &["timezone", "cutoff", "grace_minutes"],
+        );
+        let mut calendar = BusinessCalendar::default();
+        if let Some(name) = self.string(business, "business.timezone") {
+            match parse_timezone(&name) {
+                Ok(timezone) => calendar.timezone = timezone,
+                Err(error) => self.problem("business.timezone", error.to_string()),
+            }
+        }
+        if let Some(cutoff) = self.string(business, "business.cutoff") {
+            match cutoff.parse::<Cutoff>() {
+                Ok(cutoff) => calendar.cutoff = cutoff,
+                Err(error) => self.problem("business.cutoff", error.to_string()),
+            }
+        }
+        calendar.grace_minutes = self
+            .integer(business, "business.grace_minutes", 0, 24 * 60)
+            .map(|m| m as u32)
+            .unwrap_or(DEFAULT_GRACE_MINUTES);
+        calendar
+    }
+
+    fn fee_schedule(&mut self, fees: &Table) -> FeeSchedule {
+        self.known_keys("fees", fees, &["default", "methods", "merchants"]);
+        let mut schedule = FeeSchedule::default();
+        if let Some(default) = self.section(fees, "fees.default") {
+            let rule = self.fee_rule("fees.default", &default, &[]);
+            // The built-in 2.5 % applies unless the file names another percentage.
+            schedule.default = FeeRule {
+                percent: rule.percent.or(schedule.default.percent),
+                ..rule
+            };
+        }
+        if let Some(methods) = self.section(fees, "fees.methods") {
+            schedule.methods = self.method_rules("fees.methods", &methods);
+        }
+        if let Some(merchants) = self.section(fees, "fees.merchants") {
+            for (merchant_id, value) in &merchants {
+                let key = format!("fees.merchants.{merchant_id}");
+                let Some(table) = self.as_table(&key, value) else {
+                    continue;
+                };
+                let rule = self.fee_rule(&key, &table, &["methods"]);
+                let methods = match self.section(&table, &format!("{key}.methods")) {
+                    Some(methods) => self.method_rules(&format!("{key}.methods"), &methods),
+                    None => BTreeMap::new(),
+                };
+                schedule
+                    .merchants
+                    .insert(merchant_id.clone(), MerchantFees { rule, methods });
+            }
+        }
+        schedule
+    }
+
+    fn method_rules(&mut self, key: &str, table: &Table) -> BTreeMap<PaymentMethod, FeeRule> {
+        let mut rules = BTreeMap::new();
+        for (name, value) in table {
+            let method_key = format!("{key}.{name}");
+            let method = match name.parse::<PaymentMethod>() {
+                Ok(method) => method,
+                Err(error) => {
+                    self.problem(&method_key, error);
+                    continue;
+                }
+            };
+            if let Some(rule_table) = self.as_table(&method_key, value) {
+                rules.insert(method, self.fee_rule(&method_key, &rule_table, &[]));
+            }
+        }
+        rules
+    }
+
+    fn fee_rule(&mut self, key: &str, table: &Table, extra_keys: &[&str]) -> FeeRule {
+        let mut allowed = vec!["percent", "fixed", "min", "max", "refund_returns_percent"];
+        allowed.extend_from_slice(extra_keys);
+        self.known_keys(key, table, &allowed);
+        let percent_key = format!("{key}.percent");
+        let percent = match table.get("percent") {
+            None => None,
+            Some(Value::String(text)) => match Decimal::from_str_exact(text) {
+                Ok(percent) => Some(percent),
+                Err(_) => {
+                    self.problem(
+                        &percent_key,
+                        format!("{text:?} is not a decimal number such as \"2.5\""),
+                    );
+                    None
+                }
+            },
+            Some(Value::Integer(n)) => Some(Decimal::from(*n)),
+            Some(Value::Float(_)) => {
+                self.problem(
+                    &percent_key,
+                    "write the percentage as a string, e.g. \"2.5\": TOML floats are binary and inexact",
+                );
+                None
+            }
+            Some(other) => {
+                self.problem(
+                    &percent_key,
+                    format!("expected a decimal string, found {}", other.type_str()),
+                );
+                None
+            }
+        };
+        let refund_returns_percent = match table.get("refund_returns_percent") {
+            None => None,
+            Some(Value::Boolean(flag)) => Some(*flag),
+            Some(Value::String(text)) if text == "true" || text == "false" => Some(text == "true"),
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.refund_returns_percent"),
+                    format!("expected true or false, found {other}"),
+                );
+                None
+            }
+        };
+        FeeRule {
+            percent,
+            fixed: self.amounts(table, &format!("{key}.fixed"), "fixed"),
+            min: self.amounts(table, &format!("{key}.min"), "min"),
+            max: self.amounts(table, &format!("{key}.max"), "max"),
+            refund_returns_percent,
+        }
+    }
+
+    /// `{ USD = "0.30", JPY = 30 }`: amounts per currency, exact in that currency.
+    fn amounts(&mut self, table: &Table, key: &str, name: &str) -> AmountByCurrency {
+        let mut amounts = AmountByCurrency::default();
+        let Some(value) = table.get(name) else {
+            return amounts;
+        };
+        let Some(per_currency) = self.as_table(key, value) else {
+            return amounts;
+        };
+        for (code, value) in &per_currency {
+            let amount_key = format!("{key}.{code}");
+            let currency = match Currency::from_code(code) {
+                Ok(currency) => currency,
+                Err(error) => {
+                    self.problem(&amount_key, error.to_string());
+                    continue;
+                }
+            };
+            let text = match value {
+                Value::String(text) => text.clone(),
+                Value::Integer(n) => n.to_string(),
+                Value::Float(_) => {
+                    self.problem(
+                        &amount_key,
+                        "write the amount as a string, e.g. \"0.30\": TOML floats are inexact",
+                    );
+                    continue;
+                }
+                other => {
+                    self.problem(
+                        &amount_key,
+                        format!("expected a decimal string, found {}", other.type_str()),
+                    );
+                    continue;
+                }
+            };
+            match Money::parse_major(&text, currency) {
+                Ok(money) => {
+                    amounts.0.insert(currency, money.minor);
+                }
+                Err(error) => self.problem(&amount_key, error.to_string()),
+            }
+        }
+        amounts
+    }
+
+    fn known_keys(&mut self, section: &str, table: &Table, allowed: &[&str]) {
+        let allowed: BTreeSet<&str> = allowed.iter().copied().collect();
+        for key in table.keys() {
+            if !allowed.contains(key.as_str()) {
+                let full = if section.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{section}.{key}")
+                };
+                let expected = allowed.iter().copied().collect::<Vec<_>>().join(", ");
+                self.problem(&full, format!("unknown key (expected one of: {expected})"));
+            }
+        }
+    }
+
+    fn as_table(&mut self, key: &str, value: &Value) -> Option<Table> {
+        match value {
+            Value::Table(table) => Some(table.clone()),
+            other => {
+                self.problem(key, format!("expected a table, found {}", other.type_str()));
+                None
+            }
+        }
+    }
+
+    /// A sub-table by its full dotted key (only the last segment is looked up in `table`).
+    fn section(&mut self, table: &Table, key: &str) -> Option<Table> {
+        let name = key.rsplit('.').next().unwrap_or(key);
+        table.get(name).and_then(|value| self.as_table(key, value))
+    }
+
+    fn string(&mut self, table: &Table, key: &str) -> Option<String> {
+        let name = key.rsplit('.').next().unwrap_or(key);
+        match table.get(name)? {
+            Value::String(text) => Some(text.clone()),
+            other => {
+                self.problem(
+                    key,
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, table: &Table, key: &str, min: i64, max: i64) -> Option<i64> {
+        let name = key.rsplit('.').next().unwrap_or(key);
+        let value = match table.get(name)? {
+            Value::Integer(n) => *n,
+            Value::String(text) => match text.parse::<i64>() {
+                Ok(n) => n,
+                Err(_) => {
+                    self.problem(key, format!("{text:?} is not a whole number"));
+                    return None;
+                }
+            },
+            other => {
+                self.problem(
+                    key,
+                    format!("expected a whole number, found {}", other.type_str()),
+                );
+                return None;
+            }
+        };
+        if value < min || value > max {
+            self.problem(key, format!("{value} is out of range ({min} to {max})"));
+            return None;
+        }
+        Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn problems(text: &str, env: Vec<(String, String)>) -> Vec<String> {
+        parse(text, "test.toml", env)
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn no_file_means_defaults() {
+        let settings = parse("", "defaults", no_env()).unwrap();
+        assert_eq!(settings, Settings::default());
+        assert_eq!(settings.calendar.timezone.name(), "Asia/Aden");
+        assert_eq!(settings.calendar.cutoff, Cutoff::END_OF_DAY);
+        assert_eq!(
+            settings.fee_schedule.default.percent,
+            Some(Decimal::new(25, 1))
+        );
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = r#"
+            [business]
+            timezone = "Asia/Aden"      # IANA name
+            cutoff = "24:00"            # local time at which a settlement day ends
+            [fees.default]
+            percent = "2.5"             # decimal string
+            fixed = { USD = "0.30" }    # per currency, optional
+            [fees.methods.cash]
+            percent = "1"
+            [fees.merchants."m-0001"]
+            percent = "1.75"
+            max = { USD = "5.00" }
+            [fees.merchants."m-0001".methods.wallet]
+            fixed = { USD = "0" }
+        "#;
+        let settings = parse(text, "example", no_env()).unwrap();
+        let usd = Currency::from_code("USD").unwrap();
+        let rule = settings
+            .fee_schedule
+            .resolve("m-0001", PaymentMethod::Card, usd);
+        assert_eq!(
+            (rule.percent, rule.fixed_minor, rule.max_minor),
+            (Decimal::new(175, 2), 30, Some(500))
+        );
+        let wallet = settings
+            .fee_schedule
+            .resolve("m-0001", PaymentMethod::Wallet, usd);
+        assert_eq!(wallet.fixed_minor, 0);
+        let cash = settings
+            .fee_schedule
+            .resolve("m-other", PaymentMethod::Cash, usd);
+        assert_eq!(cash.percent, Decimal::ONE);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            [business]
+            timezone = "Mars/Olympus"
+            cutoff = "00:00"
+            grace_minutes = -5
+            colour = "blue"
+            [fees.default]
+            percent = 2.5
+            fixed = { USD = "0.305", XYZ = "1" }
+            [fees.methods.cheque]
+            percent = "1"
+            [store]
+            kind = "postgres"
+        "#;
+        let found = problems(text, no_env());
+        let joined = found.join("\n");
+        for key in [
+            "business.timezone:",
+            "business.cutoff:",
+            "business.grace_minutes:",
+            "business.colour:",
+            "fees.default.percent:",
+            "fees.default.fixed.USD:",
+            "fees.default.fixed.XYZ:",
+            "fees.methods.cheque:",
+            "store.kind:",
+        ] {
+            assert!(joined.contains(key), "missing {key} in:\n{joined}");
+        }
+        assert!(joined.contains("inexact"), "{joined}");
+        assert!(joined.contains("ambiguous"), "{joined}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let found = problems("[business\ntimezone = 1", no_env());
+        assert!(found[0].contains("line 1"), "{found:?}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_is_named_in_errors() {
+        let env = vec![
+            (
+                "SETTLE_BUSINESS__TIMEZONE".to_string(),
+                "Europe/Berlin".to_string(),
+            ),
+            (
+                "SETTLE_FEES__DEFAULT__FIXED__usd".to_string(),
+                "0.25".to_string(),
+            ),
+            (
+                "SETTLE_BUSINESS__GRACE_MINUTES".to_string(),
+                "15".to_string(),
+            ),
+            ("SETTLE_CONFIG".to_string(), "ignored.toml".to_string()),
+        ];
+        let settings = parse("[business]\ntimezone = \"Asia/Aden\"", "t", env).unwrap();
+        assert_eq!(settings.calendar.timezone.name(), "Europe/Berlin");
+        assert_eq!(settings.calendar.grace_minutes, 15);
+        let usd = Currency::from_code("USD").unwrap();
+        assert_eq!(settings.fee_schedule.default.fixed.get(usd), Some(25));
+
+        let bad = vec![("SETTLE_BUSINESS__CUTOFF".to_string(), "7am".to_string())];
+        let found = problems("", bad);
+        assert!(
+            found[0].starts_with("business.cutoff (from SETTLE_BUSINESS__CUTOFF):"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn min_above_max_is_refused() {
+        let text = r#"
+            [fees.default]
+            min = { USD = "2.00" }
+            max = { USD = "1.00" }
+        "#;
+        let joined = problems(text, no_env()).join("\n");
+        assert!(joined.contains("exceeds the maximum"), "{joined}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_naming_it() {
+        let error = load(Some(Path::new("does/not/exist.toml")), no_env()).unwrap_err();
+        assert!(error.to_string().contains("does/not/exist.toml"));
+    }
+}

@@ -1,5 +1,5 @@
 //! Named crash and pause points between durable writes, for the reliability tests.
-//! Active only with the `failpoints` feature; `SETTLE_FAILPOINTS="name=action;…"` arms them.
+//! Compiled into debug builds (and release builds with the `failpoints` feature); `SETTLE_FAILPOINTS="name=action;…"` arms them.
 //!
 //! Actions: `error` (the step fails as if its I/O had), `abort` (the process dies at once, like a
 //! crash), `exit(CODE)`, `sleep(MS)` (hold the point, e.g. to keep a lease while another process races).
@@ -10,7 +10,7 @@
 pub struct InjectedFailure(pub String);
 
 /// Passes through the named point, applying the armed action if any.
-#[cfg(feature = "failpoints")]
+#[cfg(any(debug_assertions, feature = "failpoints"))]
 pub fn hit(name: &str) -> Result<(), InjectedFailure> {
     let Ok(spec) = std::env::var("SETTLE_FAILPOINTS") else {
         return Ok(());
@@ -43,8 +43,8 @@ pub fn hit(name: &str) -> Result<(), InjectedFailure> {
     Ok(())
 }
 
-/// Without the feature every point is a no-op.
-#[cfg(not(feature = "failpoints"))]
+/// In release builds without the feature every point is a no-op.
+#[cfg(not(any(debug_assertions, feature = "failpoints")))]
 #[inline(always)]
 pub fn hit(_name: &str) -> Result<(), InjectedFailure> {
     Ok(())

@@ -52,7 +52,11 @@ impl<'de> Deserialize<'de> for AmountByCurrency {
 #[serde(deny_unknown_fields)]
 pub struct FeeRule {
     /// Percentage of the amount, e.g. 2.5 for 2.5 %.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub percent: Option<Decimal>,
     /// Fixed amount per transaction, per currency.
     #[serde(default, skip_serializing_if = "AmountByCurrency::is_empty")]
@@ -140,9 +144,15 @@ impl FeeSchedule {
     }
 
     /// Resolves every setting for one merchant, method and currency.
-    pub fn resolve(&self, merchant_id: &str, method: PaymentMethod, currency: Currency) -> ResolvedRule {
+    pub fn resolve(
+        &self,
+        merchant_id: &str,
+        method: PaymentMethod,
+        currency: Currency,
+    ) -> ResolvedRule {
         let chain = self.chain(merchant_id, method);
-        let first = |pick: &dyn Fn(&FeeRule) -> Option<i64>| chain.iter().find_map(|rule| pick(rule));
+        let first =
+            |pick: &dyn Fn(&FeeRule) -> Option<i64>| chain.iter().find_map(|rule| pick(rule));
         ResolvedRule {
             currency,
             percent: chain
@@ -224,7 +234,11 @@ fn rule_problems(key: &str, rule: &FeeRule) -> Vec<FeeRuleError> {
             });
         }
     }
-    for (name, amounts) in [("fixed", &rule.fixed), ("min", &rule.min), ("max", &rule.max)] {
+    for (name, amounts) in [
+        ("fixed", &rule.fixed),
+        ("min", &rule.min),
+        ("max", &rule.max),
+    ] {
         for (currency, minor) in &amounts.0 {
             if *minor < 0 {
                 problems.push(FeeRuleError {
@@ -263,11 +277,16 @@ impl ResolvedRule {
 
     /// The fee a refund of `refund_minor` returns, given how much of the payment's fee is still
     /// unreturned. Only the percentage part is ever returned, and never more than was charged.
-    pub fn refund_fee_return(&self, refund_minor: i64, unreturned_fee_minor: i64) -> Result<i64, MoneyError> {
+    pub fn refund_fee_return(
+        &self,
+        refund_minor: i64,
+        unreturned_fee_minor: i64,
+    ) -> Result<i64, MoneyError> {
         if !self.refund_returns_percent || unreturned_fee_minor <= 0 {
             return Ok(0);
         }
-        let share = Money::from_decimal_rounded(self.percentage_part(refund_minor), self.currency)?.minor;
+        let share =
+            Money::from_decimal_rounded(self.percentage_part(refund_minor), self.currency)?.minor;
         Ok(share.clamp(0, unreturned_fee_minor))
     }
 }
@@ -351,15 +370,26 @@ mod tests {
         let cash = schedule.resolve("m-small", PaymentMethod::Cash, usd());
         assert_eq!((cash.percent, cash.fixed_minor), (dec("1"), 30));
         let big_card = schedule.resolve("m-big", PaymentMethod::Card, usd());
-        assert_eq!((big_card.percent, big_card.fixed_minor, big_card.max_minor), (dec("1.5"), 30, Some(500)));
+        assert_eq!(
+            (big_card.percent, big_card.fixed_minor, big_card.max_minor),
+            (dec("1.5"), 30, Some(500))
+        );
         let big_wallet = schedule.resolve("m-big", PaymentMethod::Wallet, usd());
-        assert_eq!((big_wallet.percent, big_wallet.fixed_minor), (dec("1.5"), 0));
+        assert_eq!(
+            (big_wallet.percent, big_wallet.fixed_minor),
+            (dec("1.5"), 0)
+        );
         // The merchant's own percent wins over the method's.
         let big_cash = schedule.resolve("m-big", PaymentMethod::Cash, usd());
         assert_eq!(big_cash.percent, dec("1.5"));
         // Fixed amounts are per currency: none configured for SAR.
         let sar = Currency::from_code("SAR").unwrap();
-        assert_eq!(schedule.resolve("m-small", PaymentMethod::Card, sar).fixed_minor, 0);
+        assert_eq!(
+            schedule
+                .resolve("m-small", PaymentMethod::Card, sar)
+                .fixed_minor,
+            0
+        );
     }
 
     #[test]
@@ -380,7 +410,11 @@ mod tests {
     #[test]
     fn refunds_return_at_most_what_was_charged() {
         let mut rule = FeeSchedule::default().resolve("m", PaymentMethod::Card, usd());
-        assert_eq!(rule.refund_fee_return(1000, 25).unwrap(), 0, "off by default");
+        assert_eq!(
+            rule.refund_fee_return(1000, 25).unwrap(),
+            0,
+            "off by default"
+        );
         rule.refund_returns_percent = true;
         assert_eq!(rule.refund_fee_return(1000, 25).unwrap(), 25);
         assert_eq!(rule.refund_fee_return(1000, 10).unwrap(), 10);
@@ -396,7 +430,9 @@ mod tests {
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert!(keys.contains(&"fees.default.percent"), "{problems:?}");
         assert!(
-            problems.iter().any(|p| p.message.contains("minimum fee 9.00 USD exceeds the maximum 5.00 USD")),
+            problems.iter().any(|p| p
+                .message
+                .contains("minimum fee 9.00 USD exceeds the maximum 5.00 USD")),
             "{problems:?}"
         );
         assert!(FeeSchedule::default().validate().is_empty());
@@ -408,7 +444,10 @@ mod tests {
         let json = serde_json::to_string(&schedule).unwrap();
         assert!(json.contains(r#""percent":"2.5""#), "{json}");
         assert!(json.contains(r#""USD":"0.30""#), "{json}");
-        assert_eq!(serde_json::from_str::<FeeSchedule>(&json).unwrap(), schedule);
+        assert_eq!(
+            serde_json::from_str::<FeeSchedule>(&json).unwrap(),
+            schedule
+        );
     }
 
     proptest! {

@@ -5,6 +5,7 @@ pub mod calendar;
 pub mod chart;
 pub mod config;
 pub mod csv;
+pub mod demo;
 pub mod failpoint;
 pub mod fees;
 pub mod ingest;

@@ -189,7 +189,9 @@ impl Money {
         if !scaled.fract().is_zero() {
             return None;
         }
-        i64::try_from(scaled).ok().map(|minor| Money { minor, currency })
+        i64::try_from(scaled)
+            .ok()
+            .map(|minor| Money { minor, currency })
     }
 
     /// Rounds a major-unit decimal to the currency's minor unit, half away from zero.
@@ -279,7 +281,11 @@ mod tests {
             ("KWD", 3),
             ("JPY", 0),
         ] {
-            assert_eq!(Currency::from_code(code).unwrap().exponent(), exponent, "{code}");
+            assert_eq!(
+                Currency::from_code(code).unwrap().exponent(),
+                exponent,
+                "{code}"
+            );
         }
     }
 
@@ -308,7 +314,10 @@ mod tests {
     #[test]
     fn refuses_inexact_or_malformed_amounts_naming_the_value() {
         let too_precise = Money::parse_major("12.345", usd()).unwrap_err();
-        assert!(matches!(too_precise, MoneyError::TooManyDecimals { decimals: 3, .. }));
+        assert!(matches!(
+            too_precise,
+            MoneyError::TooManyDecimals { decimals: 3, .. }
+        ));
         assert!(too_precise.to_string().contains("\"12.345\""));
         let jpy = Currency::from_code("JPY").unwrap();
         assert!(Money::parse_major("10.5", jpy).is_err());
@@ -358,17 +367,40 @@ mod tests {
     #[test]
     fn rounds_half_away_from_zero() {
         let d = |s: &str| Decimal::from_str_exact(s).unwrap();
-        assert_eq!(Money::from_decimal_rounded(d("0.125"), usd()).unwrap().minor, 13);
-        assert_eq!(Money::from_decimal_rounded(d("-0.125"), usd()).unwrap().minor, -13);
-        assert_eq!(Money::from_decimal_rounded(d("0.124999"), usd()).unwrap().minor, 12);
-        assert_eq!(Money::from_decimal_rounded(d("0.135"), usd()).unwrap().minor, 14);
+        assert_eq!(
+            Money::from_decimal_rounded(d("0.125"), usd())
+                .unwrap()
+                .minor,
+            13
+        );
+        assert_eq!(
+            Money::from_decimal_rounded(d("-0.125"), usd())
+                .unwrap()
+                .minor,
+            -13
+        );
+        assert_eq!(
+            Money::from_decimal_rounded(d("0.124999"), usd())
+                .unwrap()
+                .minor,
+            12
+        );
+        assert_eq!(
+            Money::from_decimal_rounded(d("0.135"), usd())
+                .unwrap()
+                .minor,
+            14
+        );
     }
 
     #[test]
     fn formats_with_all_decimals() {
         assert_eq!(Money::new(1250, usd()).to_string(), "12.50");
         assert_eq!(Money::new(-5, usd()).to_string(), "-0.05");
-        assert_eq!(Money::new(i64::MIN, usd()).to_string(), "-92233720368547758.08");
+        assert_eq!(
+            Money::new(i64::MIN, usd()).to_string(),
+            "-92233720368547758.08"
+        );
         let kwd = Currency::from_code("KWD").unwrap();
         assert_eq!(Money::new(1, kwd).to_string(), "0.001");
         let jpy = Currency::from_code("JPY").unwrap();

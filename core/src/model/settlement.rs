@@ -77,7 +77,11 @@ fn add(a: i64, b: i64, currency: Currency) -> Result<i64, MoneyError> {
 
 impl SettlementFigures {
     /// Adds another set of figures of the same currency, refusing to overflow.
-    pub fn accumulate(&mut self, other: &SettlementFigures, currency: Currency) -> Result<(), MoneyError> {
+    pub fn accumulate(
+        &mut self,
+        other: &SettlementFigures,
+        currency: Currency,
+    ) -> Result<(), MoneyError> {
         self.transaction_count += other.transaction_count;
         self.completed_count += other.completed_count;
         self.failed_count += other.failed_count;

@@ -171,7 +171,10 @@ impl NewTransaction {
             (TransactionKind::Payment | TransactionKind::Adjustment, Some(_)) => {
                 return Err(FieldError::new(
                     "refund_of",
-                    format!("only refunds and chargebacks refer to a payment, not a {}", self.kind),
+                    format!(
+                        "only refunds and chargebacks refer to a payment, not a {}",
+                        self.kind
+                    ),
                 ));
             }
             _ => {}
@@ -206,8 +209,20 @@ impl NewTransaction {
             .and_then(|id| show("id", id.to_string(), stored.id.to_string()))
             .or_else(|| show("kind", self.kind.to_string(), stored.kind.to_string()))
             .or_else(|| show("status", self.status.to_string(), stored.status.to_string()))
-            .or_else(|| show("currency", self.currency.to_string(), stored.currency.to_string()))
-            .or_else(|| show("amount", money(self.amount_minor), money(stored.amount_minor)))
+            .or_else(|| {
+                show(
+                    "currency",
+                    self.currency.to_string(),
+                    stored.currency.to_string(),
+                )
+            })
+            .or_else(|| {
+                show(
+                    "amount",
+                    money(self.amount_minor),
+                    money(stored.amount_minor),
+                )
+            })
             .or_else(|| show("method", self.method.to_string(), stored.method.to_string()))
             .or_else(|| {
                 show(
@@ -216,7 +231,13 @@ impl NewTransaction {
                     crate::time::format_utc(stored.occurred_at),
                 )
             })
-            .or_else(|| show("refund_of", optional(&self.refund_of), optional(&stored.refund_of)))
+            .or_else(|| {
+                show(
+                    "refund_of",
+                    optional(&self.refund_of),
+                    optional(&stored.refund_of),
+                )
+            })
     }
 }
 
@@ -288,7 +309,10 @@ mod tests {
             assert_eq!(kind.as_str().parse::<TransactionKind>().unwrap(), *kind);
         }
         let error = "Payment".parse::<TransactionKind>().unwrap_err();
-        assert!(error.contains("\"Payment\"") && error.contains("chargeback"), "{error}");
+        assert!(
+            error.contains("\"Payment\"") && error.contains("chargeback"),
+            "{error}"
+        );
         assert_eq!(
             serde_json::to_string(&PaymentMethod::BankTransfer).unwrap(),
             "\"bank_transfer\""
@@ -298,7 +322,10 @@ mod tests {
     #[test]
     fn validation_enforces_sign_by_kind() {
         assert!(payment().validated().is_ok());
-        let zero = NewTransaction { amount_minor: 0, ..payment() };
+        let zero = NewTransaction {
+            amount_minor: 0,
+            ..payment()
+        };
         assert_eq!(zero.validated().unwrap_err().field, "amount");
         let negative_refund = NewTransaction {
             kind: TransactionKind::Refund,
@@ -350,6 +377,9 @@ mod tests {
     #[test]
     fn occurred_at_is_kept_to_the_millisecond() {
         let tx = payment().validated().unwrap();
-        assert_eq!(tx.occurred_at, "2024-03-10T12:00:00.123Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(
+            tx.occurred_at,
+            "2024-03-10T12:00:00.123Z".parse::<DateTime<Utc>>().unwrap()
+        );
     }
 }

@@ -46,7 +46,11 @@ impl<'a> SettlementComputation<'a> {
     }
 
     /// Adds one transaction. `refunded` is the payment a refund returns, when it is known.
-    pub fn add(&mut self, tx: &Transaction, refunded: Option<&RefundedPayment>) -> Result<(), MoneyError> {
+    pub fn add(
+        &mut self,
+        tx: &Transaction,
+        refunded: Option<&RefundedPayment>,
+    ) -> Result<(), MoneyError> {
         let currency = tx.currency;
         let fee_minor = self.fee_effect_minor(tx, refunded)?;
         let line = self
@@ -89,7 +93,11 @@ impl<'a> SettlementComputation<'a> {
     }
 
     /// The fee a completed transaction adds (payments) or gives back (refunds, negative).
-    fn fee_effect_minor(&self, tx: &Transaction, refunded: Option<&RefundedPayment>) -> Result<i64, MoneyError> {
+    fn fee_effect_minor(
+        &self,
+        tx: &Transaction,
+        refunded: Option<&RefundedPayment>,
+    ) -> Result<i64, MoneyError> {
         if tx.status != TransactionStatus::Completed {
             return Ok(0);
         }
@@ -99,7 +107,9 @@ impl<'a> SettlementComputation<'a> {
                 .resolve(&tx.merchant_id, tx.method, tx.currency)
                 .payment_fee(tx.amount_minor),
             TransactionKind::Refund => match refunded {
-                Some(refunded) => fee_returned_by_refund(self.schedule, refunded, tx).map(|minor| -minor),
+                Some(refunded) => {
+                    fee_returned_by_refund(self.schedule, refunded, tx).map(|minor| -minor)
+                }
                 None => Ok(0),
             },
             TransactionKind::Chargeback | TransactionKind::Adjustment => Ok(0),
@@ -159,7 +169,7 @@ pub fn fee_returned_by_refund(
         .filter(|r| r.id != refund.id)
         .chain(std::iter::once(refund))
         .collect();
-    refunds.sort_by(|a, b| (a.occurred_at, a.id).cmp(&(b.occurred_at, b.id)));
+    refunds.sort_by_key(|r| (r.occurred_at, r.id));
     for earlier in refunds {
         let returned = rule.refund_fee_return(earlier.amount_minor, unreturned_minor)?;
         if earlier.id == refund.id {
@@ -255,10 +265,25 @@ mod tests {
         let usd = &result.lines[0].figures;
         assert_eq!((usd.gross_minor, usd.fees_minor), (11_010, 250 + 25));
         assert_eq!(usd.net_minor, 11_010 - 300 - 200 - 275);
-        assert_eq!((usd.completed_count, usd.failed_count, usd.payment_count), (4, 1, 2));
+        assert_eq!(
+            (usd.completed_count, usd.failed_count, usd.payment_count),
+            (4, 1, 2)
+        );
         let m2 = &result.lines[2].figures;
-        assert_eq!((m2.net_minor, m2.cancelled_count, m2.pending_count, m2.transaction_count), (0, 1, 1, 2));
-        let usd_total = result.totals.iter().find(|t| t.currency.code() == "USD").unwrap();
+        assert_eq!(
+            (
+                m2.net_minor,
+                m2.cancelled_count,
+                m2.pending_count,
+                m2.transaction_count
+            ),
+            (0, 1, 1, 2)
+        );
+        let usd_total = result
+            .totals
+            .iter()
+            .find(|t| t.currency.code() == "USD")
+            .unwrap();
         assert_eq!(usd_total.merchant_count, 2);
         assert_eq!(usd_total.figures.net_minor, usd.net_minor);
     }
@@ -274,9 +299,8 @@ mod tests {
         use TransactionKind::*;
         use TransactionStatus::*;
         let mut schedule = returning_schedule();
-        schedule.default.max = crate::fees::AmountByCurrency(
-            [(Currency::from_code("USD").unwrap(), 100)].into(),
-        );
+        schedule.default.max =
+            crate::fees::AmountByCurrency([(Currency::from_code("USD").unwrap(), 100)].into());
         // 2.5 % of 100.00 would be 2.50; the max caps the charged fee at 1.00.
         let payment = tx(1, "m-1", Payment, Completed, 10_000, "USD");
         let first = refund_of(tx(2, "m-1", Refund, Completed, 6_000, "USD"), &payment);
@@ -286,8 +310,14 @@ mod tests {
             refunds: vec![second.clone(), first.clone()],
         };
         // 2.5 % of 60.00 = 1.50, capped at the 1.00 charged; nothing is left for the second.
-        assert_eq!(fee_returned_by_refund(&schedule, &refunded, &first).unwrap(), 100);
-        assert_eq!(fee_returned_by_refund(&schedule, &refunded, &second).unwrap(), 0);
+        assert_eq!(
+            fee_returned_by_refund(&schedule, &refunded, &first).unwrap(),
+            100
+        );
+        assert_eq!(
+            fee_returned_by_refund(&schedule, &refunded, &second).unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -300,8 +330,14 @@ mod tests {
             payment,
             refunds: vec![refund.clone()],
         };
-        assert_eq!(fee_returned_by_refund(&FeeSchedule::default(), &refunded, &refund).unwrap(), 0);
-        assert_eq!(fee_returned_by_refund(&returning_schedule(), &refunded, &refund).unwrap(), 100);
+        assert_eq!(
+            fee_returned_by_refund(&FeeSchedule::default(), &refunded, &refund).unwrap(),
+            0
+        );
+        assert_eq!(
+            fee_returned_by_refund(&returning_schedule(), &refunded, &refund).unwrap(),
+            100
+        );
         let mut schedule = returning_schedule();
         schedule.merchants.insert(
             "m-1".into(),
@@ -313,7 +349,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(fee_returned_by_refund(&schedule, &refunded, &refund).unwrap(), 0);
+        assert_eq!(
+            fee_returned_by_refund(&schedule, &refunded, &refund).unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -338,7 +377,8 @@ mod tests {
     }
 
     /// A day of random transactions with refunds that point at payments of the same day.
-    fn any_day() -> impl Strategy<Value = (Vec<Transaction>, HashMap<PaymentKey, RefundedPayment>)> {
+    fn any_day() -> impl Strategy<Value = (Vec<Transaction>, HashMap<PaymentKey, RefundedPayment>)>
+    {
         let one = (
             0_usize..6,
             0_usize..CURRENCIES.len(),
@@ -350,13 +390,28 @@ mod tests {
         );
         proptest::collection::vec(one, 0..80).prop_map(|rows| {
             let mut txs: Vec<Transaction> = Vec::new();
-            for (n, (merchant, currency, kind, status, amount, negative, late)) in rows.into_iter().enumerate() {
-                let amount = if kind == TransactionKind::Adjustment && negative { -amount } else { amount };
-                let mut t = tx(n as u128, &format!("m-{merchant}"), kind, status, amount, CURRENCIES[currency]);
+            for (n, (merchant, currency, kind, status, amount, negative, late)) in
+                rows.into_iter().enumerate()
+            {
+                let amount = if kind == TransactionKind::Adjustment && negative {
+                    -amount
+                } else {
+                    amount
+                };
+                let mut t = tx(
+                    n as u128,
+                    &format!("m-{merchant}"),
+                    kind,
+                    status,
+                    amount,
+                    CURRENCIES[currency],
+                );
                 t.late = late;
                 if kind == TransactionKind::Refund || kind == TransactionKind::Chargeback {
                     if let Some(payment) = txs.iter().find(|p| {
-                        p.kind == TransactionKind::Payment && p.merchant_id == t.merchant_id && p.currency == t.currency
+                        p.kind == TransactionKind::Payment
+                            && p.merchant_id == t.merchant_id
+                            && p.currency == t.currency
                     }) {
                         t.refund_of = Some(payment.external_ref.clone());
                         t.amount_minor = t.amount_minor.min(payment.amount_minor);
@@ -367,10 +422,17 @@ mod tests {
             let mut refunded: HashMap<PaymentKey, RefundedPayment> = HashMap::new();
             for t in &txs {
                 if let Some(reference) = &t.refund_of {
-                    let payment = txs.iter().find(|p| &p.external_ref == reference).unwrap().clone();
+                    let payment = txs
+                        .iter()
+                        .find(|p| &p.external_ref == reference)
+                        .unwrap()
+                        .clone();
                     refunded
                         .entry((t.merchant_id.clone(), reference.clone()))
-                        .or_insert_with(|| RefundedPayment { payment, refunds: vec![] })
+                        .or_insert_with(|| RefundedPayment {
+                            payment,
+                            refunds: vec![],
+                        })
                         .refunds
                         .push(t.clone());
                 }

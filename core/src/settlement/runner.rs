@@ -10,9 +10,13 @@ use serde_json::json;
 use crate::calendar::{BusinessCalendar, CalendarError, SettlementDate};
 use crate::failpoint;
 use crate::fees::FeeSchedule;
-use crate::model::{AuditEvent, RunTrigger, Settlement, Transaction, TransactionKind, TransactionStatus};
+use crate::model::{
+    AuditEvent, RunTrigger, Settlement, Transaction, TransactionKind, TransactionStatus,
+};
 use crate::money::MoneyError;
-use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment, SettlementComputation};
+use crate::settlement::compute::{
+    ComputedSettlement, PaymentKey, RefundedPayment, SettlementComputation,
+};
 use crate::store::{ClaimMode, ClaimRequest, SharedStore, StoreError};
 use crate::time::Clock;
 
@@ -30,7 +34,10 @@ pub enum RunRequest {
     Run,
     /// Settle it again as a new revision, for a stated reason. Uses the fee schedule stored with the
     /// previous revision unless `apply_current_fees`.
-    Rerun { reason: String, apply_current_fees: bool },
+    Rerun {
+        reason: String,
+        apply_current_fees: bool,
+    },
     /// Resume a failed revision.
     Retry,
 }
@@ -70,7 +77,9 @@ impl RunError {
     pub fn is_conflict(&self) -> bool {
         matches!(
             self,
-            RunError::Refused(StoreError::AlreadySettled { .. } | StoreError::AlreadyRunning { .. })
+            RunError::Refused(
+                StoreError::AlreadySettled { .. } | StoreError::AlreadyRunning { .. }
+            )
         )
     }
 }
@@ -145,18 +154,26 @@ impl SettlementRunner {
         actor: &str,
         trigger: RunTrigger,
     ) -> Result<RunOutcome, RunError> {
-        let result = self.claim_and_settle(settlement_date, &request, actor, trigger).await;
+        let result = self
+            .claim_and_settle(settlement_date, &request, actor, trigger)
+            .await;
         let (outcome, detail) = match &result {
             Ok(done) => (
                 "succeeded",
                 json!({ "revision": done.settlement.revision, "lines": done.line_count, "resumed": done.resumed }),
             ),
-            Err(error @ (RunError::Failed { .. } | RunError::Store(_))) => ("failed", json!({ "error": error.to_string() })),
+            Err(error @ (RunError::Failed { .. } | RunError::Store(_))) => {
+                ("failed", json!({ "error": error.to_string() }))
+            }
             Err(error) => ("refused", json!({ "error": error.to_string() })),
         };
         let mut detail = detail;
         detail["trigger"] = json!(trigger.as_str());
-        if let RunRequest::Rerun { reason, apply_current_fees } = &request {
+        if let RunRequest::Rerun {
+            reason,
+            apply_current_fees,
+        } = &request
+        {
             detail["reason"] = json!(reason);
             detail["apply_current_fees"] = json!(apply_current_fees);
         }
@@ -186,8 +203,14 @@ impl SettlementRunner {
     ) -> Result<RunOutcome, RunError> {
         let now = self.clock.now();
         self.calendar.ensure_settleable(settlement_date, now)?;
-        let claim = self.claim_request(settlement_date, request, actor, trigger, now).await?;
-        let settlement = self.store.claim_settlement(claim).await.map_err(RunError::Refused)?;
+        let claim = self
+            .claim_request(settlement_date, request, actor, trigger, now)
+            .await?;
+        let settlement = self
+            .store
+            .claim_settlement(claim)
+            .await
+            .map_err(RunError::Refused)?;
         let resumed = settlement.attempts > 1;
         tracing::info!(
             %settlement_date,
@@ -210,7 +233,8 @@ impl SettlementRunner {
             .complete_settlement(&fence, &computed, self.clock.now())
             .await
             .map_err(RunError::Store)?;
-        failpoint::hit("settlement.after_complete").map_err(|e| RunError::Store(StoreError::Backend(e.to_string())))?;
+        failpoint::hit("settlement.after_complete")
+            .map_err(|e| RunError::Store(StoreError::Backend(e.to_string())))?;
         tracing::info!(%settlement_date, revision = completed.revision, lines = line_count, "settlement completed");
         Ok(RunOutcome {
             settlement: completed,
@@ -230,7 +254,10 @@ impl SettlementRunner {
         let (mode, calendar, fee_schedule) = match request {
             RunRequest::Run => (ClaimMode::Run, self.calendar, self.fee_schedule.clone()),
             RunRequest::Retry => (ClaimMode::Retry, self.calendar, self.fee_schedule.clone()),
-            RunRequest::Rerun { reason, apply_current_fees } => {
+            RunRequest::Rerun {
+                reason,
+                apply_current_fees,
+            } => {
                 let reason = reason.trim();
                 if reason.is_empty() {
                     return Err(RunError::ReasonRequired);
@@ -273,7 +300,11 @@ impl SettlementRunner {
     /// Marks the revision failed (if this run still holds it) and builds the error to report.
     async fn record_failure(&self, settlement: &Settlement, error: String) -> RunError {
         tracing::error!(settlement_date = %settlement.settlement_date, revision = settlement.revision, %error, "settlement failed");
-        match self.store.fail_settlement(&settlement.fence(), &error, self.clock.now()).await {
+        match self
+            .store
+            .fail_settlement(&settlement.fence(), &error, self.clock.now())
+            .await
+        {
             Ok(()) => RunError::Failed {
                 settlement_date: settlement.settlement_date,
                 revision: settlement.revision,
@@ -323,17 +354,32 @@ impl SettlementRunner {
         for chunk in refunds.chunks(REFUND_LOOKUP_BATCH) {
             let keys: BTreeSet<PaymentKey> = chunk
                 .iter()
-                .filter_map(|r| r.refund_of.clone().map(|reference| (r.merchant_id.clone(), reference)))
+                .filter_map(|r| {
+                    r.refund_of
+                        .clone()
+                        .map(|reference| (r.merchant_id.clone(), reference))
+                })
                 .collect();
             let refunded: HashMap<PaymentKey, RefundedPayment> = self
                 .store
                 .refunded_payments(keys.into_iter().collect())
                 .await?
                 .into_iter()
-                .map(|found| ((found.payment.merchant_id.clone(), found.payment.external_ref.clone()), found))
+                .map(|found| {
+                    (
+                        (
+                            found.payment.merchant_id.clone(),
+                            found.payment.external_ref.clone(),
+                        ),
+                        found,
+                    )
+                })
                 .collect();
             for refund in chunk {
-                let key = (refund.merchant_id.clone(), refund.refund_of.clone().unwrap_or_default());
+                let key = (
+                    refund.merchant_id.clone(),
+                    refund.refund_of.clone().unwrap_or_default(),
+                );
                 computation.add(refund, refunded.get(&key))?;
             }
         }

@@ -139,10 +139,16 @@ pub trait TransactionStore: Send + Sync {
     /// is sealed (a revision was claimed), in which case it lands, marked late, on the first
     /// unsealed date after it. This assignment is atomic with respect to `claim_settlement`: a
     /// transaction is either seen by the claimed run or assigned to a later date.
-    async fn insert_transactions(&self, batch: Vec<TransactionRecord>) -> Result<InsertOutcome, StoreError>;
+    async fn insert_transactions(
+        &self,
+        batch: Vec<TransactionRecord>,
+    ) -> Result<InsertOutcome, StoreError>;
 
     /// Stored transactions with these (merchant_id, external_ref) keys, in no particular order.
-    async fn transactions_by_ref(&self, keys: Vec<PaymentKey>) -> Result<Vec<Transaction>, StoreError>;
+    async fn transactions_by_ref(
+        &self,
+        keys: Vec<PaymentKey>,
+    ) -> Result<Vec<Transaction>, StoreError>;
 
     async fn transaction(&self, id: Uuid) -> Result<Option<Transaction>, StoreError>;
 
@@ -155,11 +161,17 @@ pub trait TransactionStore: Send + Sync {
     ) -> Result<Vec<Transaction>, StoreError>;
 
     /// A date's transactions that arrived after their own date was settled.
-    async fn late_transactions(&self, settlement_date: SettlementDate) -> Result<Vec<Transaction>, StoreError>;
+    async fn late_transactions(
+        &self,
+        settlement_date: SettlementDate,
+    ) -> Result<Vec<Transaction>, StoreError>;
 
     /// For each (merchant_id, payment external_ref): the payment and every refund or chargeback
     /// that refers to it. Keys without a stored payment are left out.
-    async fn refunded_payments(&self, keys: Vec<PaymentKey>) -> Result<Vec<RefundedPayment>, StoreError>;
+    async fn refunded_payments(
+        &self,
+        keys: Vec<PaymentKey>,
+    ) -> Result<Vec<RefundedPayment>, StoreError>;
 }
 
 /// Settlements: claimed by compare-and-set under a lease, written with a fence, never changed once completed.
@@ -170,7 +182,8 @@ pub trait SettlementStore: Send + Sync {
     async fn claim_settlement(&self, request: ClaimRequest) -> Result<Settlement, StoreError>;
 
     /// Extends the lease, if the fence still holds.
-    async fn renew_lease(&self, fence: &Fence, expires_at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn renew_lease(&self, fence: &Fence, expires_at: DateTime<Utc>)
+        -> Result<(), StoreError>;
 
     /// Writes lines and totals and marks the revision completed, atomically, if the fence holds.
     async fn complete_settlement(
@@ -181,7 +194,12 @@ pub trait SettlementStore: Send + Sync {
     ) -> Result<Settlement, StoreError>;
 
     /// Marks the revision failed with its error, if the fence holds.
-    async fn fail_settlement(&self, fence: &Fence, error: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn fail_settlement(
+        &self,
+        fence: &Fence,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     /// A revision of a date; the latest when `revision` is `None`.
     async fn settlement(
@@ -191,10 +209,16 @@ pub trait SettlementStore: Send + Sync {
     ) -> Result<Option<Settlement>, StoreError>;
 
     /// Every revision of a date, oldest first.
-    async fn settlement_revisions(&self, settlement_date: SettlementDate) -> Result<Vec<Settlement>, StoreError>;
+    async fn settlement_revisions(
+        &self,
+        settlement_date: SettlementDate,
+    ) -> Result<Vec<Settlement>, StoreError>;
 
     /// Settlements by date, newest first.
-    async fn settlement_history(&self, filter: &HistoryFilter) -> Result<Vec<Settlement>, StoreError>;
+    async fn settlement_history(
+        &self,
+        filter: &HistoryFilter,
+    ) -> Result<Vec<Settlement>, StoreError>;
 
     /// The lines of a revision, ordered by merchant_id then currency.
     async fn settlement_lines(

@@ -50,7 +50,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -105,9 +107,9 @@ impl SqliteStore {
     {
         let connection = Arc::clone(connection);
         tokio::task::spawn_blocking(move || {
-            let mut guard = connection
-                .lock()
-                .map_err(|_| StoreError::Backend("a database connection was poisoned by a panic".into()))?;
+            let mut guard = connection.lock().map_err(|_| {
+                StoreError::Backend("a database connection was poisoned by a panic".into())
+            })?;
             work(&mut guard)
         })
         .await
@@ -175,7 +177,9 @@ fn query_one<T>(
     params: impl rusqlite::Params,
     decode: impl Fn(&rusqlite::Row) -> Result<T, StoreError>,
 ) -> Result<Option<T>, StoreError> {
-    Ok(query_all(connection, sql, params, decode)?.into_iter().next())
+    Ok(query_all(connection, sql, params, decode)?
+        .into_iter()
+        .next())
 }
 
 fn transaction_by_ref(
@@ -246,7 +250,10 @@ fn insert_transaction(
     Ok(())
 }
 
-fn latest_revision(connection: &Connection, date: NaiveDate) -> Result<Option<Settlement>, StoreError> {
+fn latest_revision(
+    connection: &Connection,
+    date: NaiveDate,
+) -> Result<Option<Settlement>, StoreError> {
     query_one(
         connection,
         &format!(
@@ -274,7 +281,10 @@ fn settlement_with_totals(
     found.map(|s| with_totals(connection, s)).transpose()
 }
 
-fn with_totals(connection: &Connection, mut settlement: Settlement) -> Result<Settlement, StoreError> {
+fn with_totals(
+    connection: &Connection,
+    mut settlement: Settlement,
+) -> Result<Settlement, StoreError> {
     settlement.totals = query_all(
         connection,
         &format!(
@@ -288,10 +298,16 @@ fn with_totals(connection: &Connection, mut settlement: Settlement) -> Result<Se
 }
 
 /// Inserts a brand-new running revision.
-fn insert_revision(tx: &rusqlite::Transaction, request: &ClaimRequest, revision: u32, reason: Option<&str>) -> Result<(), StoreError> {
-    let calendar = serde_json::to_string(&request.calendar).map_err(|e| StoreError::Backend(e.to_string()))?;
-    let fee_schedule =
-        serde_json::to_string(&request.fee_schedule).map_err(|e| StoreError::Backend(e.to_string()))?;
+fn insert_revision(
+    tx: &rusqlite::Transaction,
+    request: &ClaimRequest,
+    revision: u32,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    let calendar =
+        serde_json::to_string(&request.calendar).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let fee_schedule = serde_json::to_string(&request.fee_schedule)
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
     let now = instant_text(request.now);
     tx.execute(
         &format!(
@@ -318,7 +334,11 @@ fn insert_revision(tx: &rusqlite::Transaction, request: &ClaimRequest, revision:
 }
 
 /// Takes over an existing revision: new owner, new lease, fencing version + 1.
-fn take_over(tx: &rusqlite::Transaction, current: &Settlement, request: &ClaimRequest) -> Result<(), StoreError> {
+fn take_over(
+    tx: &rusqlite::Transaction,
+    current: &Settlement,
+    request: &ClaimRequest,
+) -> Result<(), StoreError> {
     let changed = tx
         .execute(
             "UPDATE settlements SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, \
@@ -335,14 +355,19 @@ fn take_over(tx: &rusqlite::Transaction, current: &Settlement, request: &ClaimRe
         )
         .map_err(backend)?;
     if changed != 1 {
-        return Err(StoreError::Backend("the revision changed during its claim".into()));
+        return Err(StoreError::Backend(
+            "the revision changed during its claim".into(),
+        ));
     }
     Ok(())
 }
 
 fn lease_is_live(settlement: &Settlement, now: DateTime<Utc>) -> bool {
     settlement.status == SettlementStatus::Running
-        && settlement.lease.as_ref().is_some_and(|lease| lease.expires_at > now)
+        && settlement
+            .lease
+            .as_ref()
+            .is_some_and(|lease| lease.expires_at > now)
 }
 
 fn already_running(settlement: &Settlement) -> StoreError {
@@ -370,7 +395,9 @@ fn claim(tx: &rusqlite::Transaction, request: &ClaimRequest) -> Result<u32, Stor
             what: "revision yet; use `run` to settle it first",
         }),
         (_, Some(current)) if lease_is_live(&current, now) => Err(already_running(&current)),
-        (ClaimMode::Run | ClaimMode::Retry, Some(current)) if current.status == SettlementStatus::Completed => {
+        (ClaimMode::Run | ClaimMode::Retry, Some(current))
+            if current.status == SettlementStatus::Completed =>
+        {
             Err(StoreError::AlreadySettled {
                 settlement_date: date,
                 revision: current.revision,
@@ -388,7 +415,13 @@ fn claim(tx: &rusqlite::Transaction, request: &ClaimRequest) -> Result<u32, Stor
             take_over(tx, &current, request)?;
             Ok(current.revision)
         }
-        (ClaimMode::Rerun { after_revision, reason }, Some(current)) => {
+        (
+            ClaimMode::Rerun {
+                after_revision,
+                reason,
+            },
+            Some(current),
+        ) => {
             if current.revision != *after_revision {
                 return Err(StoreError::RevisionMoved {
                     settlement_date: date,
@@ -396,7 +429,9 @@ fn claim(tx: &rusqlite::Transaction, request: &ClaimRequest) -> Result<u32, Stor
                     found: current.revision,
                 });
             }
-            if current.status == SettlementStatus::Running || current.status == SettlementStatus::Pending {
+            if current.status == SettlementStatus::Running
+                || current.status == SettlementStatus::Pending
+            {
                 return Err(StoreError::RevisionFailed {
                     settlement_date: date,
                     revision: current.revision,
@@ -411,7 +446,12 @@ fn claim(tx: &rusqlite::Transaction, request: &ClaimRequest) -> Result<u32, Stor
 }
 
 /// Applies a fenced update; zero rows changed means the lease was lost.
-fn fenced_update(tx: &rusqlite::Transaction, fence: &Fence, set_clause: &str, values: &[&dyn rusqlite::ToSql]) -> Result<(), StoreError> {
+fn fenced_update(
+    tx: &rusqlite::Transaction,
+    fence: &Fence,
+    set_clause: &str,
+    values: &[&dyn rusqlite::ToSql],
+) -> Result<(), StoreError> {
     let sql = format!(
         "UPDATE settlements SET {set_clause} WHERE settlement_date = ?{a} AND revision = ?{b} \
          AND lease_version = ?{c} AND status = 'running'",
@@ -434,7 +474,10 @@ fn fenced_update(tx: &rusqlite::Transaction, fence: &Fence, set_clause: &str, va
 
 #[async_trait]
 impl TransactionStore for SqliteStore {
-    async fn insert_transactions(&self, batch: Vec<TransactionRecord>) -> Result<InsertOutcome, StoreError> {
+    async fn insert_transactions(
+        &self,
+        batch: Vec<TransactionRecord>,
+    ) -> Result<InsertOutcome, StoreError> {
         self.write_deciding(move |tx| {
             let sealed = sealed_dates(tx)?;
             let mut outcome = InsertOutcome::default();
@@ -476,7 +519,10 @@ impl TransactionStore for SqliteStore {
         .await
     }
 
-    async fn transactions_by_ref(&self, keys: Vec<PaymentKey>) -> Result<Vec<Transaction>, StoreError> {
+    async fn transactions_by_ref(
+        &self,
+        keys: Vec<PaymentKey>,
+    ) -> Result<Vec<Transaction>, StoreError> {
         self.read(move |connection| {
             let mut found = Vec::new();
             for (merchant_id, external_ref) in &keys {
@@ -488,7 +534,8 @@ impl TransactionStore for SqliteStore {
     }
 
     async fn transaction(&self, id: Uuid) -> Result<Option<Transaction>, StoreError> {
-        self.read(move |connection| transaction_by_id(connection, id)).await
+        self.read(move |connection| transaction_by_id(connection, id))
+            .await
     }
 
     async fn transactions_page(
@@ -515,7 +562,10 @@ impl TransactionStore for SqliteStore {
         .await
     }
 
-    async fn late_transactions(&self, settlement_date: NaiveDate) -> Result<Vec<Transaction>, StoreError> {
+    async fn late_transactions(
+        &self,
+        settlement_date: NaiveDate,
+    ) -> Result<Vec<Transaction>, StoreError> {
         self.read(move |connection| {
             query_all(
                 connection,
@@ -530,7 +580,10 @@ impl TransactionStore for SqliteStore {
         .await
     }
 
-    async fn refunded_payments(&self, keys: Vec<PaymentKey>) -> Result<Vec<RefundedPayment>, StoreError> {
+    async fn refunded_payments(
+        &self,
+        keys: Vec<PaymentKey>,
+    ) -> Result<Vec<RefundedPayment>, StoreError> {
         self.read(move |connection| {
             let mut found = Vec::new();
             for (merchant_id, external_ref) in &keys {
@@ -567,10 +620,21 @@ impl SettlementStore for SqliteStore {
             .ok_or_else(|| StoreError::Backend("a claimed revision vanished".into()))
     }
 
-    async fn renew_lease(&self, fence: &Fence, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn renew_lease(
+        &self,
+        fence: &Fence,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let fence = fence.clone();
-        self.write(move |tx| fenced_update(tx, &fence, "lease_expires_at = ?1", &[&instant_text(expires_at)]))
-            .await
+        self.write(move |tx| {
+            fenced_update(
+                tx,
+                &fence,
+                "lease_expires_at = ?1",
+                &[&instant_text(expires_at)],
+            )
+        })
+        .await
     }
 
     async fn complete_settlement(
@@ -631,7 +695,12 @@ impl SettlementStore for SqliteStore {
             .ok_or_else(|| StoreError::Backend("a completed revision vanished".into()))
     }
 
-    async fn fail_settlement(&self, fence: &Fence, error: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn fail_settlement(
+        &self,
+        fence: &Fence,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let fence = fence.clone();
         let error = error.to_string();
         self.write(move |tx| {
@@ -645,12 +714,19 @@ impl SettlementStore for SqliteStore {
         .await
     }
 
-    async fn settlement(&self, settlement_date: NaiveDate, revision: Option<u32>) -> Result<Option<Settlement>, StoreError> {
+    async fn settlement(
+        &self,
+        settlement_date: NaiveDate,
+        revision: Option<u32>,
+    ) -> Result<Option<Settlement>, StoreError> {
         self.read(move |connection| settlement_with_totals(connection, settlement_date, revision))
             .await
     }
 
-    async fn settlement_revisions(&self, settlement_date: NaiveDate) -> Result<Vec<Settlement>, StoreError> {
+    async fn settlement_revisions(
+        &self,
+        settlement_date: NaiveDate,
+    ) -> Result<Vec<Settlement>, StoreError> {
         self.read(move |connection| {
             let revisions = query_all(
                 connection,
@@ -663,7 +739,10 @@ impl SettlementStore for SqliteStore {
         .await
     }
 
-    async fn settlement_history(&self, filter: &HistoryFilter) -> Result<Vec<Settlement>, StoreError> {
+    async fn settlement_history(
+        &self,
+        filter: &HistoryFilter,
+    ) -> Result<Vec<Settlement>, StoreError> {
         let filter = filter.clone();
         self.read(move |connection| {
             let latest_only = if filter.all_revisions {
@@ -700,7 +779,11 @@ impl SettlementStore for SqliteStore {
         .await
     }
 
-    async fn settlement_lines(&self, settlement_date: NaiveDate, revision: u32) -> Result<Vec<SettlementLine>, StoreError> {
+    async fn settlement_lines(
+        &self,
+        settlement_date: NaiveDate,
+        revision: u32,
+    ) -> Result<Vec<SettlementLine>, StoreError> {
         self.read(move |connection| {
             query_all(
                 connection,

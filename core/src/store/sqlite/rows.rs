@@ -16,14 +16,17 @@ use crate::store::StoreError;
 use crate::time::format_utc;
 
 /// The figure columns, in the order `figures_params` binds them.
-pub const FIGURE_COLUMNS: &str = "transaction_count, completed_count, failed_count, cancelled_count, \
+pub const FIGURE_COLUMNS: &str =
+    "transaction_count, completed_count, failed_count, cancelled_count, \
      pending_count, payment_count, refund_count, chargeback_count, adjustment_count, late_count, \
      gross_minor, refunds_minor, chargebacks_minor, adjustments_minor, fees_minor, net_minor";
 
-pub const TRANSACTION_COLUMNS: &str = "id, merchant_id, kind, status, amount_minor, currency, method, \
+pub const TRANSACTION_COLUMNS: &str =
+    "id, merchant_id, kind, status, amount_minor, currency, method, \
      occurred_at, external_ref, refund_of, created_at, settlement_date, late";
 
-pub const SETTLEMENT_COLUMNS: &str = "settlement_date, revision, status, \"trigger\", requested_by, \
+pub const SETTLEMENT_COLUMNS: &str =
+    "settlement_date, revision, status, \"trigger\", requested_by, \
      reason, calendar, fee_schedule, window_start, window_end, lease_owner, lease_expires_at, \
      lease_version, attempts, created_at, started_at, completed_at, error";
 

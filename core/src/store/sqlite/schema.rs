@@ -133,8 +133,10 @@ pub fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         if version == SCHEMA_VERSION {
             return Ok(());
         }
-        tx.execute_batch(MIGRATIONS[version as usize]).map_err(backend)?;
-        tx.pragma_update(None, "user_version", version + 1).map_err(backend)?;
+        tx.execute_batch(MIGRATIONS[version as usize])
+            .map_err(backend)?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(backend)?;
         tx.commit().map_err(backend)?;
     }
 }

@@ -1,0 +1,183 @@
+//! The command-line grammar (clap): global options and one subcommand per task.
+//! Parsing only; what each command does lives in `commands/`.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "settle",
+    version,
+    about = "Settle a marketplace's business days, exactly once."
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, the defaults apply.
+    #[arg(long, global = true, env = "SETTLE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Where the embedded store lives (default: the platform's data directory).
+    #[arg(long, global = true, env = "SETTLE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// More log output on stderr (-v info, -vv debug); `SETTLE_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a reproducible month of transactions, settle every day, export and chart the result.
+    Demo(DemoArgs),
+    /// Import a transactions CSV (all or nothing unless --skip-invalid).
+    Import(ImportArgs),
+    /// Settle a business date.
+    Run(DateArgs),
+    /// Settle a date again as a new revision, for a stated reason.
+    Rerun(RerunArgs),
+    /// Resume a failed settlement.
+    Retry(DateArgs),
+    /// Show a settlement: status, totals, lines and late transactions.
+    Show(ShowArgs),
+    /// List settlements, newest first.
+    History(HistoryArgs),
+    /// Export a settlement's lines as CSV.
+    Export(ExportArgs),
+    /// Chart daily gross, fees and net per currency (PNG or SVG).
+    Chart(ChartArgs),
+    /// Check the configuration and report every problem.
+    CheckConfig,
+}
+
+/// A settlement date, `YYYY-MM-DD`.
+fn parse_date(value: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .filter(|date| date.format("%Y-%m-%d").to_string() == value)
+        .ok_or_else(|| format!("{value:?} is not a date of the form YYYY-MM-DD"))
+}
+
+#[derive(Debug, Args)]
+pub struct DateArgs {
+    /// The business date (YYYY-MM-DD, in the business timezone).
+    #[arg(long, value_parser = parse_date)]
+    pub date: NaiveDate,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the CSV export and the chart are written; the demo's store lives in DIR/data
+    /// unless --data-dir is given.
+    #[arg(long, default_value = "settle-demo", value_name = "DIR")]
+    pub out_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CSV file.
+    pub file: PathBuf,
+    /// Import the valid rows and write the invalid ones to FILE.rejects.csv.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RerunArgs {
+    #[arg(long, value_parser = parse_date)]
+    pub date: NaiveDate,
+    /// Why the date is settled again (kept with the revision and in the audit trail).
+    #[arg(long)]
+    pub reason: String,
+    /// Use the fee schedule configured now instead of the one stored with the previous revision.
+    #[arg(long)]
+    pub apply_current_fees: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[arg(long, value_parser = parse_date)]
+    pub date: NaiveDate,
+    /// A revision (default: the latest).
+    #[arg(long)]
+    pub revision: Option<u32>,
+    /// Show at most N merchant lines (default: all).
+    #[arg(long, value_name = "N")]
+    pub lines: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[arg(long, value_parser = parse_date)]
+    pub from: Option<NaiveDate>,
+    #[arg(long, value_parser = parse_date)]
+    pub to: Option<NaiveDate>,
+    /// pending, running, completed or failed.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// List every revision, not only the latest of each date.
+    #[arg(long)]
+    pub all_revisions: bool,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_parser = parse_date)]
+    pub date: NaiveDate,
+    /// A revision (default: the latest completed one).
+    #[arg(long)]
+    pub revision: Option<u32>,
+    /// Output file (default: standard output).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Start with a UTF-8 byte order mark, for Excel.
+    #[arg(long)]
+    pub bom: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ChartArgs {
+    #[arg(long, value_parser = parse_date)]
+    pub from: NaiveDate,
+    #[arg(long, value_parser = parse_date)]
+    pub to: NaiveDate,
+    /// Output file; the extension (.png or .svg) chooses the format.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1200)]
+    pub width: u32,
+    #[arg(long, default_value_t = 800)]
+    pub height: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_must_be_iso_calendar_dates() {
+        assert_eq!(parse_date("2024-02-29").unwrap().to_string(), "2024-02-29");
+        for bad in [
+            "2023-02-29",
+            "2024-2-1",
+            "24-02-01",
+            "2024/02/01",
+            "today",
+            "",
+        ] {
+            let error = parse_date(bad).unwrap_err();
+            assert!(error.contains(&format!("{bad:?}")), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,34 @@
+//! One module per command; `dispatch` loads the context and hands over.
+//! Commands print results for people on stdout and return errors for `main` to report.
+
+mod check_config;
+mod demo;
+mod export;
+mod import;
+mod settle;
+mod show;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::context::Context;
+
+pub async fn dispatch(cli: Cli) -> Result<()> {
+    if let Command::CheckConfig = cli.command {
+        return check_config::run(&cli);
+    }
+    let context = Context::load(&cli)?;
+    let explicit_data_dir = cli.data_dir.is_some();
+    match cli.command {
+        Command::Demo(args) => demo::run(context, explicit_data_dir, args).await,
+        Command::Import(args) => import::run(context, args).await,
+        Command::Run(args) => settle::run(context, args.date).await,
+        Command::Rerun(args) => settle::rerun(context, args).await,
+        Command::Retry(args) => settle::retry(context, args.date).await,
+        Command::Show(args) => show::show(context, args).await,
+        Command::History(args) => show::history(context, args).await,
+        Command::Export(args) => export::export(context, args).await,
+        Command::Chart(args) => export::chart(context, args).await,
+        Command::CheckConfig => unreachable!("handled above"),
+    }
+}

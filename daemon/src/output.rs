@@ -1,0 +1,268 @@
+//! Human-readable output: tables of settlements, totals, lines and late transactions, with amounts
+//! in major units grouped by thousands (CSV exports keep the plain machine form).
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{CellAlignment, Table};
+use settle_core::calendar::BusinessCalendar;
+use settle_core::model::{CurrencyTotals, Settlement, SettlementLine, Transaction};
+use settle_core::money::{format_minor, Currency};
+
+/// `1234567` USD cents → `12,345.67`.
+pub fn amount(minor: i64, currency: Currency) -> String {
+    let plain = format_minor(minor, currency);
+    let (sign, unsigned) = match plain.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", plain.as_str()),
+    };
+    let (integer, fraction) = match unsigned.split_once('.') {
+        Some((integer, fraction)) => (integer, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let mut grouped = String::with_capacity(integer.len() + integer.len() / 3);
+    for (position, digit) in integer.chars().enumerate() {
+        if position > 0 && (integer.len() - position) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    match fraction {
+        Some(fraction) => format!("{sign}{grouped}.{fraction}"),
+        None => format!("{sign}{grouped}"),
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    table
+}
+
+fn right_align_from(table: &mut Table, first_numeric_column: usize) {
+    let count = table.column_count();
+    for index in first_numeric_column..count {
+        if let Some(column) = table.column_mut(index) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+/// The header block of `settle show`.
+pub fn settlement_header(settlement: &Settlement) -> String {
+    let calendar: &BusinessCalendar = &settlement.calendar;
+    let local = |instant: chrono::DateTime<chrono::Utc>| {
+        instant
+            .with_timezone(&calendar.timezone)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string()
+    };
+    let mut text = format!(
+        "Settlement {} revision {} — {}\n",
+        settlement.settlement_date, settlement.revision, settlement.status
+    );
+    text.push_str(&format!(
+        "  window     {} → {} ({} cutoff {}; UTC {} → {})\n",
+        local(settlement.window.start),
+        local(settlement.window.end),
+        calendar.timezone.name(),
+        calendar.cutoff,
+        settle_core::time::format_utc(settlement.window.start),
+        settle_core::time::format_utc(settlement.window.end),
+    ));
+    text.push_str(&format!(
+        "  started    {} by {} ({}; attempt {})\n",
+        settle_core::time::format_utc(settlement.started_at),
+        settlement.requested_by,
+        settlement.trigger,
+        settlement.attempts
+    ));
+    if let Some(completed_at) = settlement.completed_at {
+        text.push_str(&format!(
+            "  completed  {}\n",
+            settle_core::time::format_utc(completed_at)
+        ));
+    }
+    if let Some(reason) = &settlement.reason {
+        text.push_str(&format!("  reason     {reason}\n"));
+    }
+    if let Some(error) = &settlement.error {
+        text.push_str(&format!("  error      {error}\n"));
+    }
+    let fees = &settlement.fee_schedule.default;
+    text.push_str(&format!(
+        "  fees       default {}%{}{}\n",
+        fees.percent.unwrap_or_default(),
+        if fees.fixed.is_empty() {
+            ""
+        } else {
+            " + fixed"
+        },
+        if settlement.fee_schedule.merchants.is_empty()
+            && settlement.fee_schedule.methods.is_empty()
+        {
+            String::new()
+        } else {
+            format!(
+                " ({} method and {} merchant override(s))",
+                settlement.fee_schedule.methods.len(),
+                settlement.fee_schedule.merchants.len()
+            )
+        }
+    ));
+    text
+}
+
+pub fn totals_table(totals: &[CurrencyTotals]) -> Table {
+    let mut table = table(&[
+        "currency",
+        "merchants",
+        "transactions",
+        "completed",
+        "failed",
+        "cancelled",
+        "pending",
+        "late",
+        "gross",
+        "refunds",
+        "chargebacks",
+        "adjustments",
+        "fees",
+        "net",
+    ]);
+    for total in totals {
+        let f = &total.figures;
+        let c = total.currency;
+        table.add_row(vec![
+            c.code().to_string(),
+            total.merchant_count.to_string(),
+            f.transaction_count.to_string(),
+            f.completed_count.to_string(),
+            f.failed_count.to_string(),
+            f.cancelled_count.to_string(),
+            f.pending_count.to_string(),
+            f.late_count.to_string(),
+            amount(f.gross_minor, c),
+            amount(f.refunds_minor, c),
+            amount(f.chargebacks_minor, c),
+            amount(f.adjustments_minor, c),
+            amount(f.fees_minor, c),
+            amount(f.net_minor, c),
+        ]);
+    }
+    right_align_from(&mut table, 1);
+    table
+}
+
+pub fn lines_table(lines: &[SettlementLine]) -> Table {
+    let mut table = table(&[
+        "merchant_id",
+        "currency",
+        "transactions",
+        "completed",
+        "late",
+        "gross",
+        "refunds",
+        "chargebacks",
+        "adjustments",
+        "fees",
+        "net",
+    ]);
+    for line in lines {
+        let f = &line.figures;
+        let c = line.currency;
+        table.add_row(vec![
+            line.merchant_id.clone(),
+            c.code().to_string(),
+            f.transaction_count.to_string(),
+            f.completed_count.to_string(),
+            f.late_count.to_string(),
+            amount(f.gross_minor, c),
+            amount(f.refunds_minor, c),
+            amount(f.chargebacks_minor, c),
+            amount(f.adjustments_minor, c),
+            amount(f.fees_minor, c),
+            amount(f.net_minor, c),
+        ]);
+    }
+    right_align_from(&mut table, 2);
+    table
+}
+
+pub fn history_table(settlements: &[Settlement]) -> Table {
+    let mut table = table(&[
+        "settlement_date",
+        "revision",
+        "status",
+        "trigger",
+        "transactions",
+        "net per currency",
+        "reason / error",
+    ]);
+    for s in settlements {
+        let transactions: u64 = s.totals.iter().map(|t| t.figures.transaction_count).sum();
+        let net = s
+            .totals
+            .iter()
+            .map(|t| format!("{} {}", amount(t.figures.net_minor, t.currency), t.currency))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let note = s
+            .error
+            .clone()
+            .or_else(|| s.reason.clone())
+            .unwrap_or_default();
+        table.add_row(vec![
+            s.settlement_date.to_string(),
+            s.revision.to_string(),
+            s.status.to_string(),
+            s.trigger.to_string(),
+            transactions.to_string(),
+            net,
+            note,
+        ]);
+    }
+    table
+}
+
+pub fn late_table(transactions: &[Transaction]) -> Table {
+    let mut table = table(&[
+        "external_ref",
+        "merchant_id",
+        "kind",
+        "status",
+        "amount",
+        "currency",
+        "occurred_at (UTC)",
+        "arrived",
+    ]);
+    for t in transactions {
+        table.add_row(vec![
+            t.external_ref.clone(),
+            t.merchant_id.clone(),
+            t.kind.to_string(),
+            t.status.to_string(),
+            amount(t.amount_minor, t.currency),
+            t.currency.code().to_string(),
+            settle_core::time::format_utc(t.occurred_at),
+            settle_core::time::format_utc(t.created_at),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_grouped_by_thousands() {
+        let usd = Currency::from_code("USD").unwrap();
+        let jpy = Currency::from_code("JPY").unwrap();
+        assert_eq!(amount(123_456_789, usd), "1,234,567.89");
+        assert_eq!(amount(-100_000, usd), "-1,000.00");
+        assert_eq!(amount(5, usd), "0.05");
+        assert_eq!(amount(1_000, jpy), "1,000");
+        assert_eq!(amount(999, jpy), "999");
+    }
+}

@@ -1,0 +1,8 @@
+//! Settle's black-box test harness: one binary, one module per area. The store contract suite runs
+//! against every adapter; the CLI tests run the real `settle` binary on temporary directories.
+
+mod cli_import;
+mod cli_outputs;
+mod cli_settle;
+mod store_contract;
+mod support;

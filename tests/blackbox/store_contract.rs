@@ -1,0 +1,755 @@
+//! The store contract: the behaviour every store adapter must have, written once and run against
+//! each adapter (`contract_tests!` below instantiates it per adapter).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use settle_core::calendar::BusinessCalendar;
+use settle_core::fees::FeeSchedule;
+use settle_core::ingest;
+use settle_core::model::{
+    AuditEvent, NewTransaction, PaymentMethod, RunTrigger, SettlementStatus, TransactionKind,
+    TransactionStatus,
+};
+use settle_core::money::Currency;
+use settle_core::settlement::compute;
+use settle_core::store::{ClaimMode, ClaimRequest, HistoryFilter, SharedStore, StoreError};
+use uuid::Uuid;
+
+/// A store under test, and a way to open another independent handle on the same data.
+pub struct TestStore {
+    pub store: SharedStore,
+    pub reopen: Box<dyn Fn() -> Pin<Box<dyn Future<Output = SharedStore> + Send>> + Send + Sync>,
+    _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+pub mod adapters {
+    use super::*;
+    use settle_core::store::sqlite::SqliteStore;
+
+    pub async fn sqlite() -> TestStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("contract.db");
+        let store: SharedStore = Arc::new(SqliteStore::open(&path).await.expect("open"));
+        TestStore {
+            store,
+            reopen: Box::new(move || {
+                let path = path.clone();
+                Box::pin(async move {
+                    Arc::new(SqliteStore::open(&path).await.expect("reopen")) as SharedStore
+                })
+            }),
+            _guard: Box::new(dir),
+        }
+    }
+}
+
+fn date(text: &str) -> NaiveDate {
+    text.parse().unwrap()
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn usd() -> Currency {
+    Currency::from_code("USD").unwrap()
+}
+
+fn payment(
+    reference: &str,
+    merchant: &str,
+    amount_minor: i64,
+    occurred_at: &str,
+) -> NewTransaction {
+    NewTransaction {
+        id: None,
+        merchant_id: merchant.into(),
+        kind: TransactionKind::Payment,
+        status: TransactionStatus::Completed,
+        amount_minor,
+        currency: usd(),
+        method: PaymentMethod::Card,
+        occurred_at: at(occurred_at),
+        external_ref: reference.into(),
+        refund_of: None,
+    }
+}
+
+fn refund(
+    reference: &str,
+    of: &str,
+    merchant: &str,
+    amount_minor: i64,
+    occurred_at: &str,
+) -> NewTransaction {
+    NewTransaction {
+        kind: TransactionKind::Refund,
+        refund_of: Some(of.into()),
+        ..payment(reference, merchant, amount_minor, occurred_at)
+    }
+}
+
+/// Aden calendar: 2024-03-10 runs from 2024-03-09T21:00Z to 2024-03-10T21:00Z.
+fn calendar() -> BusinessCalendar {
+    BusinessCalendar::default()
+}
+
+async fn record(
+    store: &SharedStore,
+    batch: Vec<NewTransaction>,
+) -> settle_core::store::InsertOutcome {
+    ingest::record(
+        store.as_ref(),
+        &calendar(),
+        batch,
+        at("2024-04-01T00:00:00Z"),
+    )
+    .await
+    .expect("record")
+}
+
+fn claim(
+    settlement_date: NaiveDate,
+    mode: ClaimMode,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_seconds: i64,
+) -> ClaimRequest {
+    ClaimRequest {
+        settlement_date,
+        mode,
+        owner: owner.into(),
+        requested_by: "cli:tester".into(),
+        trigger: RunTrigger::Manual,
+        now,
+        lease_duration: Duration::seconds(lease_seconds),
+        calendar: calendar(),
+        fee_schedule: FeeSchedule::default(),
+        window: calendar().window(settlement_date).unwrap(),
+    }
+}
+
+async fn all_transactions(
+    store: &SharedStore,
+    settlement_date: NaiveDate,
+) -> Vec<settle_core::model::Transaction> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .transactions_page(settlement_date, after, 3)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        out.extend(page);
+    }
+    out
+}
+
+pub async fn insert_assigns_the_natural_date_and_skips_identical_duplicates(t: TestStore) {
+    let store = t.store;
+    let outcome = record(
+        &store,
+        vec![
+            payment("p-1", "m-1", 1000, "2024-03-10T20:59:59.999Z"),
+            payment("p-2", "m-1", 2000, "2024-03-10T21:00:00Z"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (
+            outcome.inserted,
+            outcome.duplicates,
+            outcome.conflicts.len()
+        ),
+        (2, 0, 0)
+    );
+    let first = all_transactions(&store, date("2024-03-10")).await;
+    let second = all_transactions(&store, date("2024-03-11")).await;
+    assert_eq!(
+        first
+            .iter()
+            .map(|t| t.external_ref.as_str())
+            .collect::<Vec<_>>(),
+        ["p-1"]
+    );
+    assert_eq!(
+        second
+            .iter()
+            .map(|t| t.external_ref.as_str())
+            .collect::<Vec<_>>(),
+        ["p-2"]
+    );
+    assert!(!first[0].late);
+
+    let again = record(
+        &store,
+        vec![payment("p-1", "m-1", 1000, "2024-03-10T20:59:59.999Z")],
+    )
+    .await;
+    assert_eq!((again.inserted, again.duplicates), (0, 1));
+    assert_eq!(all_transactions(&store, date("2024-03-10")).await.len(), 1);
+}
+
+pub async fn a_batch_with_a_conflict_writes_nothing(t: TestStore) {
+    let store = t.store;
+    record(
+        &store,
+        vec![payment("p-1", "m-1", 1000, "2024-03-10T10:00:00Z")],
+    )
+    .await;
+    let outcome = record(
+        &store,
+        vec![
+            payment("p-new", "m-1", 500, "2024-03-10T11:00:00Z"),
+            payment("p-1", "m-1", 9999, "2024-03-10T10:00:00Z"),
+        ],
+    )
+    .await;
+    assert_eq!(outcome.inserted, 0);
+    assert_eq!(outcome.conflicts.len(), 1);
+    assert_eq!(outcome.conflicts[0].index, 1);
+    assert_eq!(outcome.conflicts[0].existing.amount_minor, 1000);
+    let stored = store
+        .transactions_by_ref(vec![("m-1".into(), "p-new".into())])
+        .await
+        .unwrap();
+    assert!(
+        stored.is_empty(),
+        "the good row of a conflicting batch must not be written"
+    );
+    // The same reference for another merchant is a different transaction.
+    let other = record(
+        &store,
+        vec![payment("p-1", "m-2", 1000, "2024-03-10T10:00:00Z")],
+    )
+    .await;
+    assert_eq!(other.inserted, 1);
+}
+
+pub async fn transactions_for_a_sealed_date_land_late_on_the_next_open_date(t: TestStore) {
+    let store = t.store;
+    record(
+        &store,
+        vec![payment("p-1", "m-1", 1000, "2024-03-10T10:00:00Z")],
+    )
+    .await;
+    store
+        .claim_settlement(claim(
+            date("2024-03-10"),
+            ClaimMode::Run,
+            "a",
+            at("2024-03-11T00:00:00Z"),
+            60,
+        ))
+        .await
+        .unwrap();
+    store
+        .claim_settlement(claim(
+            date("2024-03-11"),
+            ClaimMode::Run,
+            "a",
+            at("2024-03-12T00:00:00Z"),
+            60,
+        ))
+        .await
+        .unwrap();
+    let outcome = record(
+        &store,
+        vec![payment("p-late", "m-1", 700, "2024-03-10T12:00:00Z")],
+    )
+    .await;
+    assert_eq!((outcome.inserted, outcome.late), (1, 1));
+    assert_eq!(all_transactions(&store, date("2024-03-10")).await.len(), 1);
+    let landed = all_transactions(&store, date("2024-03-12")).await;
+    assert_eq!(landed.len(), 1);
+    assert!(landed[0].late);
+    assert_eq!(
+        landed[0].occurred_at,
+        at("2024-03-10T12:00:00Z"),
+        "the original instant is kept"
+    );
+    let late = store.late_transactions(date("2024-03-12")).await.unwrap();
+    assert_eq!(late.len(), 1);
+    assert!(store
+        .late_transactions(date("2024-03-10"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn pages_cover_every_transaction_exactly_once(t: TestStore) {
+    let store = t.store;
+    let batch: Vec<_> = (0..25)
+        .map(|n| {
+            payment(
+                &format!("p-{n}"),
+                &format!("m-{}", n % 4),
+                100 + n,
+                "2024-03-10T10:00:00Z",
+            )
+        })
+        .collect();
+    record(&store, batch).await;
+    let seen = all_transactions(&store, date("2024-03-10")).await;
+    assert_eq!(seen.len(), 25);
+    let mut ids: Vec<Uuid> = seen.iter().map(|t| t.id).collect();
+    let sorted = {
+        let mut s = ids.clone();
+        s.sort();
+        s
+    };
+    assert_eq!(ids, sorted, "pages come in id order");
+    ids.dedup();
+    assert_eq!(ids.len(), 25);
+}
+
+pub async fn refunded_payments_come_with_all_their_refunds(t: TestStore) {
+    let store = t.store;
+    record(
+        &store,
+        vec![
+            payment("p-1", "m-1", 10_000, "2024-03-09T10:00:00Z"),
+            refund("r-1", "p-1", "m-1", 3_000, "2024-03-10T10:00:00Z"),
+            refund("r-2", "p-1", "m-1", 2_000, "2024-03-12T10:00:00Z"),
+            refund("r-x", "p-1", "m-2", 100, "2024-03-10T10:00:00Z"),
+        ],
+    )
+    .await;
+    let found = store
+        .refunded_payments(vec![
+            ("m-1".into(), "p-1".into()),
+            ("m-1".into(), "missing".into()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].payment.external_ref, "p-1");
+    let mut refs: Vec<_> = found[0]
+        .refunds
+        .iter()
+        .map(|r| r.external_ref.clone())
+        .collect();
+    refs.sort();
+    assert_eq!(
+        refs,
+        ["r-1", "r-2"],
+        "another merchant's refund with the same reference is not mixed in"
+    );
+}
+
+pub async fn a_claimed_date_cannot_be_claimed_again_and_completion_is_exact(t: TestStore) {
+    let store = t.store;
+    record(
+        &store,
+        vec![
+            payment("p-1", "m-1", 10_000, "2024-03-10T10:00:00Z"),
+            payment("p-2", "m-2", 1_010, "2024-03-10T11:00:00Z"),
+        ],
+    )
+    .await;
+    let d = date("2024-03-10");
+    let now = at("2024-03-11T00:00:00Z");
+    let running = store
+        .claim_settlement(claim(d, ClaimMode::Run, "a", now, 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        (running.revision, running.status, running.lease_version),
+        (1, SettlementStatus::Running, 1)
+    );
+    let again = store
+        .claim_settlement(claim(d, ClaimMode::Run, "b", now, 60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, StoreError::AlreadyRunning { revision: 1, .. }),
+        "{again}"
+    );
+
+    let transactions = all_transactions(&store, d).await;
+    let computed = compute(&FeeSchedule::default(), &transactions, &Default::default()).unwrap();
+    let completed = store
+        .complete_settlement(&running.fence(), &computed, now)
+        .await
+        .unwrap();
+    assert_eq!(completed.status, SettlementStatus::Completed);
+    assert_eq!(completed.totals, computed.totals);
+    assert_eq!(store.settlement_lines(d, 1).await.unwrap(), computed.lines);
+
+    let after = store
+        .claim_settlement(claim(d, ClaimMode::Run, "b", now, 60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(after, StoreError::AlreadySettled { revision: 1, .. }),
+        "{after}"
+    );
+    let retry = store
+        .claim_settlement(claim(d, ClaimMode::Retry, "b", now, 60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(retry, StoreError::AlreadySettled { .. }),
+        "{retry}"
+    );
+}
+
+pub async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out(t: TestStore) {
+    let store = t.store;
+    record(
+        &store,
+        vec![payment("p-1", "m-1", 10_000, "2024-03-10T10:00:00Z")],
+    )
+    .await;
+    let d = date("2024-03-10");
+    let t0 = at("2024-03-11T00:00:00Z");
+    let first = store
+        .claim_settlement(claim(d, ClaimMode::Run, "a", t0, 1))
+        .await
+        .unwrap();
+    let second = store
+        .claim_settlement(claim(d, ClaimMode::Run, "b", t0 + Duration::seconds(2), 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.revision, second.lease_version, second.attempts),
+        (1, 2, 2)
+    );
+    assert_eq!(second.lease.as_ref().unwrap().owner, "b");
+
+    let stale = compute(&FeeSchedule::default(), &[], &Default::default()).unwrap();
+    let lost = store
+        .complete_settlement(&first.fence(), &stale, t0)
+        .await
+        .unwrap_err();
+    assert!(matches!(lost, StoreError::LeaseLost(_)), "{lost}");
+    assert!(matches!(
+        store.fail_settlement(&first.fence(), "late", t0).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        store
+            .renew_lease(&first.fence(), t0 + Duration::hours(1))
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let current = store.settlement(d, None).await.unwrap().unwrap();
+    assert_eq!(
+        current.status,
+        SettlementStatus::Running,
+        "the stale holder changed nothing"
+    );
+    assert!(store.settlement_lines(d, 1).await.unwrap().is_empty());
+
+    let transactions = all_transactions(&store, d).await;
+    let computed = compute(&FeeSchedule::default(), &transactions, &Default::default()).unwrap();
+    store
+        .renew_lease(&second.fence(), t0 + Duration::minutes(5))
+        .await
+        .unwrap();
+    let done = store
+        .complete_settlement(&second.fence(), &computed, t0)
+        .await
+        .unwrap();
+    assert_eq!(done.totals[0].figures.gross_minor, 10_000);
+}
+
+pub async fn a_rerun_adds_a_revision_and_keeps_the_earlier_one(t: TestStore) {
+    let store = t.store;
+    record(
+        &store,
+        vec![payment("p-1", "m-1", 10_000, "2024-03-10T10:00:00Z")],
+    )
+    .await;
+    let d = date("2024-03-10");
+    let now = at("2024-03-11T00:00:00Z");
+    let first = store
+        .claim_settlement(claim(d, ClaimMode::Run, "a", now, 60))
+        .await
+        .unwrap();
+    let computed = compute(
+        &FeeSchedule::default(),
+        &all_transactions(&store, d).await,
+        &Default::default(),
+    )
+    .unwrap();
+    store
+        .complete_settlement(&first.fence(), &computed, now)
+        .await
+        .unwrap();
+
+    let rerun = |after_revision| ClaimMode::Rerun {
+        after_revision,
+        reason: "fee correction".into(),
+    };
+    let stale = store
+        .claim_settlement(claim(d, rerun(7), "a", now, 60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            StoreError::RevisionMoved {
+                expected: 7,
+                found: 1,
+                ..
+            }
+        ),
+        "{stale}"
+    );
+    let second = store
+        .claim_settlement(claim(d, rerun(1), "a", now, 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.revision, second.reason.as_deref()),
+        (2, Some("fee correction"))
+    );
+    let while_running = store
+        .claim_settlement(claim(d, rerun(2), "b", now, 60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(while_running, StoreError::AlreadyRunning { .. }),
+        "{while_running}"
+    );
+
+    let revisions = store.settlement_revisions(d).await.unwrap();
+    assert_eq!(revisions.len(), 2);
+    assert_eq!(revisions[0].status, SettlementStatus::Completed);
+    assert_eq!(
+        revisions[0].totals, computed.totals,
+        "revision 1 is untouched"
+    );
+    assert!(matches!(
+        store
+            .claim_settlement(claim(date("2024-03-20"), rerun(1), "a", now, 60))
+            .await,
+        Err(StoreError::NothingToDo { .. })
+    ));
+}
+
+pub async fn a_failed_revision_is_resumed_only_by_retry(t: TestStore) {
+    let store = t.store;
+    let d = date("2024-03-10");
+    let now = at("2024-03-11T00:00:00Z");
+    let running = store
+        .claim_settlement(claim(d, ClaimMode::Run, "a", now, 60))
+        .await
+        .unwrap();
+    store
+        .fail_settlement(&running.fence(), "provider down", now)
+        .await
+        .unwrap();
+    let failed = store.settlement(d, None).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.error.as_deref()),
+        (SettlementStatus::Failed, Some("provider down"))
+    );
+
+    let run = store
+        .claim_settlement(claim(d, ClaimMode::Run, "b", now, 60))
+        .await
+        .unwrap_err();
+    assert!(matches!(run, StoreError::RevisionFailed { .. }), "{run}");
+    let resumed = store
+        .claim_settlement(claim(d, ClaimMode::Retry, "b", now, 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        (resumed.revision, resumed.attempts, resumed.lease_version),
+        (1, 2, 2)
+    );
+    assert_eq!(resumed.status, SettlementStatus::Running);
+    let empty = compute(&FeeSchedule::default(), &[], &Default::default()).unwrap();
+    let done = store
+        .complete_settlement(&resumed.fence(), &empty, now)
+        .await
+        .unwrap();
+    assert_eq!(done.status, SettlementStatus::Completed);
+    assert!(
+        done.totals.is_empty(),
+        "a day without transactions settles to zero totals"
+    );
+    assert!(done.error.is_none());
+}
+
+pub async fn concurrent_claims_have_exactly_one_winner(t: TestStore) {
+    let d = date("2024-03-10");
+    let now = at("2024-03-11T00:00:00Z");
+    let mut tasks = Vec::new();
+    for n in 0..12 {
+        let handle = (t.reopen)().await;
+        tasks.push(tokio::spawn(async move {
+            handle
+                .claim_settlement(claim(d, ClaimMode::Run, &format!("owner-{n}"), now, 60))
+                .await
+        }));
+    }
+    let results = futures::future::join_all(tasks).await;
+    let winners = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
+    assert_eq!(winners, 1, "{results:?}");
+    for result in results {
+        if let Err(error) = result.unwrap() {
+            assert!(
+                matches!(error, StoreError::AlreadyRunning { .. }),
+                "{error}"
+            );
+        }
+    }
+    assert_eq!(t.store.settlement_revisions(d).await.unwrap().len(), 1);
+}
+
+pub async fn history_lists_latest_revisions_filtered(t: TestStore) {
+    let store = t.store;
+    let now = at("2024-03-20T00:00:00Z");
+    let empty = compute(&FeeSchedule::default(), &[], &Default::default()).unwrap();
+    for day in ["2024-03-10", "2024-03-11", "2024-03-12"] {
+        let s = store
+            .claim_settlement(claim(date(day), ClaimMode::Run, "a", now, 60))
+            .await
+            .unwrap();
+        if day == "2024-03-11" {
+            store
+                .fail_settlement(&s.fence(), "boom", now)
+                .await
+                .unwrap();
+        } else {
+            store
+                .complete_settlement(&s.fence(), &empty, now)
+                .await
+                .unwrap();
+        }
+    }
+    let rerun = ClaimMode::Rerun {
+        after_revision: 1,
+        reason: "again".into(),
+    };
+    let s = store
+        .claim_settlement(claim(date("2024-03-10"), rerun, "a", now, 60))
+        .await
+        .unwrap();
+    store
+        .complete_settlement(&s.fence(), &empty, now)
+        .await
+        .unwrap();
+
+    let all = store
+        .settlement_history(&HistoryFilter::default())
+        .await
+        .unwrap();
+    let listed: Vec<_> = all
+        .iter()
+        .map(|s| (s.settlement_date.to_string(), s.revision))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("2024-03-12".into(), 1),
+            ("2024-03-11".into(), 1),
+            ("2024-03-10".into(), 2)
+        ]
+    );
+    let failed = HistoryFilter {
+        status: Some(SettlementStatus::Failed),
+        ..HistoryFilter::default()
+    };
+    assert_eq!(store.settlement_history(&failed).await.unwrap().len(), 1);
+    let range = HistoryFilter {
+        from: Some(date("2024-03-11")),
+        to: Some(date("2024-03-12")),
+        ..HistoryFilter::default()
+    };
+    assert_eq!(store.settlement_history(&range).await.unwrap().len(), 2);
+    let every = HistoryFilter {
+        all_revisions: true,
+        limit: 10,
+        ..HistoryFilter::default()
+    };
+    assert_eq!(store.settlement_history(&every).await.unwrap().len(), 4);
+    let paged = HistoryFilter {
+        limit: 1,
+        offset: 1,
+        ..HistoryFilter::default()
+    };
+    let page = store.settlement_history(&paged).await.unwrap();
+    assert_eq!(page[0].settlement_date, date("2024-03-11"));
+}
+
+pub async fn audit_events_are_appended_and_listed_newest_first(t: TestStore) {
+    let store = t.store;
+    for (n, action) in ["first", "second", "third"].iter().enumerate() {
+        let event = AuditEvent::new(
+            at("2024-03-10T10:00:00Z") + Duration::minutes(n as i64),
+            "cli:tester",
+            *action,
+            "subject",
+            "succeeded",
+            serde_json::json!({ "n": n }),
+        );
+        store.record_audit(&event).await.unwrap();
+    }
+    let events = store.audit_events(2, 0).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["third", "second"]
+    );
+    assert_eq!(events[0].detail["n"], 2);
+    assert_eq!(store.audit_events(10, 2).await.unwrap()[0].action, "first");
+}
+
+pub async fn data_survives_reopening(t: TestStore) {
+    record(
+        &t.store,
+        vec![payment("p-1", "m-1", 1234, "2024-03-10T10:00:00Z")],
+    )
+    .await;
+    drop(t.store);
+    let reopened = (t.reopen)().await;
+    let found = reopened
+        .transactions_by_ref(vec![("m-1".into(), "p-1".into())])
+        .await
+        .unwrap();
+    assert_eq!(found[0].amount_minor, 1234);
+    assert_eq!(found[0].settlement_date, date("2024-03-10"));
+}
+
+/// Instantiates every contract test for one adapter.
+macro_rules! contract_tests {
+    ($adapter:ident: $($test:ident),+ $(,)?) => {
+        mod $adapter {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(super::adapters::$adapter().await).await;
+                }
+            )+
+        }
+    };
+}
+
+contract_tests!(sqlite:
+    insert_assigns_the_natural_date_and_skips_identical_duplicates,
+    a_batch_with_a_conflict_writes_nothing,
+    transactions_for_a_sealed_date_land_late_on_the_next_open_date,
+    pages_cover_every_transaction_exactly_once,
+    refunded_payments_come_with_all_their_refunds,
+    a_claimed_date_cannot_be_claimed_again_and_completion_is_exact,
+    an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out,
+    a_rerun_adds_a_revision_and_keeps_the_earlier_one,
+    a_failed_revision_is_resumed_only_by_retry,
+    concurrent_claims_have_exactly_one_winner,
+    history_lists_latest_revisions_filtered,
+    audit_events_are_appended_and_listed_newest_first,
+    data_survives_reopening,
+);
