@@ -4,7 +4,9 @@
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use settle_core::calendar::BusinessCalendar;
-use settle_core::model::{CurrencyTotals, Settlement, SettlementLine, Transaction};
+use settle_core::model::{
+    CurrencyTotals, Settlement, SettlementFigures, SettlementLine, Transaction,
+};
 use settle_core::money::{format_minor, Currency};
 
 /// `1234567` USD cents → `12,345.67`.
@@ -113,6 +115,21 @@ pub fn settlement_header(settlement: &Settlement) -> String {
     text
 }
 
+/// Gross, refunds, chargebacks, adjustments, fees and net, formatted.
+fn amount_cells(f: &SettlementFigures, c: Currency) -> Vec<String> {
+    [
+        f.gross_minor,
+        f.refunds_minor,
+        f.chargebacks_minor,
+        f.adjustments_minor,
+        f.fees_minor,
+        f.net_minor,
+    ]
+    .into_iter()
+    .map(|minor| amount(minor, c))
+    .collect()
+}
+
 pub fn totals_table(totals: &[CurrencyTotals]) -> Table {
     let mut table = table(&[
         "currency",
@@ -133,7 +150,7 @@ pub fn totals_table(totals: &[CurrencyTotals]) -> Table {
     for total in totals {
         let f = &total.figures;
         let c = total.currency;
-        table.add_row(vec![
+        let mut row = vec![
             c.code().to_string(),
             total.merchant_count.to_string(),
             f.transaction_count.to_string(),
@@ -142,13 +159,9 @@ pub fn totals_table(totals: &[CurrencyTotals]) -> Table {
             f.cancelled_count.to_string(),
             f.pending_count.to_string(),
             f.late_count.to_string(),
-            amount(f.gross_minor, c),
-            amount(f.refunds_minor, c),
-            amount(f.chargebacks_minor, c),
-            amount(f.adjustments_minor, c),
-            amount(f.fees_minor, c),
-            amount(f.net_minor, c),
-        ]);
+        ];
+        row.extend(amount_cells(f, c));
+        table.add_row(row);
     }
     right_align_from(&mut table, 1);
     table
@@ -171,19 +184,15 @@ pub fn lines_table(lines: &[SettlementLine]) -> Table {
     for line in lines {
         let f = &line.figures;
         let c = line.currency;
-        table.add_row(vec![
+        let mut row = vec![
             line.merchant_id.clone(),
             c.code().to_string(),
             f.transaction_count.to_string(),
             f.completed_count.to_string(),
             f.late_count.to_string(),
-            amount(f.gross_minor, c),
-            amount(f.refunds_minor, c),
-            amount(f.chargebacks_minor, c),
-            amount(f.adjustments_minor, c),
-            amount(f.fees_minor, c),
-            amount(f.net_minor, c),
-        ]);
+        ];
+        row.extend(amount_cells(f, c));
+        table.add_row(row);
     }
     right_align_from(&mut table, 2);
     table

@@ -299,13 +299,50 @@ impl<R: Read> Read for CountingReader<R> {
 }
 
 /// An open pass over the file.
-struct Pass {
+pub(super) struct Pass {
     reader: csv::Reader<CountingReader<BufReader<File>>>,
     bytes_read: std::rc::Rc<std::cell::Cell<u64>>,
     columns: Columns,
 }
 
-fn open_pass(path: &Path) -> Result<Pass, ImportError> {
+/// One step through the file.
+pub(super) enum Step {
+    /// A record was read; it starts on this line.
+    Row(u64),
+    /// The CSV itself is broken here; `can_continue` when the next record is still trustworthy.
+    Unreadable {
+        line: u64,
+        error: csv::Error,
+        can_continue: bool,
+    },
+    End,
+}
+
+impl Pass {
+    /// Reads the next record into `record`.
+    pub(super) fn next(&mut self, record: &mut csv::ByteRecord) -> Step {
+        let line = self.reader.position().line();
+        match self.reader.read_byte_record(record) {
+            Ok(false) => Step::End,
+            Ok(true) => Step::Row(record.position().map(|p| p.line()).unwrap_or(line)),
+            Err(error) => Step::Unreadable {
+                line: error.position().map(|p| p.line()).unwrap_or(line),
+                // A malformed quote makes the rest of the file unreliable; a short record does not.
+                can_continue: matches!(
+                    error.kind(),
+                    csv::ErrorKind::UnequalLengths { .. } | csv::ErrorKind::Utf8 { .. }
+                ),
+                error,
+            },
+        }
+    }
+
+    pub(super) fn column_names(&self) -> &[String] {
+        &self.columns.names
+    }
+}
+
+pub(super) fn open_pass(path: &Path) -> Result<Pass, ImportError> {
     let io = |e: std::io::Error| ImportError::Io {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -375,28 +412,26 @@ async fn check(
     let mut pending_lookup: Vec<(u64, NewTransaction)> = Vec::new();
     let mut record = csv::ByteRecord::new();
     loop {
-        let line = pass.reader.position().line();
-        match pass.reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(error) => {
+        let line = match pass.next(&mut record) {
+            Step::End => break,
+            Step::Row(line) => line,
+            Step::Unreadable {
+                line,
+                error,
+                can_continue,
+            } => {
                 verdicts.rows += 1;
                 verdicts.reject(RowError {
-                    line: error.position().map(|p| p.line()).unwrap_or(line),
+                    line,
                     column: None,
                     reason: format!("unreadable CSV: {error}"),
                 });
-                // A malformed quote makes the rest of the file unreliable.
-                if !matches!(
-                    error.kind(),
-                    csv::ErrorKind::UnequalLengths { .. } | csv::ErrorKind::Utf8 { .. }
-                ) {
-                    break;
+                if can_continue {
+                    continue;
                 }
-                continue;
+                break;
             }
-        }
-        let line = record.position().map(|p| p.line()).unwrap_or(line);
+        };
         verdicts.rows += 1;
         progress.advance(pass.bytes_read.get());
         match parse_row(&pass.columns, &record) {
@@ -539,25 +574,21 @@ async fn write_rows(
     let mut batch: Vec<NewTransaction> = Vec::with_capacity(WRITE_BATCH_ROWS);
     let mut record = csv::ByteRecord::new();
     loop {
-        let line = pass.reader.position().line();
-        match pass.reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(error) => {
-                let line = error.position().map(|p| p.line()).unwrap_or(line);
-                if verdicts.is_rejected(line) {
-                    if matches!(
-                        error.kind(),
-                        csv::ErrorKind::UnequalLengths { .. } | csv::ErrorKind::Utf8 { .. }
-                    ) {
-                        continue;
-                    }
-                    break;
+        let line = match pass.next(&mut record) {
+            Step::End => break,
+            Step::Row(line) => line,
+            Step::Unreadable {
+                line, can_continue, ..
+            } if verdicts.is_rejected(line) => {
+                if can_continue {
+                    continue;
                 }
-                return Err(changed(format!("line {line} is now unreadable")));
+                break;
             }
-        }
-        let line = record.position().map(|p| p.line()).unwrap_or(line);
+            Step::Unreadable { line, .. } => {
+                return Err(changed(format!("line {line} is now unreadable")))
+            }
+        };
         progress.advance(pass.bytes_read.get());
         if verdicts.is_rejected(line) || verdicts.duplicate_lines.contains(&line) {
             continue;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use super::import::RowError;
+use super::import::{open_pass, RowError, Step};
 
 /// Copies the rejected rows of `input` into `rejects`, with `line,column,reason` columns first.
 pub fn write_rejects(
@@ -19,45 +19,40 @@ pub fn write_rejects(
         .unwrap_or(Path::new("."));
     let mut temporary = tempfile::NamedTempFile::new_in(directory)?;
     {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(true)
-            .from_path(input)
-            .map_err(std::io::Error::other)?;
+        let mut pass = open_pass(input).map_err(std::io::Error::other)?;
         let mut writer = csv::WriterBuilder::new()
             .flexible(true)
             .from_writer(temporary.as_file_mut());
-        let header = reader
-            .byte_headers()
-            .map_err(std::io::Error::other)?
-            .clone();
-        let mut out_header = csv::ByteRecord::new();
-        for name in ["line", "column", "reason"] {
-            out_header.push_field(name.as_bytes());
-        }
-        out_header.extend(header.iter());
-        writer.write_byte_record(&out_header)?;
+        let header = ["line", "column", "reason"]
+            .into_iter()
+            .map(String::from)
+            .chain(pass.column_names().iter().cloned());
+        writer.write_record(header)?;
         let mut record = csv::ByteRecord::new();
         let mut written = 0;
         loop {
-            let line = reader.position().line();
-            let line = match reader.read_byte_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => record.position().map(|p| p.line()).unwrap_or(line),
-                Err(error) => {
-                    // An unreadable tail: report it once with no fields.
-                    let line = error.position().map(|p| p.line()).unwrap_or(line);
+            match pass.next(&mut record) {
+                Step::End => break,
+                Step::Row(line) => {
+                    if let Some(reject) = rejected.get(&line) {
+                        write_one(&mut writer, reject, &record)?;
+                        written += 1;
+                        if written == rejected.len() {
+                            break;
+                        }
+                    }
+                }
+                Step::Unreadable {
+                    line, can_continue, ..
+                } => {
+                    // An unreadable record is reported with no fields.
                     if let Some(reject) = rejected.get(&line) {
                         write_one(&mut writer, reject, &csv::ByteRecord::new())?;
+                        written += 1;
                     }
-                    break;
-                }
-            };
-            if let Some(reject) = rejected.get(&line) {
-                write_one(&mut writer, reject, &record)?;
-                written += 1;
-                if written == rejected.len() {
-                    break;
+                    if !can_continue {
+                        break;
+                    }
                 }
             }
         }

@@ -11,7 +11,7 @@ use crate::calendar::{BusinessCalendar, CalendarError, SettlementDate};
 use crate::failpoint;
 use crate::fees::FeeSchedule;
 use crate::model::{
-    AuditEvent, RunTrigger, Settlement, Transaction, TransactionKind, TransactionStatus,
+    AuditEvent, Fence, RunTrigger, Settlement, Transaction, TransactionKind, TransactionStatus,
 };
 use crate::money::MoneyError;
 use crate::settlement::compute::{
@@ -328,11 +328,7 @@ impl SettlementRunner {
         let mut refunds: Vec<Transaction> = Vec::new();
         let mut after = None;
         loop {
-            let now = self.clock.now();
-            if now + self.lease_duration / 2 >= lease_expires_at {
-                lease_expires_at = now + self.lease_duration;
-                self.store.renew_lease(&fence, lease_expires_at).await?;
-            }
+            self.keep_lease(&fence, &mut lease_expires_at).await?;
             let page = self
                 .store
                 .transactions_page(settlement.settlement_date, after, self.page_size)
@@ -352,6 +348,7 @@ impl SettlementRunner {
             failpoint::hit("settlement.after_page")?;
         }
         for chunk in refunds.chunks(REFUND_LOOKUP_BATCH) {
+            self.keep_lease(&fence, &mut lease_expires_at).await?;
             let keys: BTreeSet<PaymentKey> = chunk
                 .iter()
                 .filter_map(|r| {
@@ -384,5 +381,20 @@ impl SettlementRunner {
             }
         }
         Ok(computation.finish()?)
+    }
+
+    /// Renews the lease once half of it has passed. Fails with `LeaseLost` if another run took over.
+    async fn keep_lease(
+        &self,
+        fence: &Fence,
+        lease_expires_at: &mut DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        if now + self.lease_duration / 2 >= *lease_expires_at {
+            let renewed = now + self.lease_duration;
+            self.store.renew_lease(fence, renewed).await?;
+            *lease_expires_at = renewed;
+        }
+        Ok(())
     }
 }

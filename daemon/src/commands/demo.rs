@@ -1,7 +1,7 @@
 //! `settle demo`: a reproducible month of marketplace transactions, every day settled, a summary
 //! table, the last day's CSV export and a PNG chart. Running it again changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
 use chrono::{Days, NaiveDate};
@@ -132,20 +132,27 @@ pub async fn run(context: Context, explicit_data_dir: bool, args: DemoArgs) -> R
     Ok(())
 }
 
-/// Sums the month per currency from the stored day totals and prints one table.
+/// Sums the month per currency from the stored day totals and prints one table; the merchant
+/// count is the number of distinct merchants with a line in that currency during the month.
 async fn print_month_summary(
     store: &settle_core::store::SharedStore,
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<()> {
-    let mut month: BTreeMap<Currency, (u64, SettlementFigures)> = BTreeMap::new();
+    let mut month: BTreeMap<Currency, (BTreeSet<String>, SettlementFigures)> = BTreeMap::new();
     let mut date = from;
     while date <= to {
         if let Some(settlement) = super::export::latest_completed(store, date).await? {
             for total in &settlement.totals {
                 let entry = month.entry(total.currency).or_default();
-                entry.0 = entry.0.max(total.merchant_count);
                 entry.1.accumulate(&total.figures, total.currency)?;
+            }
+            for line in store.settlement_lines(date, settlement.revision).await? {
+                month
+                    .entry(line.currency)
+                    .or_default()
+                    .0
+                    .insert(line.merchant_id);
             }
         }
         date = date + Days::new(1);
@@ -153,14 +160,14 @@ async fn print_month_summary(
     let totals: Vec<_> = month
         .into_iter()
         .map(
-            |(currency, (merchant_count, figures))| settle_core::model::CurrencyTotals {
+            |(currency, (merchants, figures))| settle_core::model::CurrencyTotals {
                 currency,
-                merchant_count,
+                merchant_count: merchants.len() as u64,
                 figures,
             },
         )
         .collect();
-    println!("Month {from} to {to}, per currency (merchants: the busiest day's count)");
+    println!("Month {from} to {to}, per currency");
     println!("{}", output::totals_table(&totals));
     Ok(())
 }

@@ -15,7 +15,8 @@ use rusqlite::{params, params_from_iter, Connection, TransactionBehavior};
 use uuid::Uuid;
 
 use crate::model::{
-    AuditEvent, Fence, Settlement, SettlementLine, SettlementStatus, Transaction, TransactionKind,
+    AuditEvent, Fence, Settlement, SettlementFigures, SettlementLine, SettlementStatus,
+    Transaction, TransactionKind,
 };
 use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
 
@@ -472,6 +473,33 @@ fn fenced_update(
     }
 }
 
+/// Inserts one row of figures (a merchant line or a currency's totals) of a revision.
+fn insert_figures(
+    tx: &rusqlite::Transaction,
+    table: &str,
+    key_columns: [&str; 2],
+    date: &str,
+    revision: u32,
+    keys: [&dyn rusqlite::ToSql; 2],
+    figures: &SettlementFigures,
+) -> Result<(), StoreError> {
+    let placeholders = (5..=20)
+        .map(|n| format!("?{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO {table} (settlement_date, revision, {}, {}, {FIGURE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, {placeholders})",
+        key_columns[0], key_columns[1]
+    );
+    let figures = rows::figures_params(figures);
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&date, &revision, keys[0], keys[1]];
+    values.extend(figures.iter().map(|v| v as &dyn rusqlite::ToSql));
+    tx.prepare_cached(&sql)
+        .and_then(|mut statement| statement.execute(params_from_iter(values)))
+        .map_err(backend)?;
+    Ok(())
+}
+
 #[async_trait]
 impl TransactionStore for SqliteStore {
     async fn insert_transactions(
@@ -655,37 +683,30 @@ impl SettlementStore for SqliteStore {
                 &[&now],
             )?;
             let date = date_text(fence.settlement_date);
-            let placeholders = (3..=18).map(|n| format!("?{n}")).collect::<Vec<_>>().join(", ");
-            let mut line_insert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO settlement_lines (settlement_date, revision, merchant_id, currency, {FIGURE_COLUMNS}) \
-                     VALUES (?1, ?2, ?19, ?20, {placeholders})"
-                ))
-                .map_err(backend)?;
             for line in &result.lines {
-                let figures = rows::figures_params(&line.figures);
-                let mut values: Vec<&dyn rusqlite::ToSql> = vec![&date, &fence.revision];
-                values.extend(figures.iter().map(|v| v as &dyn rusqlite::ToSql));
-                let currency = line.currency.code();
-                values.push(&line.merchant_id);
-                values.push(&currency);
-                line_insert.execute(params_from_iter(values)).map_err(backend)?;
+                let keys: [&dyn rusqlite::ToSql; 2] = [&line.merchant_id, &line.currency.code()];
+                insert_figures(
+                    tx,
+                    "settlement_lines",
+                    ["merchant_id", "currency"],
+                    &date,
+                    fence.revision,
+                    keys,
+                    &line.figures,
+                )?;
             }
-            let mut totals_insert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO settlement_totals (settlement_date, revision, currency, merchant_count, {FIGURE_COLUMNS}) \
-                     VALUES (?1, ?2, ?19, ?20, {placeholders})"
-                ))
-                .map_err(backend)?;
             for total in &result.totals {
-                let figures = rows::figures_params(&total.figures);
-                let mut values: Vec<&dyn rusqlite::ToSql> = vec![&date, &fence.revision];
-                values.extend(figures.iter().map(|v| v as &dyn rusqlite::ToSql));
-                let currency = total.currency.code();
                 let merchant_count = i64::try_from(total.merchant_count).unwrap_or(i64::MAX);
-                values.push(&currency);
-                values.push(&merchant_count);
-                totals_insert.execute(params_from_iter(values)).map_err(backend)?;
+                let keys: [&dyn rusqlite::ToSql; 2] = [&total.currency.code(), &merchant_count];
+                insert_figures(
+                    tx,
+                    "settlement_totals",
+                    ["currency", "merchant_count"],
+                    &date,
+                    fence.revision,
+                    keys,
+                    &total.figures,
+                )?;
             }
             Ok(())
         })
