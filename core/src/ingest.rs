@@ -20,6 +20,7 @@ pub fn prepare(
         transaction,
         created_at: now,
         natural_date,
+        idempotency: None,
     })
 }
 

@@ -4,5 +4,8 @@
 mod cli_import;
 mod cli_outputs;
 mod cli_settle;
+mod http_peers;
+mod provider_server;
 mod store_contract;
 mod support;
+mod webhook_receiver;

@@ -134,6 +134,17 @@ fn claim(
     }
 }
 
+/// Saves a computed result and completes the revision, as a run does.
+async fn finish(
+    store: &SharedStore,
+    fence: &settle_core::model::Fence,
+    computed: &settle_core::settlement::ComputedSettlement,
+    now: DateTime<Utc>,
+) -> Result<settle_core::model::Settlement, StoreError> {
+    store.save_settlement_result(fence, computed, now).await?;
+    store.complete_settlement(fence, now).await
+}
+
 async fn all_transactions(
     store: &SharedStore,
     settlement_date: NaiveDate,
@@ -375,8 +386,7 @@ pub async fn a_claimed_date_cannot_be_claimed_again_and_completion_is_exact(t: T
 
     let transactions = all_transactions(&store, d).await;
     let computed = compute(&FeeSchedule::default(), &transactions, &Default::default()).unwrap();
-    let completed = store
-        .complete_settlement(&running.fence(), &computed, now)
+    let completed = finish(&store, &running.fence(), &computed, now)
         .await
         .unwrap();
     assert_eq!(completed.status, SettlementStatus::Completed);
@@ -425,8 +435,7 @@ pub async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out(t: 
     assert_eq!(second.lease.as_ref().unwrap().owner, "b");
 
     let stale = compute(&FeeSchedule::default(), &[], &Default::default()).unwrap();
-    let lost = store
-        .complete_settlement(&first.fence(), &stale, t0)
+    let lost = finish(&store, &first.fence(), &stale, t0)
         .await
         .unwrap_err();
     assert!(matches!(lost, StoreError::LeaseLost(_)), "{lost}");
@@ -454,8 +463,7 @@ pub async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out(t: 
         .renew_lease(&second.fence(), t0 + Duration::minutes(5))
         .await
         .unwrap();
-    let done = store
-        .complete_settlement(&second.fence(), &computed, t0)
+    let done = finish(&store, &second.fence(), &computed, t0)
         .await
         .unwrap();
     assert_eq!(done.totals[0].figures.gross_minor, 10_000);
@@ -480,8 +488,7 @@ pub async fn a_rerun_adds_a_revision_and_keeps_the_earlier_one(t: TestStore) {
         &Default::default(),
     )
     .unwrap();
-    store
-        .complete_settlement(&first.fence(), &computed, now)
+    finish(&store, &first.fence(), &computed, now)
         .await
         .unwrap();
 
@@ -569,10 +576,7 @@ pub async fn a_failed_revision_is_resumed_only_by_retry(t: TestStore) {
     );
     assert_eq!(resumed.status, SettlementStatus::Running);
     let empty = compute(&FeeSchedule::default(), &[], &Default::default()).unwrap();
-    let done = store
-        .complete_settlement(&resumed.fence(), &empty, now)
-        .await
-        .unwrap();
+    let done = finish(&store, &resumed.fence(), &empty, now).await.unwrap();
     assert_eq!(done.status, SettlementStatus::Completed);
     assert!(
         done.totals.is_empty(),
@@ -625,10 +629,7 @@ pub async fn history_lists_latest_revisions_filtered(t: TestStore) {
                 .await
                 .unwrap();
         } else {
-            store
-                .complete_settlement(&s.fence(), &empty, now)
-                .await
-                .unwrap();
+            finish(&store, &s.fence(), &empty, now).await.unwrap();
         }
     }
     let rerun = ClaimMode::Rerun {
@@ -639,10 +640,7 @@ pub async fn history_lists_latest_revisions_filtered(t: TestStore) {
         .claim_settlement(claim(date("2024-03-10"), rerun, "a", now, 60))
         .await
         .unwrap();
-    store
-        .complete_settlement(&s.fence(), &empty, now)
-        .await
-        .unwrap();
+    finish(&store, &s.fence(), &empty, now).await.unwrap();
 
     let all = store
         .settlement_history(&HistoryFilter::default())

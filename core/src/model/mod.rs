@@ -2,10 +2,14 @@
 //! Plain data with validation; no I/O.
 
 mod audit;
+mod payout;
 mod settlement;
 mod transaction;
 
 pub use audit::AuditEvent;
+pub use payout::{
+    payout_reference, CarryForward, Notification, NotificationStatus, Payout, PayoutStatus,
+};
 pub use settlement::{
     CurrencyTotals, Fence, Lease, RunTrigger, Settlement, SettlementFigures, SettlementLine,
     SettlementStatus,

@@ -152,6 +152,8 @@ pub struct Settlement {
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
+    /// When the lines and totals were saved (before payouts); a resumed run reuses them.
+    pub computed_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     /// Empty until completed.

@@ -11,9 +11,12 @@ use crate::calendar::{BusinessCalendar, CalendarError, SettlementDate};
 use crate::failpoint;
 use crate::fees::FeeSchedule;
 use crate::model::{
-    AuditEvent, Fence, RunTrigger, Settlement, Transaction, TransactionKind, TransactionStatus,
+    AuditEvent, Fence, Notification, NotificationStatus, RunTrigger, Settlement, SettlementLine,
+    Transaction, TransactionKind, TransactionStatus,
 };
 use crate::money::MoneyError;
+use crate::notify::{Notifier, NotifyError, SettlementEvent};
+use crate::payout::PayoutSender;
 use crate::settlement::compute::{
     ComputedSettlement, PaymentKey, RefundedPayment, SettlementComputation,
 };
@@ -102,6 +105,8 @@ pub struct SettlementRunner {
     owner: String,
     lease_duration: Duration,
     page_size: u32,
+    payouts: Option<PayoutSender>,
+    notifier: Option<Notifier>,
 }
 
 /// Why the fold stopped.
@@ -133,7 +138,21 @@ impl SettlementRunner {
             owner: owner.into(),
             lease_duration: Duration::seconds(DEFAULT_LEASE_SECONDS),
             page_size: DEFAULT_PAGE_SIZE,
+            payouts: None,
+            notifier: None,
         }
+    }
+
+    /// Pays merchants through a provider after each settlement.
+    pub fn with_payouts(mut self, sender: PayoutSender) -> Self {
+        self.payouts = Some(sender);
+        self
+    }
+
+    /// Notifies a webhook receiver when a revision completes or fails.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     pub fn with_lease_duration(mut self, lease_duration: Duration) -> Self {
@@ -191,6 +210,11 @@ impl SettlementRunner {
                 return Err(RunError::Store(error));
             }
         }
+        match &result {
+            Ok(done) => self.notify(settlement_date, done.settlement.revision).await,
+            Err(RunError::Failed { revision, .. }) => self.notify(settlement_date, *revision).await,
+            Err(_) => {}
+        }
         result
     }
 
@@ -220,27 +244,125 @@ impl SettlementRunner {
             "claimed settlement"
         );
         let fence = settlement.fence();
-        let computed = match self.compute(&settlement).await {
-            Ok(computed) => computed,
-            Err(error) => return Err(self.record_failure(&settlement, error.to_string()).await),
-        };
+        // A resumed revision whose result was saved goes straight to its payouts.
+        if settlement.computed_at.is_none() {
+            let saved = match self.compute(&settlement).await {
+                Ok(computed) => self
+                    .store
+                    .save_settlement_result(&fence, &computed, self.clock.now())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = saved {
+                return Err(self.record_failure(&settlement, error).await);
+            }
+        }
+        let lines = self
+            .store
+            .settlement_lines(settlement_date, settlement.revision)
+            .await
+            .map_err(RunError::Store)?;
+        if let Err(error) = self.pay_out(&settlement, &lines).await {
+            return Err(self.record_failure(&settlement, error).await);
+        }
         if let Err(error) = failpoint::hit("settlement.before_complete") {
             return Err(self.record_failure(&settlement, error.to_string()).await);
         }
-        let line_count = computed.lines.len();
         let completed = self
             .store
-            .complete_settlement(&fence, &computed, self.clock.now())
+            .complete_settlement(&fence, self.clock.now())
             .await
             .map_err(RunError::Store)?;
         failpoint::hit("settlement.after_complete")
             .map_err(|e| RunError::Store(StoreError::Backend(e.to_string())))?;
-        tracing::info!(%settlement_date, revision = completed.revision, lines = line_count, "settlement completed");
+        tracing::info!(%settlement_date, revision = completed.revision, lines = lines.len(), "settlement completed");
         Ok(RunOutcome {
             settlement: completed,
-            line_count,
+            line_count: lines.len(),
             resumed,
         })
+    }
+
+    /// Plans the revision's payouts (once) and sends every payout of the date still awaiting
+    /// sending. Any payout left unsettled fails the run, to be resumed by `retry`.
+    async fn pay_out(
+        &self,
+        settlement: &Settlement,
+        lines: &[SettlementLine],
+    ) -> Result<(), String> {
+        let Some(sender) = &self.payouts else {
+            return Ok(());
+        };
+        let plan = self
+            .store
+            .plan_payouts(&settlement.fence(), lines, self.clock.now())
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            settlement_date = %settlement.settlement_date,
+            created = plan.created.len(),
+            carried = plan.carried.len(),
+            "payouts planned"
+        );
+        failpoint::hit("settlement.after_plan").map_err(|e| e.to_string())?;
+        let report = sender
+            .send_awaiting(Some(settlement.settlement_date), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        match report.unsettled.first() {
+            None => Ok(()),
+            Some((reference, error)) => Err(format!(
+                "{} payout(s) not confirmed sent (first: {reference}: {error}); `retry` resumes them",
+                report.unsettled.len()
+            )),
+        }
+    }
+
+    /// Tells the webhook receiver how the revision ended. Never fails the settlement: the outcome
+    /// is recorded and shown by `settle show`.
+    async fn notify(&self, settlement_date: SettlementDate, revision: u32) {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        let settlement = match self.store.settlement(settlement_date, Some(revision)).await {
+            Ok(Some(settlement)) => settlement,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the settlement to notify");
+                return;
+            }
+        };
+        let event = SettlementEvent::from_settlement(&settlement);
+        let now = self.clock.now();
+        let (status, attempts, last_error) = match notifier.send(&event, now).await {
+            Ok(report) => (NotificationStatus::Delivered, report.attempts, None),
+            Err(error) => {
+                tracing::warn!(%error, event = %event.event, "webhook notification failed");
+                let attempts = match &error {
+                    NotifyError::Rejected { attempts, .. }
+                    | NotifyError::Unavailable { attempts, .. } => *attempts,
+                    NotifyError::Config(_) => 0,
+                };
+                (
+                    NotificationStatus::Failed,
+                    attempts,
+                    Some(error.to_string()),
+                )
+            }
+        };
+        let record = Notification {
+            settlement_date,
+            revision,
+            event: event.event.clone(),
+            status,
+            attempts,
+            last_error,
+            created_at: now,
+        };
+        if let Err(error) = self.store.record_notification(&record).await {
+            tracing::error!(%error, "cannot record the webhook notification");
+        }
     }
 
     async fn claim_request(

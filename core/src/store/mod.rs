@@ -10,9 +10,10 @@ use uuid::Uuid;
 
 use crate::calendar::{BusinessCalendar, SettlementDate, Window};
 use crate::fees::FeeSchedule;
+use crate::idempotency::{BeginOutcome, StoredResponse};
 use crate::model::{
-    AuditEvent, Fence, NewTransaction, RunTrigger, Settlement, SettlementLine, SettlementStatus,
-    Transaction,
+    AuditEvent, CarryForward, Fence, NewTransaction, Notification, Payout, PayoutStatus,
+    RunTrigger, Settlement, SettlementLine, SettlementStatus, Transaction,
 };
 use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
 
@@ -69,6 +70,87 @@ pub struct TransactionRecord {
     /// The date whose window contains `occurred_at`. The store moves the transaction to the
     /// next unsealed date (and marks it late) if this one is already sealed.
     pub natural_date: SettlementDate,
+    /// The idempotency key of the request that records it, kept under a unique index so that a
+    /// request taken over after a crash finds what the first attempt wrote.
+    pub idempotency: Option<IdempotencyTag>,
+}
+
+/// (principal, key) of an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyTag {
+    pub principal: String,
+    pub key: String,
+}
+
+/// What `record_transaction` did with one transaction recorded through the payments service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Inserted(Transaction),
+    /// The same idempotency key already recorded this transaction (a request taken over).
+    AlreadyRecorded(Transaction),
+    /// Identical to a stored transaction (same merchant_id, external_ref and content).
+    Duplicate(Transaction),
+    /// The same merchant_id and external_ref are stored with other content.
+    Conflict(Transaction),
+    /// A refund or chargeback whose payment is not stored.
+    PaymentNotFound,
+    /// A refund or chargeback of something that cannot be returned (not a completed payment, or
+    /// another currency).
+    NotRefundable {
+        payment: Transaction,
+        reason: String,
+    },
+    /// Refunds plus chargebacks would exceed the payment.
+    ExceedsPayment {
+        payment: Transaction,
+        /// Already returned (completed or pending refunds and chargebacks).
+        returned_minor: i64,
+    },
+}
+
+/// What planning a revision's payouts did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayoutPlan {
+    /// Payouts this revision created (none when planned before: planning is idempotent).
+    pub created: Vec<Payout>,
+    /// Amounts owed that this revision carried forward.
+    pub carried: Vec<CarryForward>,
+}
+
+/// A merchant whose payouts wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantHold {
+    pub merchant_id: String,
+    pub reason: String,
+    pub held_by: String,
+    pub held_at: DateTime<Utc>,
+}
+
+/// A change of one payout's status, applied only if the payout is still in `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutUpdate {
+    pub reference: String,
+    pub from: PayoutStatus,
+    pub to: PayoutStatus,
+    pub provider_payout_id: Option<String>,
+    /// Attempts made in this step, added to the stored count.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
+/// An idempotent request starting: insert-if-absent of (principal, key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyBegin {
+    pub principal: String,
+    pub key: String,
+    /// SHA-256 of the canonical request, hex.
+    pub fingerprint: String,
+    pub now: DateTime<Utc>,
+    /// Until when the first caller holds the key; after that another may take over.
+    pub locked_until: DateTime<Utc>,
+    /// When the record (and its stored response) is forgotten.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A new transaction whose (merchant_id, external_ref) or id is already stored with other content.
@@ -172,6 +254,99 @@ pub trait TransactionStore: Send + Sync {
         &self,
         keys: Vec<PaymentKey>,
     ) -> Result<Vec<RefundedPayment>, StoreError>;
+
+    /// Records one transaction from the payments service, atomically: a key already used returns
+    /// what it recorded; a refund or chargeback is checked against its payment (same merchant and
+    /// currency, completed, and refunds plus chargebacks never above the payment), so two
+    /// concurrent refunds cannot both pass.
+    async fn record_transaction(
+        &self,
+        record: TransactionRecord,
+    ) -> Result<RecordOutcome, StoreError>;
+}
+
+/// Idempotency records: one per (principal, key), claimed by insert-if-absent.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims the key or says why not. An expired record counts as absent; an in-flight record
+    /// whose lock has passed is taken over (`New`).
+    async fn idempotency_begin(&self, begin: IdempotencyBegin) -> Result<BeginOutcome, StoreError>;
+
+    /// Stores the response of a completed request, to be replayed until the record expires.
+    async fn idempotency_complete(
+        &self,
+        principal: &str,
+        key: &str,
+        fingerprint: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets an in-flight record whose request changed nothing, so a retry can succeed.
+    async fn idempotency_release(
+        &self,
+        principal: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes expired records; returns how many.
+    async fn idempotency_reap(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// Payouts, holds and amounts carried forward.
+#[async_trait]
+pub trait PayoutStore: Send + Sync {
+    /// Creates the revision's payouts, atomically and idempotently, if the fence holds. For each
+    /// line: target = net + every amount owed applied to this date; the difference from what the
+    /// date already settled (payouts not failed, plus amounts it carried forward) becomes a payout
+    /// when positive (held if the merchant is on hold) and is carried forward when negative. Open
+    /// carry-forwards of the merchant and currency from other dates are applied to this date.
+    async fn plan_payouts(
+        &self,
+        fence: &Fence,
+        lines: &[SettlementLine],
+        now: DateTime<Utc>,
+    ) -> Result<PayoutPlan, StoreError>;
+
+    /// Every payout of a date, all revisions, ordered by merchant, currency, revision.
+    async fn payouts(&self, settlement_date: SettlementDate) -> Result<Vec<Payout>, StoreError>;
+
+    /// Payouts to send (pending or unknown), optionally of one date or one merchant.
+    async fn payouts_awaiting(
+        &self,
+        settlement_date: Option<SettlementDate>,
+        merchant_id: Option<String>,
+    ) -> Result<Vec<Payout>, StoreError>;
+
+    /// Applies a status change if the payout is still in `update.from`; `None` if it moved on.
+    async fn update_payout(&self, update: &PayoutUpdate) -> Result<Option<Payout>, StoreError>;
+
+    /// Puts a merchant on hold: its pending payouts (and new ones) wait. Returns how many were held.
+    async fn hold_merchant(&self, hold: &MerchantHold) -> Result<u64, StoreError>;
+
+    /// Releases a hold: held payouts become pending. Returns how many; `None` if not on hold.
+    async fn release_merchant(
+        &self,
+        merchant_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError>;
+
+    async fn merchant_holds(&self) -> Result<Vec<MerchantHold>, StoreError>;
+
+    /// Amounts carried forward, optionally only those not yet applied.
+    async fn carry_forwards(&self, open_only: bool) -> Result<Vec<CarryForward>, StoreError>;
+}
+
+/// Webhook notifications sent about settlements.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Records (or updates) the notification of one event of one revision.
+    async fn record_notification(&self, notification: &Notification) -> Result<(), StoreError>;
+
+    async fn notifications(
+        &self,
+        settlement_date: SettlementDate,
+    ) -> Result<Vec<Notification>, StoreError>;
 }
 
 /// Settlements: claimed by compare-and-set under a lease, written with a fence, never changed once completed.
@@ -185,11 +360,19 @@ pub trait SettlementStore: Send + Sync {
     async fn renew_lease(&self, fence: &Fence, expires_at: DateTime<Utc>)
         -> Result<(), StoreError>;
 
-    /// Writes lines and totals and marks the revision completed, atomically, if the fence holds.
-    async fn complete_settlement(
+    /// Writes the computed lines and totals (once per revision), atomically, if the fence holds.
+    /// The revision stays running: payouts come next.
+    async fn save_settlement_result(
         &self,
         fence: &Fence,
         result: &ComputedSettlement,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Marks the revision completed, if the fence holds and its result was saved.
+    async fn complete_settlement(
+        &self,
+        fence: &Fence,
         now: DateTime<Utc>,
     ) -> Result<Settlement, StoreError>;
 
@@ -238,7 +421,9 @@ pub trait AuditStore: Send + Sync {
 }
 
 /// Everything Settle keeps, behind one handle.
-pub trait Store: TransactionStore + SettlementStore + AuditStore {
+pub trait Store:
+    TransactionStore + SettlementStore + IdempotencyStore + PayoutStore + NotificationStore + AuditStore
+{
     /// `sqlite` or `mongodb`, for messages and metrics.
     fn kind(&self) -> &'static str;
 }

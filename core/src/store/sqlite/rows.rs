@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use crate::calendar::Window;
 use crate::model::{
-    AuditEvent, CurrencyTotals, Lease, Settlement, SettlementFigures, SettlementLine, Transaction,
+    AuditEvent, CarryForward, CurrencyTotals, Lease, Notification, Payout, Settlement,
+    SettlementFigures, SettlementLine, Transaction,
 };
 use crate::money::Currency;
 use crate::store::StoreError;
@@ -28,30 +29,30 @@ pub const TRANSACTION_COLUMNS: &str =
 pub const SETTLEMENT_COLUMNS: &str =
     "settlement_date, revision, status, \"trigger\", requested_by, \
      reason, calendar, fee_schedule, window_start, window_end, lease_owner, lease_expires_at, \
-     lease_version, attempts, created_at, started_at, completed_at, error";
+     lease_version, attempts, created_at, started_at, completed_at, error, computed_at";
 
 fn corrupt(column: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("column {column}: {detail}"))
 }
 
-fn text(row: &Row, column: &str) -> Result<String, StoreError> {
+pub(super) fn text(row: &Row, column: &str) -> Result<String, StoreError> {
     row.get::<_, String>(column).map_err(|e| corrupt(column, e))
 }
 
-fn optional_text(row: &Row, column: &str) -> Result<Option<String>, StoreError> {
+pub(super) fn optional_text(row: &Row, column: &str) -> Result<Option<String>, StoreError> {
     row.get::<_, Option<String>>(column)
         .map_err(|e| corrupt(column, e))
 }
 
-fn integer(row: &Row, column: &str) -> Result<i64, StoreError> {
+pub(super) fn integer(row: &Row, column: &str) -> Result<i64, StoreError> {
     row.get::<_, i64>(column).map_err(|e| corrupt(column, e))
 }
 
-fn count(row: &Row, column: &str) -> Result<u64, StoreError> {
+pub(super) fn count(row: &Row, column: &str) -> Result<u64, StoreError> {
     u64::try_from(integer(row, column)?).map_err(|e| corrupt(column, e))
 }
 
-fn parsed<T: FromStr>(row: &Row, column: &str) -> Result<T, StoreError>
+pub(super) fn parsed<T: FromStr>(row: &Row, column: &str) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,
 {
@@ -60,11 +61,14 @@ where
         .map_err(|e: T::Err| corrupt(column, e))
 }
 
-fn instant(row: &Row, column: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn instant(row: &Row, column: &str) -> Result<DateTime<Utc>, StoreError> {
     parse_instant(column, &text(row, column)?)
 }
 
-fn optional_instant(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+pub(super) fn optional_instant(
+    row: &Row,
+    column: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
     optional_text(row, column)?
         .map(|value| parse_instant(column, &value))
         .transpose()
@@ -76,7 +80,10 @@ fn parse_instant(column: &str, value: &str) -> Result<DateTime<Utc>, StoreError>
         .map_err(|e| corrupt(column, e))
 }
 
-fn json<T: serde::de::DeserializeOwned>(row: &Row, column: &str) -> Result<T, StoreError> {
+pub(super) fn json<T: serde::de::DeserializeOwned>(
+    row: &Row,
+    column: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(&text(row, column)?).map_err(|e| corrupt(column, e))
 }
 
@@ -199,6 +206,7 @@ pub fn settlement(row: &Row) -> Result<Settlement, StoreError> {
         attempts: u32::try_from(integer(row, "attempts")?).map_err(|e| corrupt("attempts", e))?,
         created_at: instant(row, "created_at")?,
         started_at: instant(row, "started_at")?,
+        computed_at: optional_instant(row, "computed_at")?,
         completed_at: optional_instant(row, "completed_at")?,
         error: optional_text(row, "error")?,
         totals: Vec::new(),
@@ -214,5 +222,62 @@ pub fn audit_event(row: &Row) -> Result<AuditEvent, StoreError> {
         subject: text(row, "subject")?,
         outcome: text(row, "outcome")?,
         detail: json(row, "detail")?,
+    })
+}
+
+pub const PAYOUT_COLUMNS: &str =
+    "reference, settlement_date, revision, merchant_id, currency, amount_minor, \
+     status, provider_payout_id, attempts, last_error, created_at, updated_at";
+
+pub fn payout(row: &Row) -> Result<Payout, StoreError> {
+    Ok(Payout {
+        reference: text(row, "reference")?,
+        settlement_date: parsed(row, "settlement_date")?,
+        revision: u32::try_from(integer(row, "revision")?).map_err(|e| corrupt("revision", e))?,
+        merchant_id: text(row, "merchant_id")?,
+        currency: parsed(row, "currency")?,
+        amount_minor: integer(row, "amount_minor")?,
+        status: parsed(row, "status")?,
+        provider_payout_id: optional_text(row, "provider_payout_id")?,
+        attempts: u32::try_from(integer(row, "attempts")?).map_err(|e| corrupt("attempts", e))?,
+        last_error: optional_text(row, "last_error")?,
+        created_at: instant(row, "created_at")?,
+        updated_at: instant(row, "updated_at")?,
+    })
+}
+
+pub const CARRY_FORWARD_COLUMNS: &str =
+    "merchant_id, currency, amount_minor, origin_date, origin_revision, applied_date, applied_revision";
+
+pub fn carry_forward(row: &Row) -> Result<CarryForward, StoreError> {
+    let optional_revision = |column: &str| -> Result<Option<u32>, StoreError> {
+        row.get::<_, Option<i64>>(column)
+            .map_err(|e| corrupt(column, e))?
+            .map(|n| u32::try_from(n).map_err(|e| corrupt(column, e)))
+            .transpose()
+    };
+    Ok(CarryForward {
+        merchant_id: text(row, "merchant_id")?,
+        currency: parsed(row, "currency")?,
+        amount_minor: integer(row, "amount_minor")?,
+        origin_date: parsed(row, "origin_date")?,
+        origin_revision: u32::try_from(integer(row, "origin_revision")?)
+            .map_err(|e| corrupt("origin_revision", e))?,
+        applied_date: optional_text(row, "applied_date")?
+            .map(|d| d.parse().map_err(|e| corrupt("applied_date", e)))
+            .transpose()?,
+        applied_revision: optional_revision("applied_revision")?,
+    })
+}
+
+pub fn notification(row: &Row) -> Result<Notification, StoreError> {
+    Ok(Notification {
+        settlement_date: parsed(row, "settlement_date")?,
+        revision: u32::try_from(integer(row, "revision")?).map_err(|e| corrupt("revision", e))?,
+        event: text(row, "event")?,
+        status: parsed(row, "status")?,
+        attempts: u32::try_from(integer(row, "attempts")?).map_err(|e| corrupt("attempts", e))?,
+        last_error: optional_text(row, "last_error")?,
+        created_at: instant(row, "created_at")?,
     })
 }

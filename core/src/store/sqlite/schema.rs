@@ -8,7 +8,8 @@ use crate::store::StoreError;
 use super::backend;
 
 /// Migration N (1-based) brings the schema from version N-1 to N.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE transactions (
     id               TEXT PRIMARY KEY NOT NULL,
     merchant_id      TEXT NOT NULL,
@@ -110,7 +111,79 @@ CREATE TABLE audit_events (
     detail      TEXT NOT NULL
 ) STRICT;
 CREATE INDEX audit_events_by_time ON audit_events (occurred_at);
-"#];
+"#,
+    r#"
+ALTER TABLE transactions ADD COLUMN idempotency_principal TEXT;
+ALTER TABLE transactions ADD COLUMN idempotency_key TEXT;
+CREATE UNIQUE INDEX transactions_by_idempotency_key
+    ON transactions (idempotency_principal, idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+ALTER TABLE settlements ADD COLUMN computed_at TEXT;
+
+CREATE TABLE idempotency_records (
+    principal        TEXT NOT NULL,
+    key              TEXT NOT NULL,
+    fingerprint      TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('in_flight', 'completed')),
+    response_status  INTEGER,
+    response_body    TEXT,
+    response_headers TEXT,
+    locked_until     TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    expires_at       TEXT NOT NULL,
+    PRIMARY KEY (principal, key)
+) STRICT;
+CREATE INDEX idempotency_records_by_expiry ON idempotency_records (expires_at);
+
+CREATE TABLE payouts (
+    reference          TEXT PRIMARY KEY NOT NULL,
+    settlement_date    TEXT NOT NULL,
+    revision           INTEGER NOT NULL,
+    merchant_id        TEXT NOT NULL,
+    currency           TEXT NOT NULL,
+    amount_minor       INTEGER NOT NULL CHECK (amount_minor > 0),
+    status             TEXT NOT NULL CHECK (status IN ('pending', 'held', 'unknown', 'sent', 'confirmed', 'failed')),
+    provider_payout_id TEXT,
+    attempts           INTEGER NOT NULL,
+    last_error         TEXT,
+    created_at         TEXT NOT NULL,
+    updated_at         TEXT NOT NULL
+) STRICT;
+CREATE INDEX payouts_by_line ON payouts (settlement_date, merchant_id, currency);
+CREATE INDEX payouts_by_merchant_status ON payouts (merchant_id, status);
+
+CREATE TABLE carry_forwards (
+    merchant_id      TEXT NOT NULL,
+    currency         TEXT NOT NULL,
+    amount_minor     INTEGER NOT NULL CHECK (amount_minor < 0),
+    origin_date      TEXT NOT NULL,
+    origin_revision  INTEGER NOT NULL,
+    applied_date     TEXT,
+    applied_revision INTEGER,
+    created_at       TEXT NOT NULL,
+    PRIMARY KEY (origin_date, origin_revision, merchant_id, currency)
+) STRICT;
+CREATE INDEX carry_forwards_open ON carry_forwards (merchant_id, currency) WHERE applied_date IS NULL;
+
+CREATE TABLE merchant_holds (
+    merchant_id TEXT PRIMARY KEY NOT NULL,
+    reason      TEXT NOT NULL,
+    held_by     TEXT NOT NULL,
+    held_at     TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE notifications (
+    settlement_date TEXT NOT NULL,
+    revision        INTEGER NOT NULL,
+    event           TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('delivered', 'failed')),
+    attempts        INTEGER NOT NULL,
+    last_error      TEXT,
+    created_at      TEXT NOT NULL,
+    PRIMARY KEY (settlement_date, revision, event)
+) STRICT;
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -1,0 +1,422 @@
+//! Payment operations — record a payment, refund, chargeback or adjustment — each idempotent by
+//! key and audited. Shared by the HTTP API and the command line; answers are HTTP-shaped responses.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::calendar::BusinessCalendar;
+use crate::idempotency::{
+    fingerprint, problem, Answer, HandlerOutcome, Idempotency, IdempotencyKey, StoredResponse,
+};
+use crate::ingest;
+use crate::model::{
+    AuditEvent, NewTransaction, PaymentMethod, Transaction, TransactionKind, TransactionStatus,
+};
+use crate::money::{format_minor, Currency, Money};
+use crate::store::{IdempotencyTag, RecordOutcome, SharedStore, StoreError};
+use crate::time::{format_utc, parse_rfc3339, Clock};
+
+/// Problem types (RFC 9457) of payment operations; stable, one per error.
+pub mod problems {
+    pub const INVALID_REQUEST: &str = "urn:settle:problem:invalid-request";
+    pub const PAYMENT_NOT_FOUND: &str = "urn:settle:problem:payment-not-found";
+    pub const NOT_REFUNDABLE: &str = "urn:settle:problem:payment-not-refundable";
+    pub const EXCEEDS_PAYMENT: &str = "urn:settle:problem:refund-exceeds-payment";
+    pub const REFERENCE_CONFLICT: &str = "urn:settle:problem:external-ref-conflict";
+    pub const STORE_UNAVAILABLE: &str = "urn:settle:problem:store-unavailable";
+}
+
+/// The API paths the operations answer to; part of each request's fingerprint.
+pub mod paths {
+    pub const PAYMENTS: &str = "/api/v2/payments";
+    pub const ADJUSTMENTS: &str = "/api/v2/adjustments";
+
+    pub fn refunds(payment_id: uuid::Uuid) -> String {
+        format!("/api/v2/payments/{payment_id}/refunds")
+    }
+
+    pub fn chargebacks(payment_id: uuid::Uuid) -> String {
+        format!("/api/v2/payments/{payment_id}/chargebacks")
+    }
+}
+
+/// `POST /payments`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentBody {
+    merchant_id: String,
+    amount: String,
+    currency: String,
+    method: String,
+    external_ref: String,
+    occurred_at: String,
+    /// Default `completed`.
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// `POST /payments/{id}/refunds` and `/chargebacks`: merchant and currency come from the payment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReturnBody {
+    amount: String,
+    external_ref: String,
+    occurred_at: String,
+    /// Kept in the audit trail (read from the raw body there).
+    #[serde(default)]
+    #[allow(dead_code)]
+    reason: Option<String>,
+}
+
+/// `POST /adjustments`: signed; negative is a debit to the merchant. A reason is required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustmentBody {
+    merchant_id: String,
+    amount: String,
+    currency: String,
+    external_ref: String,
+    occurred_at: String,
+    reason: String,
+}
+
+/// Which operation, for audit names and fingerprints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Payment,
+    Refund(Uuid),
+    Chargeback(Uuid),
+    Adjustment,
+}
+
+impl Operation {
+    pub fn path(&self) -> String {
+        match self {
+            Operation::Payment => paths::PAYMENTS.to_string(),
+            Operation::Refund(id) => paths::refunds(*id),
+            Operation::Chargeback(id) => paths::chargebacks(*id),
+            Operation::Adjustment => paths::ADJUSTMENTS.to_string(),
+        }
+    }
+
+    fn action(&self) -> &'static str {
+        match self {
+            Operation::Payment => "payments.record_payment",
+            Operation::Refund(_) => "payments.record_refund",
+            Operation::Chargeback(_) => "payments.record_chargeback",
+            Operation::Adjustment => "payments.record_adjustment",
+        }
+    }
+}
+
+/// A validation failure: nothing was executed, nothing is stored.
+fn invalid(field: &str, message: impl std::fmt::Display) -> HandlerOutcome {
+    let mut response = problem(
+        422,
+        problems::INVALID_REQUEST,
+        "Invalid request",
+        &format!("{field}: {message}"),
+    );
+    response.body["field"] = json!(field);
+    HandlerOutcome::NothingChanged(response)
+}
+
+/// The JSON form of a stored transaction.
+pub fn transaction_json(t: &Transaction) -> Value {
+    json!({
+        "id": t.id,
+        "merchant_id": t.merchant_id,
+        "kind": t.kind,
+        "status": t.status,
+        "amount": format_minor(t.amount_minor, t.currency),
+        "amount_minor": t.amount_minor,
+        "currency": t.currency,
+        "method": t.method,
+        "external_ref": t.external_ref,
+        "refund_of": t.refund_of,
+        "occurred_at": format_utc(t.occurred_at),
+        "created_at": format_utc(t.created_at),
+        "settlement_date": t.settlement_date,
+        "late": t.late,
+    })
+}
+
+fn created(status: u16, t: &Transaction) -> HandlerOutcome {
+    HandlerOutcome::Completed(StoredResponse {
+        status,
+        body: transaction_json(t),
+        headers: vec![("location".into(), format!("{}/{}", paths::PAYMENTS, t.id))],
+    })
+}
+
+/// Records payments, refunds, chargebacks and adjustments.
+#[derive(Clone)]
+pub struct PaymentService {
+    store: SharedStore,
+    idempotency: Idempotency,
+    calendar: BusinessCalendar,
+    clock: Arc<dyn Clock>,
+}
+
+impl PaymentService {
+    pub fn new(
+        store: SharedStore,
+        idempotency: Idempotency,
+        calendar: BusinessCalendar,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        PaymentService {
+            store,
+            idempotency,
+            calendar,
+            clock,
+        }
+    }
+
+    /// Runs one operation for `principal` under its idempotency key and audits the answer.
+    pub async fn execute(
+        &self,
+        principal: &str,
+        key: &IdempotencyKey,
+        operation: Operation,
+        body: &Value,
+    ) -> Result<Answer, StoreError> {
+        let now = self.clock.now();
+        let request_fingerprint = fingerprint("POST", &operation.path(), body);
+        let tag = IdempotencyTag {
+            principal: principal.to_string(),
+            key: key.as_str().to_string(),
+        };
+        let answer = self
+            .idempotency
+            .run(principal, key, &request_fingerprint, now, || {
+                self.handle(operation, body, tag, now)
+            })
+            .await?;
+        self.audit(principal, operation, body, &answer).await?;
+        Ok(answer)
+    }
+
+    async fn audit(
+        &self,
+        principal: &str,
+        operation: Operation,
+        body: &Value,
+        answer: &Answer,
+    ) -> Result<(), StoreError> {
+        let status = answer.response.status;
+        let outcome = match status {
+            200..=299 => "succeeded",
+            400..=499 => "refused",
+            _ => "failed",
+        };
+        let subject = answer
+            .response
+            .body
+            .get("id")
+            .and_then(Value::as_str)
+            .map(|id| format!("transaction={id}"))
+            .unwrap_or_else(|| format!("path={}", operation.path()));
+        let detail = json!({
+            "idempotency": answer.outcome.as_str(),
+            "status": status,
+            "external_ref": body.get("external_ref"),
+            "reason": body.get("reason"),
+            "problem": answer.response.body.get("type"),
+        });
+        let event = AuditEvent::new(
+            self.clock.now(),
+            principal,
+            operation.action(),
+            subject,
+            outcome,
+            detail,
+        );
+        self.store.record_audit(&event).await
+    }
+
+    async fn handle(
+        &self,
+        operation: Operation,
+        body: &Value,
+        tag: IdempotencyTag,
+        now: DateTime<Utc>,
+    ) -> Result<HandlerOutcome, StoreError> {
+        let transaction = match self.build(operation, body).await? {
+            Ok(transaction) => transaction,
+            Err(rejection) => return Ok(rejection),
+        };
+        let mut record = match ingest::prepare(transaction, &self.calendar, now) {
+            Ok(record) => record,
+            Err(error) => return Ok(invalid("occurred_at", error)),
+        };
+        record.idempotency = Some(tag);
+        let outcome = match self.store.record_transaction(record).await {
+            Ok(outcome) => outcome,
+            // The write was one database transaction: nothing of it stayed. Release the key.
+            Err(error) => {
+                tracing::error!(%error, "recording a transaction failed");
+                return Ok(HandlerOutcome::NothingChanged(problem(
+                    503,
+                    problems::STORE_UNAVAILABLE,
+                    "Store unavailable",
+                    "the transaction was not recorded; retry with the same Idempotency-Key",
+                )));
+            }
+        };
+        Ok(match outcome {
+            RecordOutcome::Inserted(t) | RecordOutcome::AlreadyRecorded(t) => created(201, &t),
+            RecordOutcome::Duplicate(t) => created(200, &t),
+            RecordOutcome::Conflict(existing) => HandlerOutcome::Completed(problem(
+                409,
+                problems::REFERENCE_CONFLICT,
+                "External reference already used",
+                &format!(
+                    "merchant {} already has a transaction with external_ref {:?} and other content",
+                    existing.merchant_id, existing.external_ref
+                ),
+            )),
+            RecordOutcome::PaymentNotFound => HandlerOutcome::Completed(problem(
+                404,
+                problems::PAYMENT_NOT_FOUND,
+                "Payment not found",
+                "the payment to return does not exist",
+            )),
+            RecordOutcome::NotRefundable { reason, .. } => HandlerOutcome::Completed(problem(
+                422,
+                problems::NOT_REFUNDABLE,
+                "Payment cannot be returned",
+                &reason,
+            )),
+            RecordOutcome::ExceedsPayment { payment, returned_minor } => {
+                let remaining = Money::new(payment.amount_minor - returned_minor, payment.currency);
+                HandlerOutcome::Completed(problem(
+                    422,
+                    problems::EXCEEDS_PAYMENT,
+                    "Refund exceeds the payment",
+                    &format!(
+                        "payment {} has {} {} left to return",
+                        payment.external_ref, remaining, payment.currency
+                    ),
+                ))
+            }
+        })
+    }
+
+    /// Turns a request body into a validated transaction, or a rejection to answer with.
+    async fn build(
+        &self,
+        operation: Operation,
+        body: &Value,
+    ) -> Result<Result<NewTransaction, HandlerOutcome>, StoreError> {
+        let parsed = match operation {
+            Operation::Payment => parse::<PaymentBody>(body).and_then(payment_transaction),
+            Operation::Adjustment => parse::<AdjustmentBody>(body).and_then(adjustment_transaction),
+            Operation::Refund(id) | Operation::Chargeback(id) => {
+                let kind = if matches!(operation, Operation::Refund(_)) {
+                    TransactionKind::Refund
+                } else {
+                    TransactionKind::Chargeback
+                };
+                let returned = parse::<ReturnBody>(body);
+                let payment = self.store.transaction(id).await?;
+                match (returned, payment) {
+                    (Err(rejection), _) => Err(rejection),
+                    (Ok(_), None) => {
+                        return Ok(Err(HandlerOutcome::Completed(problem(
+                            404,
+                            problems::PAYMENT_NOT_FOUND,
+                            "Payment not found",
+                            &format!("no payment has id {id}"),
+                        ))))
+                    }
+                    (Ok(body), Some(payment)) => return_transaction(body, &payment, kind),
+                }
+            }
+        };
+        Ok(parsed.and_then(|t| t.validated().map_err(|e| invalid(e.field, e.message))))
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, HandlerOutcome> {
+    serde_json::from_value(body.clone()).map_err(|error| invalid("body", error))
+}
+
+fn currency(code: &str) -> Result<Currency, HandlerOutcome> {
+    Currency::from_code(code).map_err(|e| invalid("currency", e))
+}
+
+fn amount(text: &str, currency: Currency) -> Result<i64, HandlerOutcome> {
+    Money::parse_major(text, currency)
+        .map(|m| m.minor)
+        .map_err(|e| invalid("amount", e))
+}
+
+fn occurred_at(text: &str) -> Result<DateTime<Utc>, HandlerOutcome> {
+    parse_rfc3339(text).map_err(|e| invalid("occurred_at", e))
+}
+
+fn payment_transaction(body: PaymentBody) -> Result<NewTransaction, HandlerOutcome> {
+    let currency = currency(&body.currency)?;
+    let status = match body.status.as_deref() {
+        None => TransactionStatus::Completed,
+        Some(text) => text.parse().map_err(|e: String| invalid("status", e))?,
+    };
+    Ok(NewTransaction {
+        id: None,
+        merchant_id: body.merchant_id,
+        kind: TransactionKind::Payment,
+        status,
+        amount_minor: amount(&body.amount, currency)?,
+        currency,
+        method: body
+            .method
+            .parse::<PaymentMethod>()
+            .map_err(|e| invalid("method", e))?,
+        occurred_at: occurred_at(&body.occurred_at)?,
+        external_ref: body.external_ref,
+        refund_of: None,
+    })
+}
+
+fn adjustment_transaction(body: AdjustmentBody) -> Result<NewTransaction, HandlerOutcome> {
+    if body.reason.trim().is_empty() {
+        return Err(invalid("reason", "an adjustment needs a reason"));
+    }
+    let currency = currency(&body.currency)?;
+    Ok(NewTransaction {
+        id: None,
+        merchant_id: body.merchant_id,
+        kind: TransactionKind::Adjustment,
+        status: TransactionStatus::Completed,
+        amount_minor: amount(&body.amount, currency)?,
+        currency,
+        method: PaymentMethod::Other,
+        occurred_at: occurred_at(&body.occurred_at)?,
+        external_ref: body.external_ref,
+        refund_of: None,
+    })
+}
+
+fn return_transaction(
+    body: ReturnBody,
+    payment: &Transaction,
+    kind: TransactionKind,
+) -> Result<NewTransaction, HandlerOutcome> {
+    Ok(NewTransaction {
+        id: None,
+        merchant_id: payment.merchant_id.clone(),
+        kind,
+        status: TransactionStatus::Completed,
+        amount_minor: amount(&body.amount, payment.currency)?,
+        currency: payment.currency,
+        method: payment.method,
+        occurred_at: occurred_at(&body.occurred_at)?,
+        external_ref: body.external_ref,
+        refund_of: Some(payment.external_ref.clone()),
+    })
+}

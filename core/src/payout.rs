@@ -1,0 +1,206 @@
+//! Sending payouts: every pending or unknown payout goes to the provider under its deterministic
+//! reference. An unknown one (sent, answer lost) is looked up first, never blindly sent again.
+//!
+//! A payout is marked `unknown` durably before its request leaves, so a crash mid-send leaves a
+//! payout that the next run looks up instead of paying twice: provider idempotency keys expire
+//! (often after 24 hours), so a late retry must not rely on them alone.
+
+use std::sync::Arc;
+
+use crate::model::{Payout, PayoutStatus};
+use crate::provider::{PayoutInstruction, PayoutProvider, ProviderError};
+use crate::store::{PayoutUpdate, SharedStore, StoreError};
+use crate::time::Clock;
+
+/// What one sending pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// Accepted or confirmed by the provider in this pass (including found by lookup).
+    pub settled: u32,
+    /// Rejected by the provider: not paid; a rerun pays the difference anew.
+    pub rejected: u32,
+    /// Still pending or unknown, with why: the run that sent them is not finished.
+    pub unsettled: Vec<(String, String)>,
+}
+
+/// Sends payouts through the provider and records what happened.
+pub struct PayoutSender {
+    store: SharedStore,
+    provider: Arc<PayoutProvider>,
+    clock: Arc<dyn Clock>,
+}
+
+impl PayoutSender {
+    pub fn new(store: SharedStore, provider: Arc<PayoutProvider>, clock: Arc<dyn Clock>) -> Self {
+        PayoutSender {
+            store,
+            provider,
+            clock,
+        }
+    }
+
+    /// Sends every payout awaiting sending, optionally of one date or one merchant.
+    pub async fn send_awaiting(
+        &self,
+        settlement_date: Option<chrono::NaiveDate>,
+        merchant_id: Option<String>,
+    ) -> Result<SendReport, StoreError> {
+        let mut report = SendReport::default();
+        for payout in self
+            .store
+            .payouts_awaiting(settlement_date, merchant_id)
+            .await?
+        {
+            match self.settle_one(&payout).await? {
+                Some(PayoutStatus::Failed) => report.rejected += 1,
+                Some(_) => report.settled += 1,
+                None => report.unsettled.push((
+                    payout.reference.clone(),
+                    self.last_error(&payout.reference, payout.settlement_date)
+                        .await?,
+                )),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn last_error(
+        &self,
+        reference: &str,
+        date: chrono::NaiveDate,
+    ) -> Result<String, StoreError> {
+        Ok(self
+            .store
+            .payouts(date)
+            .await?
+            .into_iter()
+            .find(|p| p.reference == reference)
+            .and_then(|p| p.last_error)
+            .unwrap_or_else(|| "not sent".into()))
+    }
+
+    /// Brings one payout to a settled status if it can; `None` when it is still unsettled.
+    async fn settle_one(&self, payout: &Payout) -> Result<Option<PayoutStatus>, StoreError> {
+        if payout.status == PayoutStatus::Unknown {
+            match self.provider.lookup(&payout.reference).await {
+                Ok(Some(found)) => {
+                    let status = found.status.to_payout_status();
+                    self.update(
+                        payout,
+                        PayoutStatus::Unknown,
+                        status,
+                        Some(found.provider_payout_id),
+                        0,
+                        found.failure_reason,
+                    )
+                    .await?;
+                    return Ok(Some(status));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(reference = %payout.reference, %error, "payout lookup failed");
+                    self.update(
+                        payout,
+                        PayoutStatus::Unknown,
+                        PayoutStatus::Unknown,
+                        None,
+                        0,
+                        Some(error.to_string()),
+                    )
+                    .await?;
+                    return Ok(None);
+                }
+            }
+        } else if self
+            .update(
+                payout,
+                PayoutStatus::Pending,
+                PayoutStatus::Unknown,
+                None,
+                0,
+                None,
+            )
+            .await?
+            .is_none()
+        {
+            // Someone else moved it on (a hold, another sender): leave it to them.
+            return Ok(Some(payout.status));
+        }
+        crate::failpoint::hit("payout.before_send")
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let instruction = PayoutInstruction {
+            reference: payout.reference.clone(),
+            merchant_id: payout.merchant_id.clone(),
+            currency: payout.currency,
+            amount_minor: payout.amount_minor,
+            settlement_date: payout.settlement_date,
+        };
+        let sent = self.provider.create(&instruction).await;
+        crate::failpoint::hit("payout.after_send")
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        match sent {
+            Ok(accepted) => {
+                let status = accepted.status.to_payout_status();
+                self.update(
+                    payout,
+                    PayoutStatus::Unknown,
+                    status,
+                    Some(accepted.provider_payout_id),
+                    1,
+                    accepted.failure_reason,
+                )
+                .await?;
+                tracing::info!(reference = %payout.reference, status = %status, "payout sent");
+                Ok(Some(status))
+            }
+            Err(ProviderError::Rejected { status, detail }) => {
+                let error = format!("rejected by the provider ({status}): {detail}");
+                self.update(
+                    payout,
+                    PayoutStatus::Unknown,
+                    PayoutStatus::Failed,
+                    None,
+                    1,
+                    Some(error),
+                )
+                .await?;
+                Ok(Some(PayoutStatus::Failed))
+            }
+            Err(error) => {
+                tracing::warn!(reference = %payout.reference, %error, "payout outcome unknown");
+                self.update(
+                    payout,
+                    PayoutStatus::Unknown,
+                    PayoutStatus::Unknown,
+                    None,
+                    1,
+                    Some(error.to_string()),
+                )
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn update(
+        &self,
+        payout: &Payout,
+        from: PayoutStatus,
+        to: PayoutStatus,
+        provider_payout_id: Option<String>,
+        attempts: u32,
+        last_error: Option<String>,
+    ) -> Result<Option<Payout>, StoreError> {
+        self.store
+            .update_payout(&PayoutUpdate {
+                reference: payout.reference.clone(),
+                from,
+                to,
+                provider_payout_id,
+                attempts,
+                last_error,
+                now: self.clock.now(),
+            })
+            .await
+    }
+}

@@ -1,0 +1,171 @@
+//! Idempotency records in SQLite: insert-if-absent under the write lock, fingerprint check,
+//! takeover of expired locks, stored responses until expiry, and the reaper.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use crate::idempotency::{BeginOutcome, StoredResponse};
+use crate::store::{IdempotencyBegin, IdempotencyStore, StoreError};
+
+use super::rows::{self, instant_text};
+use super::{backend, query_one, SqliteStore};
+
+/// The stored state of one key.
+struct Record {
+    fingerprint: String,
+    completed: bool,
+    response: Option<StoredResponse>,
+    locked_until: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+fn record(row: &rusqlite::Row) -> Result<Record, StoreError> {
+    let completed = rows::text(row, "state")? == "completed";
+    let response = if completed {
+        Some(StoredResponse {
+            status: u16::try_from(rows::integer(row, "response_status")?)
+                .map_err(|e| StoreError::Corrupt(format!("response_status: {e}")))?,
+            body: rows::json(row, "response_body")?,
+            headers: rows::json(row, "response_headers")?,
+        })
+    } else {
+        None
+    };
+    Ok(Record {
+        fingerprint: rows::text(row, "fingerprint")?,
+        completed,
+        response,
+        locked_until: rows::instant(row, "locked_until")?,
+        expires_at: rows::instant(row, "expires_at")?,
+    })
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteStore {
+    async fn idempotency_begin(&self, begin: IdempotencyBegin) -> Result<BeginOutcome, StoreError> {
+        self.write(move |tx| {
+            let found = query_one(
+                tx,
+                "SELECT fingerprint, state, response_status, response_body, response_headers, locked_until, expires_at \
+                 FROM idempotency_records WHERE principal = ?1 AND key = ?2",
+                params![begin.principal, begin.key],
+                record,
+            )?;
+            let claim_new = |tx: &rusqlite::Transaction| -> Result<BeginOutcome, StoreError> {
+                tx.execute(
+                    "INSERT OR REPLACE INTO idempotency_records \
+                     (principal, key, fingerprint, state, response_status, response_body, response_headers, \
+                      locked_until, created_at, expires_at) \
+                     VALUES (?1, ?2, ?3, 'in_flight', NULL, NULL, NULL, ?4, ?5, ?6)",
+                    params![
+                        begin.principal,
+                        begin.key,
+                        begin.fingerprint,
+                        instant_text(begin.locked_until),
+                        instant_text(begin.now),
+                        instant_text(begin.expires_at)
+                    ],
+                )
+                .map_err(backend)?;
+                Ok(BeginOutcome::New)
+            };
+            match found {
+                // Expiry is checked here too: the reaper may not have run yet.
+                None => claim_new(tx),
+                Some(existing) if existing.expires_at <= begin.now => claim_new(tx),
+                Some(existing) if existing.fingerprint != begin.fingerprint => Ok(BeginOutcome::Mismatch),
+                Some(Record {
+                    completed: true,
+                    response: Some(response),
+                    ..
+                }) => Ok(BeginOutcome::Replay(response)),
+                Some(existing) if existing.locked_until > begin.now => Ok(BeginOutcome::Conflict {
+                    locked_until: existing.locked_until,
+                }),
+                // In flight, but its holder stopped: take over, keeping the original expiry.
+                Some(existing) => {
+                    tx.execute(
+                        "UPDATE idempotency_records SET locked_until = ?1 WHERE principal = ?2 AND key = ?3",
+                        params![
+                            instant_text(begin.locked_until.min(existing.expires_at)),
+                            begin.principal,
+                            begin.key
+                        ],
+                    )
+                    .map_err(backend)?;
+                    Ok(BeginOutcome::New)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn idempotency_complete(
+        &self,
+        principal: &str,
+        key: &str,
+        fingerprint: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let (principal, key, fingerprint) = (
+            principal.to_string(),
+            key.to_string(),
+            fingerprint.to_string(),
+        );
+        let response = response.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE idempotency_records SET state = 'completed', response_status = ?1, response_body = ?2, \
+                 response_headers = ?3 WHERE principal = ?4 AND key = ?5 AND fingerprint = ?6 AND state = 'in_flight'",
+                params![
+                    response.status,
+                    response.body.to_string(),
+                    serde_json::to_string(&response.headers).map_err(|e| StoreError::Backend(e.to_string()))?,
+                    principal,
+                    key,
+                    fingerprint
+                ],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_release(
+        &self,
+        principal: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), StoreError> {
+        let (principal, key, fingerprint) = (
+            principal.to_string(),
+            key.to_string(),
+            fingerprint.to_string(),
+        );
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM idempotency_records WHERE principal = ?1 AND key = ?2 AND fingerprint = ?3 \
+                 AND state = 'in_flight'",
+                params![principal, key, fingerprint],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_reap(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            let deleted = tx
+                .execute(
+                    "DELETE FROM idempotency_records WHERE expires_at <= ?1",
+                    params![instant_text(now)],
+                )
+                .map_err(backend)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+}
