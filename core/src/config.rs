@@ -10,13 +10,28 @@ use toml::{Table, Value};
 
 use crate::calendar::{parse_timezone, BusinessCalendar, Cutoff, DEFAULT_GRACE_MINUTES};
 use crate::fees::{AmountByCurrency, FeeRule, FeeSchedule, MerchantFees};
+use crate::idempotency::IdempotencySettings;
 use crate::model::PaymentMethod;
 use crate::money::{Currency, Money};
+use crate::retry::{PolicyName, RetryPolicy};
 use crate::settlement::runner::{DEFAULT_LEASE_SECONDS, DEFAULT_PAGE_SIZE};
 
 /// Prefix of environment overrides: `SETTLE_BUSINESS__TIMEZONE=Asia/Riyadh` sets `business.timezone`.
 pub const ENV_PREFIX: &str = "SETTLE_";
 const ENV_SEPARATOR: &str = "__";
+
+/// The sections (and `data_dir`) a configuration file may have.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "business",
+    "fees",
+    "store",
+    "settlement",
+    "data_dir",
+    "idempotency",
+    "payouts",
+    "notifications",
+    "retry",
+];
 
 /// Everything the configuration decides.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +42,30 @@ pub struct Settings {
     pub settlement: SettlementSettings,
     /// `data_dir` from the file, if set; command-line and environment take precedence.
     pub data_dir: Option<PathBuf>,
+    pub idempotency: IdempotencySettings,
+    /// The payout provider's base URL; payouts are off without one.
+    pub provider_url: Option<String>,
+    /// Where settlement notifications are posted; off without one.
+    pub webhook_url: Option<String>,
+    pub retry: RetrySettings,
+}
+
+/// The three retry policies, each adjustable under `[retry.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySettings {
+    pub database: RetryPolicy,
+    pub external_api: RetryPolicy,
+    pub payment: RetryPolicy,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            database: RetryPolicy::database(),
+            external_api: RetryPolicy::external_api(),
+            payment: RetryPolicy::payment(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +96,10 @@ impl Default for Settings {
                 page_size: DEFAULT_PAGE_SIZE,
             },
             data_dir: None,
+            idempotency: IdempotencySettings::default(),
+            provider_url: None,
+            webhook_url: None,
+            retry: RetrySettings::default(),
         }
     }
 }
@@ -209,11 +252,7 @@ impl Reader {
 
     fn settings(&mut self, table: &Table) -> Settings {
         let mut settings = Settings::default();
-        self.known_keys(
-            "",
-            table,
-            &["business", "fees", "store", "settlement", "data_dir"],
-        );
+        self.known_keys("", table, TOP_LEVEL_KEYS);
         if let Some(business) = self.section(table, "business") {
             settings.calendar = self.calendar(&business);
         }
@@ -245,10 +284,120 @@ impl Reader {
             }
         }
         settings.data_dir = self.string(table, "data_dir").map(PathBuf::from);
+        if let Some(idempotency) = self.section(table, "idempotency") {
+            settings.idempotency = self.idempotency(&idempotency);
+        }
+        if let Some(payouts) = self.section(table, "payouts") {
+            self.known_keys("payouts", &payouts, &["provider_url"]);
+            settings.provider_url = self.url(&payouts, "payouts.provider_url");
+        }
+        if let Some(notifications) = self.section(table, "notifications") {
+            self.known_keys("notifications", &notifications, &["webhook_url"]);
+            settings.webhook_url = self.url(&notifications, "notifications.webhook_url");
+        }
+        if let Some(retry) = self.section(table, "retry") {
+            self.known_keys("retry", &retry, &["database", "external_api", "payment"]);
+            for (name, policy) in [
+                (PolicyName::Database, &mut settings.retry.database),
+                (PolicyName::ExternalApi, &mut settings.retry.external_api),
+                (PolicyName::Payment, &mut settings.retry.payment),
+            ] {
+                let key = format!("retry.{}", name.as_str());
+                if let Some(section) = self.section(&retry, &key) {
+                    self.retry_policy(&key, &section, policy);
+                }
+            }
+        }
         for problem in settings.fee_schedule.validate() {
             self.problem(&problem.key, problem.message);
         }
         settings
+    }
+
+    fn idempotency(&mut self, table: &Table) -> IdempotencySettings {
+        self.known_keys(
+            "idempotency",
+            table,
+            &["retention_hours", "lock_seconds", "require_uuid_v4"],
+        );
+        let mut settings = IdempotencySettings::default();
+        if let Some(hours) = self.integer(table, "idempotency.retention_hours", 1, 24 * 90) {
+            settings.retention = chrono::Duration::hours(hours);
+        }
+        if let Some(seconds) = self.integer(table, "idempotency.lock_seconds", 1, 3_600) {
+            settings.lock = chrono::Duration::seconds(seconds);
+        }
+        if let Some(strict) = self.boolean(table, "idempotency.require_uuid_v4") {
+            settings.require_uuid_v4 = strict;
+        }
+        settings
+    }
+
+    fn retry_policy(&mut self, key: &str, table: &Table, policy: &mut RetryPolicy) {
+        self.known_keys(
+            key,
+            table,
+            &[
+                "max_retries",
+                "base_delay_ms",
+                "max_delay_ms",
+                "attempt_timeout_ms",
+                "deadline_ms",
+            ],
+        );
+        let field = |name: &str| format!("{key}.{name}");
+        if let Some(n) = self.integer(table, &field("max_retries"), 0, 20) {
+            policy.max_retries = n as u32;
+        }
+        if let Some(ms) = self.integer(table, &field("base_delay_ms"), 0, 600_000) {
+            policy.base_delay_ms = ms as u64;
+        }
+        if let Some(ms) = self.integer(table, &field("max_delay_ms"), 0, 3_600_000) {
+            policy.max_delay_ms = ms as u64;
+        }
+        if let Some(ms) = self.integer(table, &field("attempt_timeout_ms"), 1, 3_600_000) {
+            policy.attempt_timeout_ms = ms as u64;
+        }
+        if let Some(ms) = self.integer(table, &field("deadline_ms"), 1, 86_400_000) {
+            policy.deadline_ms = ms as u64;
+        }
+    }
+
+    /// An http(s) URL. Credentials in it are refused: secrets never live in the file.
+    fn url(&mut self, table: &Table, key: &str) -> Option<String> {
+        let url = self.string(table, key)?;
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let authority = url
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if !scheme_ok {
+            self.problem(key, format!("{url:?} is not an http(s) URL"));
+            None
+        } else if authority.contains('@') {
+            self.problem(
+                key,
+                "credentials do not belong in the file; use the environment or a systemd credential",
+            );
+            None
+        } else {
+            Some(url.trim_end_matches('/').to_string())
+        }
+    }
+
+    fn boolean(&mut self, table: &Table, key: &str) -> Option<bool> {
+        let name = key.rsplit('.').next().unwrap_or(key);
+        match table.get(name)? {
+            Value::Boolean(flag) => Some(*flag),
+            Value::String(text) if text == "true" || text == "false" => Some(text == "true"),
+            other => {
+                self.problem(key, format!("expected true or false, found {other}"));
+                None
+            }
+        }
     }
 
     fn calendar(&mut self, business: &Table) -> BusinessCalendar {
@@ -634,6 +783,64 @@ mod tests {
         assert!(
             found[0].starts_with("business.cutoff (from SETTLE_BUSINESS__CUTOFF):"),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn payouts_notifications_idempotency_and_retry_are_configurable() {
+        let text = r#"
+            [idempotency]
+            retention_hours = 48
+            lock_seconds = 5
+            require_uuid_v4 = true
+            [payouts]
+            provider_url = "https://payouts.example/v1/"
+            [notifications]
+            webhook_url = "http://127.0.0.1:9000/hook"
+            [retry.payment]
+            max_retries = 4
+            base_delay_ms = 50
+        "#;
+        let settings = parse(text, "t", no_env()).unwrap();
+        assert_eq!(settings.idempotency.retention, chrono::Duration::hours(48));
+        assert_eq!(settings.idempotency.lock, chrono::Duration::seconds(5));
+        assert!(settings.idempotency.require_uuid_v4);
+        assert_eq!(
+            settings.provider_url.as_deref(),
+            Some("https://payouts.example/v1")
+        );
+        assert_eq!(
+            settings.webhook_url.as_deref(),
+            Some("http://127.0.0.1:9000/hook")
+        );
+        assert_eq!(
+            (
+                settings.retry.payment.max_retries,
+                settings.retry.payment.base_delay_ms
+            ),
+            (4, 50)
+        );
+        assert_eq!(settings.retry.database, RetryPolicy::database());
+
+        let bad = r#"
+            [payouts]
+            provider_url = "https://user:pw@payouts.example"
+            [notifications]
+            webhook_url = "ftp://x"
+            [retry.sometimes]
+            max_retries = 1
+        "#;
+        let joined = problems(bad, no_env()).join("\n");
+        for key in [
+            "payouts.provider_url:",
+            "notifications.webhook_url:",
+            "retry.sometimes:",
+        ] {
+            assert!(joined.contains(key), "{key} in {joined}");
+        }
+        assert!(
+            !joined.contains("pw@"),
+            "a password must never be echoed: {joined}"
         );
     }
 

@@ -255,7 +255,11 @@ impl PaymentService {
             Err(error) => return Ok(invalid("occurred_at", error)),
         };
         record.idempotency = Some(tag);
-        let outcome = match self.store.record_transaction(record).await {
+        let recorded = match crate::failpoint::hit("payments.before_record") {
+            Ok(()) => self.store.record_transaction(record).await,
+            Err(injected) => Err(StoreError::Backend(injected.to_string())),
+        };
+        let outcome = match recorded {
             Ok(outcome) => outcome,
             // The write was one database transaction: nothing of it stayed. Release the key.
             Err(error) => {

@@ -49,8 +49,108 @@ pub enum Command {
     Export(ExportArgs),
     /// Chart daily gross, fees and net per currency (PNG or SVG).
     Chart(ChartArgs),
+    /// Record a payment, refund, chargeback or adjustment (idempotent by key).
+    #[command(subcommand)]
+    Payment(PaymentCommand),
+    /// Hold or release a merchant's payouts; list holds and amounts carried forward.
+    #[command(subcommand)]
+    Merchant(MerchantCommand),
     /// Check the configuration and report every problem.
     CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PaymentCommand {
+    /// Record a payment.
+    Record(RecordPaymentArgs),
+    /// Refund (part of) a payment.
+    Refund(ReturnArgs),
+    /// Record a chargeback of (part of) a payment.
+    Chargeback(ReturnArgs),
+    /// Credit (positive) or debit (negative) a merchant.
+    Adjust(AdjustArgs),
+}
+
+/// The key that makes a command safe to repeat. Without one a fresh key is made and printed:
+/// pass it again to retry without recording twice.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordPaymentArgs {
+    #[arg(long)]
+    pub merchant: String,
+    /// Major units as a decimal string, e.g. 12.50.
+    #[arg(long)]
+    pub amount: String,
+    #[arg(long)]
+    pub currency: String,
+    /// card, wallet, cash, bank_transfer or other.
+    #[arg(long)]
+    pub method: String,
+    #[arg(long)]
+    pub external_ref: String,
+    /// RFC 3339 with an offset, e.g. 2026-11-23T14:30:00+03:00.
+    #[arg(long)]
+    pub occurred_at: String,
+    /// completed (default), pending, failed or cancelled.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReturnArgs {
+    /// The id of the payment returned.
+    #[arg(long)]
+    pub payment: uuid::Uuid,
+    #[arg(long)]
+    pub amount: String,
+    #[arg(long)]
+    pub external_ref: String,
+    #[arg(long)]
+    pub occurred_at: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AdjustArgs {
+    #[arg(long)]
+    pub merchant: String,
+    /// Negative for a debit, e.g. -3.00.
+    #[arg(long, allow_hyphen_values = true)]
+    pub amount: String,
+    #[arg(long)]
+    pub currency: String,
+    #[arg(long)]
+    pub external_ref: String,
+    #[arg(long)]
+    pub occurred_at: String,
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MerchantCommand {
+    /// Hold a merchant's payouts (they wait until released).
+    Hold {
+        merchant_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a hold and send the payouts that waited.
+    Release { merchant_id: String },
+    /// List holds and amounts carried forward.
+    List,
 }
 
 /// A settlement date, `YYYY-MM-DD`.

@@ -4,9 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use chrono::Duration;
 use settle_core::config::{self, Settings};
+use settle_core::idempotency::Idempotency;
+use settle_core::notify::{Notifier, WebhookSettings};
+use settle_core::payments::PaymentService;
+use settle_core::payout::PayoutSender;
+use settle_core::provider::{PayoutProvider, ProviderSettings};
+use settle_core::secret;
 use settle_core::settlement::SettlementRunner;
 use settle_core::store::sqlite::SqliteStore;
 use settle_core::store::SharedStore;
@@ -68,7 +74,20 @@ impl Context {
         Ok(Arc::new(store))
     }
 
-    pub fn runner(&self, store: SharedStore) -> SettlementRunner {
+    /// The settlement runner, paying out and notifying when those are configured.
+    pub fn runner(&self, store: SharedStore) -> Result<SettlementRunner> {
+        let mut runner = self.runner_without_payouts(store.clone());
+        if let Some(sender) = self.payout_sender(store)? {
+            runner = runner.with_payouts(sender);
+        }
+        if let Some(notifier) = self.notifier()? {
+            runner = runner.with_notifier(notifier);
+        }
+        Ok(runner)
+    }
+
+    /// A runner that neither pays out nor notifies (the demo's: its money is not real).
+    pub fn runner_without_payouts(&self, store: SharedStore) -> SettlementRunner {
         SettlementRunner::new(
             store,
             Arc::clone(&self.clock),
@@ -79,7 +98,63 @@ impl Context {
         .with_lease_duration(Duration::seconds(self.settings.settlement.lease_seconds))
         .with_page_size(self.settings.settlement.page_size)
     }
+
+    /// Sends payouts through the configured provider; `None` when no provider is configured.
+    pub fn payout_sender(&self, store: SharedStore) -> Result<Option<PayoutSender>> {
+        let Some(base_url) = &self.settings.provider_url else {
+            return Ok(None);
+        };
+        let provider = PayoutProvider::new(ProviderSettings {
+            base_url: base_url.clone(),
+            token: secret::from_environment(PROVIDER_TOKEN_VARIABLE, PROVIDER_TOKEN_CREDENTIAL),
+            policy: self.settings.retry.payment.clone(),
+        })
+        .context("payouts.provider_url")?;
+        Ok(Some(PayoutSender::new(
+            store,
+            Arc::new(provider),
+            Arc::clone(&self.clock),
+        )))
+    }
+
+    fn notifier(&self) -> Result<Option<Notifier>> {
+        let Some(url) = &self.settings.webhook_url else {
+            return Ok(None);
+        };
+        let Some(secret) =
+            secret::from_environment(WEBHOOK_SECRET_VARIABLE, WEBHOOK_SECRET_CREDENTIAL)
+        else {
+            bail!(
+                "notifications.webhook_url is set but there is no signing secret: set {WEBHOOK_SECRET_VARIABLE} \
+                 or the systemd credential {WEBHOOK_SECRET_CREDENTIAL}"
+            );
+        };
+        let notifier = Notifier::new(WebhookSettings {
+            url: url.clone(),
+            secret,
+            policy: self.settings.retry.external_api.clone(),
+        })
+        .context("notifications.webhook_url")?;
+        Ok(Some(notifier))
+    }
+
+    pub fn payment_service(&self, store: SharedStore) -> PaymentService {
+        let idempotency = Idempotency::new(store.clone(), self.settings.idempotency);
+        PaymentService::new(
+            store,
+            idempotency,
+            self.settings.calendar,
+            Arc::clone(&self.clock),
+        )
+    }
 }
+
+/// Where the provider's API token comes from (never the configuration file).
+pub const PROVIDER_TOKEN_VARIABLE: &str = "SETTLE_PROVIDER_TOKEN";
+pub const PROVIDER_TOKEN_CREDENTIAL: &str = "provider-token";
+/// Where the webhook signing secret comes from.
+pub const WEBHOOK_SECRET_VARIABLE: &str = "SETTLE_WEBHOOK_SECRET";
+pub const WEBHOOK_SECRET_CREDENTIAL: &str = "webhook-secret";
 
 fn default_data_dir() -> Result<PathBuf> {
     directories::ProjectDirs::from("", "", "settle")

@@ -5,9 +5,11 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use settle_core::calendar::BusinessCalendar;
 use settle_core::model::{
-    CurrencyTotals, Settlement, SettlementFigures, SettlementLine, Transaction,
+    CarryForward, CurrencyTotals, Notification, Payout, Settlement, SettlementFigures,
+    SettlementLine, Transaction,
 };
 use settle_core::money::{format_minor, Currency};
+use settle_core::store::MerchantHold;
 
 /// `1234567` USD cents → `12,345.67`.
 pub fn amount(minor: i64, currency: Currency) -> String {
@@ -255,6 +257,93 @@ pub fn late_table(transactions: &[Transaction]) -> Table {
             t.currency.code().to_string(),
             settle_core::time::format_utc(t.occurred_at),
             settle_core::time::format_utc(t.created_at),
+        ]);
+    }
+    table
+}
+
+pub fn payouts_table(payouts: &[Payout]) -> Table {
+    let mut table = table(&[
+        "merchant_id",
+        "currency",
+        "amount",
+        "status",
+        "revision",
+        "reference",
+        "attempts",
+        "last error",
+    ]);
+    for p in payouts {
+        table.add_row(vec![
+            p.merchant_id.clone(),
+            p.currency.code().to_string(),
+            amount(p.amount_minor, p.currency),
+            p.status.to_string(),
+            p.revision.to_string(),
+            p.reference.clone(),
+            p.attempts.to_string(),
+            p.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    if let Some(column) = table.column_mut(2) {
+        column.set_cell_alignment(CellAlignment::Right);
+    }
+    table
+}
+
+pub fn notifications_table(notifications: &[Notification]) -> Table {
+    let mut table = table(&[
+        "revision",
+        "event",
+        "status",
+        "attempts",
+        "at",
+        "last error",
+    ]);
+    for n in notifications {
+        table.add_row(vec![
+            n.revision.to_string(),
+            n.event.clone(),
+            n.status.to_string(),
+            n.attempts.to_string(),
+            settle_core::time::format_utc(n.created_at),
+            n.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    table
+}
+
+pub fn holds_table(holds: &[MerchantHold]) -> Table {
+    let mut table = table(&["merchant_id", "reason", "held by", "since"]);
+    for h in holds {
+        table.add_row(vec![
+            h.merchant_id.clone(),
+            h.reason.clone(),
+            h.held_by.clone(),
+            settle_core::time::format_utc(h.held_at),
+        ]);
+    }
+    table
+}
+
+pub fn carry_forwards_table(owed: &[CarryForward]) -> Table {
+    let mut table = table(&[
+        "merchant_id",
+        "currency",
+        "owed",
+        "from settlement",
+        "applied to",
+    ]);
+    for c in owed {
+        table.add_row(vec![
+            c.merchant_id.clone(),
+            c.currency.code().to_string(),
+            amount(-c.amount_minor, c.currency),
+            format!("{} r{}", c.origin_date, c.origin_revision),
+            match (c.applied_date, c.applied_revision) {
+                (Some(date), Some(revision)) => format!("{date} r{revision}"),
+                _ => "(next settlement)".into(),
+            },
         ]);
     }
     table

@@ -3,8 +3,10 @@
 
 mod cli_import;
 mod cli_outputs;
+mod cli_payments;
 mod cli_settle;
 mod http_peers;
+mod payments;
 mod provider_server;
 mod store_contract;
 mod support;

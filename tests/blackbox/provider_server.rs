@@ -192,6 +192,15 @@ fn unauthorized(state: &ProviderState, headers: &HeaderMap) -> Option<Response> 
     }
 }
 
+/// Why a POST is refused: small, unlike a `Response`, to travel in a `Result`.
+struct Refusal(StatusCode, &'static str);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
 /// A POST body checked the way a strict provider would: every field present and consistent.
 struct Instruction {
     reference: String,
@@ -201,26 +210,26 @@ struct Instruction {
     settlement_date: NaiveDate,
 }
 
-fn parse_instruction(headers: &HeaderMap, body: &[u8]) -> Result<Instruction, Response> {
-    let unprocessable = |message: &str| error(StatusCode::UNPROCESSABLE_ENTITY, message);
+fn parse_instruction(headers: &HeaderMap, body: &[u8]) -> Result<Instruction, Refusal> {
+    let unprocessable = |message| Refusal(StatusCode::UNPROCESSABLE_ENTITY, message);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !content_type.starts_with("application/json") {
-        return Err(error(
+        return Err(Refusal(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "expected application/json",
         ));
     }
     let Some(key) = headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()) else {
-        return Err(error(
+        return Err(Refusal(
             StatusCode::BAD_REQUEST,
             "Idempotency-Key is required",
         ));
     };
     let body: Value = serde_json::from_slice(body)
-        .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not JSON"))?;
+        .map_err(|_| Refusal(StatusCode::BAD_REQUEST, "the body is not JSON"))?;
     let text = |field: &str| body[field].as_str().map(str::to_string);
     let (Some(reference), Some(merchant_id), Some(currency), Some(amount), Some(date)) = (
         text("reference"),
@@ -262,7 +271,7 @@ fn record(
     state: &mut ProviderState,
     instruction: Instruction,
     status: ProviderPayoutStatus,
-) -> Result<(LedgerEntry, bool), Response> {
+) -> Result<(LedgerEntry, bool), Refusal> {
     if let Some(existing) = state
         .ledger
         .iter()
@@ -273,7 +282,7 @@ fn record(
             && existing.amount_minor == instruction.amount_minor
             && existing.settlement_date == instruction.settlement_date;
         if !same {
-            return Err(error(
+            return Err(Refusal(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Idempotency-Key reused with a different payout",
             ));
@@ -333,7 +342,7 @@ async fn create_payout(State(state): State<Shared>, headers: HeaderMap, body: By
         }
         let instruction = match parse_instruction(&headers, &body) {
             Ok(instruction) => instruction,
-            Err(refused) => return refused,
+            Err(refused) => return refused.into_response(),
         };
         let status = match behaviour {
             Behaviour::Status(status) => status,
@@ -341,7 +350,7 @@ async fn create_payout(State(state): State<Shared>, headers: HeaderMap, body: By
         };
         let (entry, created) = match record(&mut state, instruction, status) {
             Ok(recorded) => recorded,
-            Err(refused) => return refused,
+            Err(refused) => return refused.into_response(),
         };
         match behaviour {
             Behaviour::CommitThenHang { delay_ms } => {

@@ -240,9 +240,18 @@ mod tests {
     #[tokio::test]
     async fn webhook_redelivery_is_deduped_by_event_id() {
         let receiver = WebhookReceiver::start(Secret::new(SECRET));
+        // The second delivery's first attempt fails, as when an answer is lost and resent.
+        receiver.script([Delivery::Accept, Delivery::Fail(500)]);
         let notifier = notifier(receiver.url(), SECRET);
-        notifier.send(&event(), Utc::now()).await.unwrap();
-        notifier.send(&event(), Utc::now()).await.unwrap();
+        assert_eq!(
+            notifier.send(&event(), Utc::now()).await.unwrap().attempts,
+            1
+        );
+        assert_eq!(
+            notifier.send(&event(), Utc::now()).await.unwrap().attempts,
+            2
+        );
+        assert_eq!(receiver.attempts(), 3);
         assert_eq!(receiver.accepted_count(), 2);
         assert_eq!(receiver.events().len(), 1);
     }

@@ -72,7 +72,8 @@ pub async fn run(context: Context, explicit_data_dir: bool, args: DemoArgs) -> R
     bar.finish_and_clear();
     println!("  {total} generated transactions: {inserted} stored, {duplicates} already present");
 
-    let runner = context.runner(store.clone());
+    // Demo money is not real: no payouts, no notifications, whatever the configuration says.
+    let runner = context.runner_without_payouts(store.clone());
     let bar = progress::steps(u64::from(spec.days), "settling");
     let (mut settled, mut already) = (0, 0);
     let mut date = spec.first_date;

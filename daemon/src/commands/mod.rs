@@ -5,6 +5,8 @@ mod check_config;
 mod demo;
 mod export;
 mod import;
+mod merchants;
+mod payments;
 mod settle;
 mod show;
 
@@ -29,6 +31,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::History(args) => show::history(context, args).await,
         Command::Export(args) => export::export(context, args).await,
         Command::Chart(args) => export::chart(context, args).await,
+        Command::Payment(command) => payments::run(context, command).await,
+        Command::Merchant(command) => merchants::run(context, command).await,
         Command::CheckConfig => unreachable!("handled above"),
     }
 }

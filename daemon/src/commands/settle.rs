@@ -28,7 +28,7 @@ pub async fn retry(context: Context, date: NaiveDate) -> Result<()> {
 
 async fn execute(context: Context, date: NaiveDate, request: RunRequest) -> Result<()> {
     let store = context.open_store().await?;
-    let runner = context.runner(store);
+    let runner = context.runner(store)?;
     let outcome = runner
         .execute(date, request, &context.actor, RunTrigger::Manual)
         .await?;

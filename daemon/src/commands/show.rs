@@ -46,6 +46,16 @@ pub async fn show(context: Context, args: ShowArgs) -> Result<()> {
     let shown = args.lines.unwrap_or(lines.len()).min(lines.len());
     println!("\nMerchant lines ({shown} of {})", lines.len());
     println!("{}", output::lines_table(&lines[..shown]));
+    let payouts = store.payouts(args.date).await?;
+    if !payouts.is_empty() {
+        println!("\nPayouts ({})", payouts.len());
+        println!("{}", output::payouts_table(&payouts));
+    }
+    let notifications = store.notifications(args.date).await?;
+    if !notifications.is_empty() {
+        println!("\nNotifications");
+        println!("{}", output::notifications_table(&notifications));
+    }
     let late = store.late_transactions(args.date).await?;
     if late.is_empty() {
         println!("\nNo late transactions.");

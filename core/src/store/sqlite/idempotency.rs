@@ -41,6 +41,25 @@ fn record(row: &rusqlite::Row) -> Result<Record, StoreError> {
     })
 }
 
+/// Unlinks transactions from expired keys (selected by `condition` on idempotency_records): after
+/// expiry a key counts as new, and must not find what it recorded before.
+fn forget_links(
+    tx: &rusqlite::Transaction,
+    condition: &str,
+    values: impl rusqlite::Params,
+) -> Result<(), StoreError> {
+    tx.execute(
+        &format!(
+            "UPDATE transactions SET idempotency_principal = NULL, idempotency_key = NULL \
+             WHERE idempotency_key IS NOT NULL AND (idempotency_principal, idempotency_key) IN \
+             (SELECT principal, key FROM idempotency_records WHERE {condition})"
+        ),
+        values,
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
 #[async_trait]
 impl IdempotencyStore for SqliteStore {
     async fn idempotency_begin(&self, begin: IdempotencyBegin) -> Result<BeginOutcome, StoreError> {
@@ -71,9 +90,12 @@ impl IdempotencyStore for SqliteStore {
                 Ok(BeginOutcome::New)
             };
             match found {
-                // Expiry is checked here too: the reaper may not have run yet.
                 None => claim_new(tx),
-                Some(existing) if existing.expires_at <= begin.now => claim_new(tx),
+                // Expiry is checked here too: the reaper may not have run yet.
+                Some(existing) if existing.expires_at <= begin.now => {
+                    forget_links(tx, "principal = ?1 AND key = ?2", params![begin.principal, begin.key])?;
+                    claim_new(tx)
+                }
                 Some(existing) if existing.fingerprint != begin.fingerprint => Ok(BeginOutcome::Mismatch),
                 Some(Record {
                     completed: true,
@@ -158,6 +180,7 @@ impl IdempotencyStore for SqliteStore {
 
     async fn idempotency_reap(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         self.write(move |tx| {
+            forget_links(tx, "expires_at <= ?1", params![instant_text(now)])?;
             let deleted = tx
                 .execute(
                     "DELETE FROM idempotency_records WHERE expires_at <= ?1",

@@ -1,0 +1,118 @@
+//! `settle merchant hold | release | list`: payout holds (audited) and the amounts merchants owe
+//! that are carried forward to their next payout.
+
+use anyhow::Result;
+use serde_json::json;
+use settle_core::model::AuditEvent;
+use settle_core::store::MerchantHold;
+
+use crate::cli::MerchantCommand;
+use crate::context::Context;
+use crate::exit::Exit;
+use crate::output;
+
+pub async fn run(context: Context, command: MerchantCommand) -> Result<()> {
+    let store = context.open_store().await?;
+    let now = context.clock.now();
+    match command {
+        MerchantCommand::Hold {
+            merchant_id,
+            reason,
+        } => {
+            settle_core::model::validate_merchant_id(&merchant_id)
+                .map_err(|e| Exit::bad_input(e.to_string()))?;
+            if reason.trim().is_empty() {
+                return Err(Exit::bad_input("a hold needs a reason"));
+            }
+            let hold = MerchantHold {
+                merchant_id: merchant_id.clone(),
+                reason: reason.clone(),
+                held_by: context.actor.clone(),
+                held_at: now,
+            };
+            let held = store.hold_merchant(&hold).await?;
+            audit(
+                &context,
+                &store,
+                "merchant.hold",
+                &merchant_id,
+                json!({ "reason": reason, "held_payouts": held }),
+            )
+            .await?;
+            println!("merchant {merchant_id} is on hold: {held} pending payout(s) now wait");
+        }
+        MerchantCommand::Release { merchant_id } => {
+            let Some(released) = store.release_merchant(&merchant_id, now).await? else {
+                return Err(Exit::bad_input(format!(
+                    "merchant {merchant_id} is not on hold"
+                )));
+            };
+            audit(
+                &context,
+                &store,
+                "merchant.release",
+                &merchant_id,
+                json!({ "released_payouts": released }),
+            )
+            .await?;
+            println!("merchant {merchant_id} released: {released} payout(s) to send");
+            match context.payout_sender(store.clone())? {
+                Some(sender) => {
+                    let report = sender
+                        .send_awaiting(None, Some(merchant_id.clone()))
+                        .await?;
+                    println!(
+                        "sent: {} settled, {} rejected, {} still unsettled",
+                        report.settled,
+                        report.rejected,
+                        report.unsettled.len()
+                    );
+                    if let Some((reference, error)) = report.unsettled.first() {
+                        return Err(anyhow::anyhow!(
+                            "{} payout(s) not confirmed sent (first: {reference}: {error}); `settle retry` of their date resends them",
+                            report.unsettled.len()
+                        ));
+                    }
+                }
+                None => println!(
+                    "no payout provider is configured ([payouts] provider_url): nothing sent"
+                ),
+            }
+        }
+        MerchantCommand::List => {
+            let holds = store.merchant_holds().await?;
+            if holds.is_empty() {
+                println!("no merchant is on hold");
+            } else {
+                println!("{}", output::holds_table(&holds));
+            }
+            let owed = store.carry_forwards(true).await?;
+            if owed.is_empty() {
+                println!("no amounts carried forward");
+            } else {
+                println!("Amounts owed, deducted from the next payout");
+                println!("{}", output::carry_forwards_table(&owed));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn audit(
+    context: &Context,
+    store: &settle_core::store::SharedStore,
+    action: &str,
+    merchant_id: &str,
+    detail: serde_json::Value,
+) -> Result<()> {
+    let event = AuditEvent::new(
+        context.clock.now(),
+        &context.actor,
+        action,
+        format!("merchant_id={merchant_id}"),
+        "succeeded",
+        detail,
+    );
+    store.record_audit(&event).await?;
+    Ok(())
+}
