@@ -43,6 +43,10 @@ for component in rustfmt clippy; do
     fi
 done
 
+# The tests talk to servers on 127.0.0.1: never through a proxy the environment may set.
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
+export no_proxy="$NO_PROXY"
+
 # --- static checks --------------------------------------------------------------------------
 step "formatting (cargo fmt --check)"
 cargo fmt --all --check

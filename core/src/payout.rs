@@ -64,6 +64,47 @@ impl PayoutSender {
         Ok(report)
     }
 
+    /// Asks the provider about every `sent` payout of a date and records what it says (`confirmed`
+    /// once paid, `failed` if it gave up). Returns how many changed.
+    pub async fn refresh_sent(
+        &self,
+        settlement_date: chrono::NaiveDate,
+    ) -> Result<u32, StoreError> {
+        let mut changed = 0;
+        for payout in self.store.payouts(settlement_date).await? {
+            if payout.status != PayoutStatus::Sent {
+                continue;
+            }
+            match self.provider.lookup(&payout.reference).await {
+                Ok(Some(found)) => {
+                    let status = found.status.to_payout_status();
+                    if status != PayoutStatus::Sent
+                        && self
+                            .update(
+                                &payout,
+                                PayoutStatus::Sent,
+                                status,
+                                None,
+                                0,
+                                found.failure_reason,
+                            )
+                            .await?
+                            .is_some()
+                    {
+                        changed += 1;
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(reference = %payout.reference, "the provider does not know a sent payout")
+                }
+                Err(error) => {
+                    tracing::warn!(reference = %payout.reference, %error, "payout lookup failed")
+                }
+            }
+        }
+        Ok(changed)
+    }
+
     async fn last_error(
         &self,
         reference: &str,

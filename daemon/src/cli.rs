@@ -55,8 +55,17 @@ pub enum Command {
     /// Hold or release a merchant's payouts; list holds and amounts carried forward.
     #[command(subcommand)]
     Merchant(MerchantCommand),
+    /// Ask the provider about a date's sent payouts and record which are confirmed.
+    #[command(subcommand)]
+    Payouts(PayoutsCommand),
     /// Check the configuration and report every problem.
     CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PayoutsCommand {
+    /// Look up the date's sent payouts at the provider: `confirmed` once paid.
+    Check(DateArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 mod cli_import;
 mod cli_outputs;
 mod cli_payments;
+mod cli_payouts;
 mod cli_settle;
 mod http_peers;
 mod payments;

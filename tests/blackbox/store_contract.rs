@@ -722,6 +722,360 @@ pub async fn data_survives_reopening(t: TestStore) {
     assert_eq!(found[0].settlement_date, date("2024-03-10"));
 }
 
+pub async fn idempotency_keys_begin_once_replay_and_expire(t: TestStore) {
+    use settle_core::idempotency::{BeginOutcome, StoredResponse};
+    use settle_core::store::IdempotencyBegin;
+    let store = t.store;
+    let t0 = at("2024-03-10T10:00:00Z");
+    let begin = |fingerprint: &str, now: DateTime<Utc>| IdempotencyBegin {
+        principal: "token-1".into(),
+        key: "k-1".into(),
+        fingerprint: fingerprint.into(),
+        now,
+        locked_until: now + Duration::seconds(60),
+        expires_at: t0 + Duration::hours(24),
+    };
+    assert_eq!(
+        store.idempotency_begin(begin("fp-a", t0)).await.unwrap(),
+        BeginOutcome::New
+    );
+    assert!(matches!(
+        store
+            .idempotency_begin(begin("fp-a", t0 + Duration::seconds(1)))
+            .await
+            .unwrap(),
+        BeginOutcome::Conflict { .. }
+    ));
+    assert_eq!(
+        store.idempotency_begin(begin("fp-b", t0)).await.unwrap(),
+        BeginOutcome::Mismatch
+    );
+    // The holder vanished: after its lock, another caller takes over.
+    assert_eq!(
+        store
+            .idempotency_begin(begin("fp-a", t0 + Duration::seconds(61)))
+            .await
+            .unwrap(),
+        BeginOutcome::New
+    );
+    let response = StoredResponse {
+        status: 201,
+        body: serde_json::json!({"id": "x"}),
+        headers: vec![("location".into(), "/x".into())],
+    };
+    store
+        .idempotency_complete("token-1", "k-1", "fp-a", &response)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(begin("fp-a", t0 + Duration::hours(1)))
+            .await
+            .unwrap(),
+        BeginOutcome::Replay(response)
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(begin("fp-b", t0 + Duration::hours(1)))
+            .await
+            .unwrap(),
+        BeginOutcome::Mismatch
+    );
+    // After expiry the key is new, even before the reaper ran.
+    let later = t0 + Duration::hours(25);
+    let mut renewed = begin("fp-b", later);
+    renewed.expires_at = later + Duration::hours(24);
+    assert_eq!(
+        store.idempotency_begin(renewed).await.unwrap(),
+        BeginOutcome::New
+    );
+    store
+        .idempotency_release("token-1", "k-1", "fp-b")
+        .await
+        .unwrap();
+    let mut again = begin("fp-c", later);
+    again.expires_at = later + Duration::hours(24);
+    assert_eq!(
+        store.idempotency_begin(again).await.unwrap(),
+        BeginOutcome::New,
+        "a released key is free"
+    );
+    assert_eq!(
+        store
+            .idempotency_reap(later + Duration::hours(48))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+pub async fn recorded_transactions_respect_keys_and_refund_limits(t: TestStore) {
+    use settle_core::store::{IdempotencyTag, RecordOutcome, TransactionRecord};
+    let store = t.store;
+    let now = at("2024-04-01T00:00:00Z");
+    let prepare = |transaction: NewTransaction, key: &str| {
+        let mut record: TransactionRecord = ingest::prepare(transaction, &calendar(), now).unwrap();
+        record.idempotency = Some(IdempotencyTag {
+            principal: "token-1".into(),
+            key: key.into(),
+        });
+        record
+    };
+    let inserted = store
+        .record_transaction(prepare(
+            payment("p-1", "m-1", 10_000, "2024-03-10T10:00:00Z"),
+            "k-1",
+        ))
+        .await
+        .unwrap();
+    let RecordOutcome::Inserted(paid) = inserted else {
+        panic!("{inserted:?}")
+    };
+    let again = store
+        .record_transaction(prepare(
+            payment("p-1", "m-1", 10_000, "2024-03-10T10:00:00Z"),
+            "k-1",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again, RecordOutcome::AlreadyRecorded(paid.clone()));
+    let duplicate = store
+        .record_transaction(prepare(
+            payment("p-1", "m-1", 10_000, "2024-03-10T10:00:00Z"),
+            "k-other",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(duplicate, RecordOutcome::Duplicate(_)),
+        "{duplicate:?}"
+    );
+    let conflict = store
+        .record_transaction(prepare(
+            payment("p-1", "m-1", 20_000, "2024-03-10T10:00:00Z"),
+            "k-2",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(conflict, RecordOutcome::Conflict(_)),
+        "{conflict:?}"
+    );
+
+    let first = store
+        .record_transaction(prepare(
+            refund("r-1", "p-1", "m-1", 6_000, "2024-03-10T11:00:00Z"),
+            "k-3",
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(first, RecordOutcome::Inserted(_)), "{first:?}");
+    let over = store
+        .record_transaction(prepare(
+            refund("r-2", "p-1", "m-1", 4_001, "2024-03-10T12:00:00Z"),
+            "k-4",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            over,
+            RecordOutcome::ExceedsPayment {
+                returned_minor: 6_000,
+                ..
+            }
+        ),
+        "{over:?}"
+    );
+    let missing = store
+        .record_transaction(prepare(
+            refund("r-3", "nope", "m-1", 1, "2024-03-10T12:00:00Z"),
+            "k-5",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(missing, RecordOutcome::PaymentNotFound);
+    let mut other_currency = refund("r-4", "p-1", "m-1", 1, "2024-03-10T12:00:00Z");
+    other_currency.currency = Currency::from_code("SAR").unwrap();
+    let refused = store
+        .record_transaction(prepare(other_currency, "k-6"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, RecordOutcome::NotRefundable { .. }),
+        "{refused:?}"
+    );
+}
+
+pub async fn payout_planning_is_fenced_idempotent_and_carries_what_is_owed(t: TestStore) {
+    use settle_core::model::{PayoutStatus, SettlementFigures, SettlementLine};
+    use settle_core::store::MerchantHold;
+    let store = t.store;
+    let now = at("2024-03-11T00:00:00Z");
+    let line = |merchant: &str, net_minor: i64| SettlementLine {
+        merchant_id: merchant.into(),
+        currency: usd(),
+        figures: SettlementFigures {
+            net_minor,
+            ..SettlementFigures::default()
+        },
+    };
+    store
+        .hold_merchant(&MerchantHold {
+            merchant_id: "m-held".into(),
+            reason: "review".into(),
+            held_by: "cli:tester".into(),
+            held_at: now,
+        })
+        .await
+        .unwrap();
+    let d1 = date("2024-03-10");
+    let running = store
+        .claim_settlement(claim(d1, ClaimMode::Run, "a", now, 60))
+        .await
+        .unwrap();
+    let lines = vec![
+        line("m-1", 1_000),
+        line("m-owes", -300),
+        line("m-held", 500),
+        line("m-zero", 0),
+    ];
+    let plan = store
+        .plan_payouts(&running.fence(), &lines, now)
+        .await
+        .unwrap();
+    let created: Vec<_> = plan
+        .created
+        .iter()
+        .map(|p| (p.merchant_id.as_str(), p.amount_minor, p.status))
+        .collect();
+    assert_eq!(
+        created,
+        [
+            ("m-1", 1_000, PayoutStatus::Pending),
+            ("m-held", 500, PayoutStatus::Held)
+        ]
+    );
+    assert_eq!(plan.carried.len(), 1);
+    assert_eq!(
+        (
+            plan.carried[0].merchant_id.as_str(),
+            plan.carried[0].amount_minor
+        ),
+        ("m-owes", -300)
+    );
+    assert_eq!(plan.created[0].reference, "2024-03-10.USD.r1.m-1");
+
+    let replanned = store
+        .plan_payouts(&running.fence(), &lines, now)
+        .await
+        .unwrap();
+    assert!(
+        replanned.created.is_empty() && replanned.carried.is_empty(),
+        "planning twice plans nothing"
+    );
+    let awaiting = store.payouts_awaiting(Some(d1), None).await.unwrap();
+    assert_eq!(awaiting.len(), 1, "held payouts do not await sending");
+
+    // A run that lost its lease cannot plan.
+    let taken = store
+        .claim_settlement(claim(
+            d1,
+            ClaimMode::Run,
+            "b",
+            now + Duration::seconds(120),
+            60,
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.plan_payouts(&running.fence(), &lines, now).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let computed = compute(&FeeSchedule::default(), &[], &Default::default()).unwrap();
+    finish(&store, &taken.fence(), &computed, now)
+        .await
+        .unwrap();
+
+    // The next date deducts what m-owes owes.
+    let d2 = date("2024-03-11");
+    let next = store
+        .claim_settlement(claim(
+            d2,
+            ClaimMode::Run,
+            "a",
+            at("2024-03-12T00:00:00Z"),
+            60,
+        ))
+        .await
+        .unwrap();
+    let plan = store
+        .plan_payouts(&next.fence(), &[line("m-owes", 1_000)], now)
+        .await
+        .unwrap();
+    assert_eq!(plan.created[0].amount_minor, 700);
+    assert!(store.carry_forwards(true).await.unwrap().is_empty());
+    assert_eq!(
+        store.carry_forwards(false).await.unwrap()[0].applied_date,
+        Some(d2)
+    );
+
+    // Status changes are compare-and-set.
+    let sent = settle_core::store::PayoutUpdate {
+        reference: plan.created[0].reference.clone(),
+        from: PayoutStatus::Pending,
+        to: PayoutStatus::Sent,
+        provider_payout_id: Some("po_1".into()),
+        attempts: 1,
+        last_error: None,
+        now,
+    };
+    let updated = store.update_payout(&sent).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            updated.status,
+            updated.attempts,
+            updated.provider_payout_id.as_deref()
+        ),
+        (PayoutStatus::Sent, 1, Some("po_1"))
+    );
+    assert!(
+        store.update_payout(&sent).await.unwrap().is_none(),
+        "no longer pending"
+    );
+    assert_eq!(
+        store.release_merchant("m-held", now).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(store.release_merchant("m-held", now).await.unwrap(), None);
+}
+
+pub async fn notifications_are_recorded_per_event(t: TestStore) {
+    use settle_core::model::{Notification, NotificationStatus};
+    let store = t.store;
+    let d = date("2024-03-10");
+    let mut notification = Notification {
+        settlement_date: d,
+        revision: 1,
+        event: "settlement.failed".into(),
+        status: NotificationStatus::Failed,
+        attempts: 3,
+        last_error: Some("receiver down".into()),
+        created_at: at("2024-03-11T00:00:00Z"),
+    };
+    store.record_notification(&notification).await.unwrap();
+    notification.status = NotificationStatus::Delivered;
+    notification.attempts = 1;
+    notification.last_error = None;
+    store.record_notification(&notification).await.unwrap();
+    let recorded = store.notifications(d).await.unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(
+        (recorded[0].status, recorded[0].attempts),
+        (NotificationStatus::Delivered, 4)
+    );
+}
+
 /// Instantiates every contract test for one adapter.
 macro_rules! contract_tests {
     ($adapter:ident: $($test:ident),+ $(,)?) => {
@@ -750,4 +1104,8 @@ contract_tests!(sqlite:
     history_lists_latest_revisions_filtered,
     audit_events_are_appended_and_listed_newest_first,
     data_survives_reopening,
+    idempotency_keys_begin_once_replay_and_expire,
+    recorded_transactions_respect_keys_and_refund_limits,
+    payout_planning_is_fenced_idempotent_and_carries_what_is_owed,
+    notifications_are_recorded_per_event,
 );

@@ -1,5 +1,5 @@
-//! `settle merchant hold | release | list`: payout holds (audited) and the amounts merchants owe
-//! that are carried forward to their next payout.
+//! `settle merchant hold | release | list` (payout holds, audited, and the amounts merchants owe that
+//! are carried forward) and `settle payouts check` (confirmation of sent payouts at the provider).
 
 use anyhow::Result;
 use serde_json::json;
@@ -94,6 +94,24 @@ pub async fn run(context: Context, command: MerchantCommand) -> Result<()> {
                 println!("{}", output::carry_forwards_table(&owed));
             }
         }
+    }
+    Ok(())
+}
+
+/// `settle payouts check --date D`.
+pub async fn check_payouts(context: Context, command: crate::cli::PayoutsCommand) -> Result<()> {
+    let crate::cli::PayoutsCommand::Check(args) = command;
+    let store = context.open_store().await?;
+    let Some(sender) = context.payout_sender(store.clone())? else {
+        return Err(Exit::bad_input(
+            "no payout provider is configured ([payouts] provider_url)",
+        ));
+    };
+    let changed = sender.refresh_sent(args.date).await?;
+    println!("{changed} payout(s) of {} changed status", args.date);
+    let payouts = store.payouts(args.date).await?;
+    if !payouts.is_empty() {
+        println!("{}", output::payouts_table(&payouts));
     }
     Ok(())
 }

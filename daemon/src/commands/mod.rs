@@ -33,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Chart(args) => export::chart(context, args).await,
         Command::Payment(command) => payments::run(context, command).await,
         Command::Merchant(command) => merchants::run(context, command).await,
+        Command::Payouts(command) => merchants::check_payouts(context, command).await,
         Command::CheckConfig => unreachable!("handled above"),
     }
 }
