@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Settle from a clean checkout, installing what a fresh Debian/Ubuntu machine lacks.
 # Usage: ./scripts/test.sh        (CI runs exactly this through .ci/run)
+#        MONGODB_URI=mongodb://… ./scripts/test.sh   runs the MongoDB tests on that server instead of
+#        the SecantusDB server this script installs and starts.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -10,6 +12,12 @@ started_at=$(date +%s)
 # --- what the machine needs ---------------------------------------------------------------
 # Debian packages: a C compiler for the bundled SQLite.
 APT_PACKAGES=(build-essential pkg-config)
+# The MongoDB-compatible server the MongoDB tests run against (pinned: only pre-releases exist),
+# installed with pip into the ignored folder .tools/ unless MONGODB_URI names a real server.
+SECANTUSDB_VERSION=0.7.0b3
+TOOLS_DIR=.tools
+VENV="$TOOLS_DIR/venv"
+SECANTUSD_LOG="$TOOLS_DIR/secantusd.log"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -29,12 +37,105 @@ install_apt_packages() {
     fi
 }
 
+secantusdb_installed() {
+    [ -x "$VENV/bin/secantusd-py" ] && [ "$("$VENV/bin/python" -c \
+        'from importlib.metadata import version; print(version("secantusdb"))' 2>/dev/null)" = "$SECANTUSDB_VERSION" ]
+}
+
+install_secantusdb() {
+    secantusdb_installed && return 0
+    step "installing SecantusDB $SECANTUSDB_VERSION (MongoDB-compatible test server) into $VENV"
+    if ! command -v python3 >/dev/null; then
+        command -v apt-get >/dev/null || { echo "python3 is missing: install it and run this again" >&2; return 1; }
+        install_apt_packages python3 python3-venv
+    fi
+    if ! "$VENV/bin/python" -c '' 2>/dev/null; then
+        rm -rf "$VENV"
+        mkdir -p "$TOOLS_DIR"
+        if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+            # Debian's python3 needs python3-venv (ensurepip) to create a virtual environment.
+            echo "python3 -m venv failed: it needs Debian's python3-venv"
+            rm -rf "$VENV"
+            command -v apt-get >/dev/null || { echo "python3 -m venv fails: install the venv module" >&2; return 1; }
+            install_apt_packages python3-venv
+            python3 -m venv "$VENV"
+        fi
+    fi
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "secantusdb==$SECANTUSDB_VERSION"
+    secantusdb_installed || { echo "SecantusDB $SECANTUSDB_VERSION is not usable in $VENV" >&2; return 1; }
+}
+
+# Starts SecantusDB in memory on a free port and waits until it accepts connections; sets
+# secantusd_pid and exports SETTLE_TEST_MONGODB_URI. A port taken in between means another try.
+secantusd_pid=""
+start_secantusdb() {
+    local port attempt waited
+    mkdir -p "$TOOLS_DIR"
+    for attempt in 1 2 3; do
+        port=$("$VENV/bin/python" -c \
+            'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path :memory: --standalone \
+            >"$SECANTUSD_LOG" 2>&1 &
+        secantusd_pid=$!
+        for waited in $(seq 1 150); do  # up to 15 s
+            if ! kill -0 "$secantusd_pid" 2>/dev/null; then
+                wait "$secantusd_pid" || true
+                secantusd_pid=""
+                break
+            fi
+            if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+                export SETTLE_TEST_MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
+                export SETTLE_TEST_SECANTUSD="$PWD/$VENV/bin/secantusd-py"
+                echo "SecantusDB (pid $secantusd_pid) listening on 127.0.0.1:$port after ~$((waited / 10)).$((waited % 10)) s; log: $SECANTUSD_LOG"
+                return 0
+            fi
+            sleep 0.1
+        done
+        if [ -n "$secantusd_pid" ]; then
+            echo "SecantusDB did not accept connections on 127.0.0.1:$port within 15 s" >&2
+            break
+        fi
+        echo "SecantusDB exited before accepting connections (attempt $attempt)" >&2
+    done
+    show_secantusd_log
+    return 1
+}
+
+stop_secantusdb() {
+    [ -n "$secantusd_pid" ] || return 0
+    kill "$secantusd_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do  # up to 10 s for a clean stop (it takes ~3 s), then no more waiting
+        kill -0 "$secantusd_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$secantusd_pid" 2>/dev/null || true
+    wait "$secantusd_pid" 2>/dev/null || true
+    secantusd_pid=""
+}
+
+show_secantusd_log() {
+    [ -s "$SECANTUSD_LOG" ] || return 0
+    echo "--- the last 100 lines of $SECANTUSD_LOG (SecantusDB's log) ---" >&2
+    tail -n 100 "$SECANTUSD_LOG" >&2
+    echo "--- end of $SECANTUSD_LOG ---" >&2
+}
+
+# Whatever happens (failure, Ctrl-C, kill), the test server is stopped by its pid.
+trap stop_secantusdb EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install the Rust toolchain (https://rustup.rs) and run this again" >&2
     exit 1
 fi
 if command -v apt-get >/dev/null; then
     install_apt_packages "${APT_PACKAGES[@]}"
+fi
+if [ -n "${MONGODB_URI:-}" ]; then
+    step "MONGODB_URI is set: the MongoDB tests use that server (SecantusDB is neither installed nor started)"
+else
+    install_secantusdb
 fi
 for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
@@ -58,11 +159,22 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "building the workspace (debug, with tests)"
 cargo build --workspace --all-targets --locked
 
+if [ -z "${MONGODB_URI:-}" ]; then
+    step "starting the MongoDB-compatible test server (SecantusDB $SECANTUSDB_VERSION, in memory)"
+    start_secantusdb
+fi
+
 step "running the tests"
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
+    cargo nextest run --workspace --locked --no-fail-fast || status=$?
 else
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --no-fail-fast || status=$?
+fi
+if [ "$status" -ne 0 ]; then
+    [ -n "$secantusd_pid" ] && show_secantusd_log
+    step "tests failed (exit status $status)"
+    exit "$status"
 fi
 
 step "all tests passed in $(( $(date +%s) - started_at )) s"

@@ -70,10 +70,102 @@ impl Default for RetrySettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSettings {
-    /// Only `sqlite` for now.
-    pub kind: String,
+    /// `sqlite` (the default) or `mongodb`.
+    pub kind: StoreKind,
     /// The SQLite file; relative paths are relative to the data directory.
     pub path: Option<PathBuf>,
+    /// The MongoDB connection string. From the file it never holds a password (that comes from
+    /// `SETTLE_MONGO_PASSWORD` or the systemd credential `mongo-password`).
+    pub uri: Option<String>,
+    /// The MongoDB database (default `settle`).
+    pub database: String,
+}
+
+/// The MongoDB database used unless `[store] database` or `--mongo-db` names another.
+pub const DEFAULT_MONGO_DATABASE: &str = "settle";
+
+/// Which store adapter holds the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// The embedded SQLite file: one machine, zero setup.
+    #[default]
+    Sqlite,
+    /// A MongoDB server, replica set or cluster shared by several processes or machines.
+    Mongodb,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Mongodb => "mongodb",
+        }
+    }
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<StoreKind, String> {
+        match text {
+            "sqlite" => Ok(StoreKind::Sqlite),
+            "mongodb" => Ok(StoreKind::Mongodb),
+            other => Err(format!(
+                "unknown store {other:?} (expected \"sqlite\" or \"mongodb\")"
+            )),
+        }
+    }
+}
+
+/// Checks a `mongodb://` or `mongodb+srv://` connection string's shape (not its reachability).
+/// Messages never repeat the string: it may hold a password.
+pub fn check_mongo_uri(uri: &str) -> Result<(), String> {
+    let Some(rest) = uri
+        .strip_prefix("mongodb://")
+        .or_else(|| uri.strip_prefix("mongodb+srv://"))
+    else {
+        return Err("expected a mongodb:// or mongodb+srv:// URI".into());
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let hosts = authority.rsplit('@').next().unwrap_or("");
+    if hosts.is_empty() {
+        return Err("the URI names no host".into());
+    }
+    Ok(())
+}
+
+/// True when a MongoDB URI carries a (non-empty) password in its userinfo: `mongodb://user:pw@…`.
+pub fn mongo_uri_has_password(uri: &str) -> bool {
+    let rest = uri.split_once("://").map(|(_, rest)| rest).unwrap_or(uri);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) => userinfo
+            .split_once(':')
+            .is_some_and(|(_, password)| !password.is_empty()),
+        None => false,
+    }
+}
+
+/// A MongoDB database name: 1 to 63 bytes, none of `/\. "$` nor NUL.
+pub fn check_mongo_database(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the database name is empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("{name:?} is longer than 63 bytes"));
+    }
+    if let Some(bad) = name.chars().find(|c| "/\\. \"$\0".contains(*c)) {
+        return Err(format!(
+            "{name:?} contains {bad:?}; a database name cannot contain / \\ . space \" $"
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +180,10 @@ impl Default for Settings {
             calendar: BusinessCalendar::default(),
             fee_schedule: FeeSchedule::default(),
             store: StoreSettings {
-                kind: "sqlite".into(),
+                kind: StoreKind::Sqlite,
                 path: None,
+                uri: None,
+                database: DEFAULT_MONGO_DATABASE.into(),
             },
             settlement: SettlementSettings {
                 lease_seconds: DEFAULT_LEASE_SECONDS,
@@ -260,18 +354,21 @@ impl Reader {
             settings.fee_schedule = self.fee_schedule(&fees);
         }
         if let Some(store) = self.section(table, "store") {
-            self.known_keys("store", &store, &["kind", "path"]);
+            self.known_keys("store", &store, &["kind", "path", "uri", "database"]);
             if let Some(kind) = self.string(&store, "store.kind") {
-                if kind == "sqlite" {
-                    settings.store.kind = kind;
-                } else {
-                    self.problem(
-                        "store.kind",
-                        format!("unknown store {kind:?} (expected \"sqlite\")"),
-                    );
+                match kind.parse::<StoreKind>() {
+                    Ok(kind) => settings.store.kind = kind,
+                    Err(message) => self.problem("store.kind", message),
                 }
             }
             settings.store.path = self.string(&store, "store.path").map(PathBuf::from);
+            settings.store.uri = self.mongo_uri(&store, "store.uri");
+            if let Some(database) = self.string(&store, "store.database") {
+                match check_mongo_database(&database) {
+                    Ok(()) => settings.store.database = database,
+                    Err(message) => self.problem("store.database", message),
+                }
+            }
         }
         if let Some(settlement) = self.section(table, "settlement") {
             self.known_keys("settlement", &settlement, &["lease_seconds", "page_size"]);
@@ -385,6 +482,26 @@ impl Reader {
             None
         } else {
             Some(url.trim_end_matches('/').to_string())
+        }
+    }
+
+    /// A MongoDB URI. A password in it is refused (and never repeated): secrets never live in
+    /// the file.
+    fn mongo_uri(&mut self, table: &Table, key: &str) -> Option<String> {
+        let uri = self.string(table, key)?;
+        if let Err(message) = check_mongo_uri(&uri) {
+            self.problem(key, message);
+            None
+        } else if mongo_uri_has_password(&uri) {
+            self.problem(
+                key,
+                "a password does not belong in the file: write the URI without it \
+                 (mongodb://USER@HOST/) and set SETTLE_MONGO_PASSWORD or the systemd credential \
+                 mongo-password",
+            );
+            None
+        } else {
+            Some(uri)
         }
     }
 
@@ -842,6 +959,72 @@ mod tests {
             !joined.contains("pw@"),
             "a password must never be echoed: {joined}"
         );
+    }
+
+    #[test]
+    fn the_store_section_chooses_mongodb_without_a_password_in_the_file() {
+        let text = r#"
+            [store]
+            kind = "mongodb"
+            uri = "mongodb://settle@db1:27017,db2:27017/?replicaSet=rs0"
+            database = "settle_prod"
+        "#;
+        let settings = parse(text, "t", no_env()).unwrap();
+        assert_eq!(settings.store.kind, StoreKind::Mongodb);
+        assert_eq!(
+            settings.store.uri.as_deref(),
+            Some("mongodb://settle@db1:27017,db2:27017/?replicaSet=rs0")
+        );
+        assert_eq!(settings.store.database, "settle_prod");
+        let defaults = parse("[store]\nkind = \"sqlite\"", "t", no_env()).unwrap();
+        assert_eq!(defaults.store.kind, StoreKind::Sqlite);
+        assert_eq!(defaults.store.database, DEFAULT_MONGO_DATABASE);
+
+        let bad = r#"
+            [store]
+            kind = "mongo"
+            uri = "mongodb://settle:hunter2@db1:27017/"
+            database = "a.b"
+        "#;
+        let joined = problems(bad, no_env()).join("\n");
+        for key in ["store.kind:", "store.uri:", "store.database:"] {
+            assert!(joined.contains(key), "{key} in {joined}");
+        }
+        assert!(joined.contains("SETTLE_MONGO_PASSWORD"), "{joined}");
+        assert!(
+            !joined.contains("hunter2"),
+            "a password is never echoed: {joined}"
+        );
+
+        let env = vec![(
+            "SETTLE_STORE__URI".to_string(),
+            "mongodb+srv://u:p%40ss@cluster.example/".to_string(),
+        )];
+        let found = problems("", env);
+        assert!(
+            found[0].starts_with("store.uri (from SETTLE_STORE__URI):"),
+            "{found:?}"
+        );
+        assert!(!found[0].contains("p%40ss"), "{found:?}");
+        let found = problems("[store]\nuri = \"postgres://db/\"", no_env());
+        assert!(found[0].starts_with("store.uri:"), "{found:?}");
+    }
+
+    #[test]
+    fn mongo_uri_passwords_are_detected() {
+        assert!(mongo_uri_has_password("mongodb://u:p@h/"));
+        assert!(mongo_uri_has_password("mongodb://u:p@h"));
+        assert!(mongo_uri_has_password("mongodb+srv://u:p%2F@h/db?x=1"));
+        assert!(!mongo_uri_has_password("mongodb://u@h/"));
+        assert!(!mongo_uri_has_password("mongodb://u:@h/"));
+        assert!(!mongo_uri_has_password(
+            "mongodb://h:27017/?directConnection=true"
+        ));
+        assert!(!mongo_uri_has_password("mongodb://h/?authSource=a@b"));
+        assert!(check_mongo_uri("mongodb://@/").is_err());
+        assert!(check_mongo_database("settle_cli_1").is_ok());
+        assert!(check_mongo_database("").is_err());
+        assert!(check_mongo_database("a$b").is_err());
     }
 
     #[test]

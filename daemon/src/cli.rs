@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
+use settle_core::config::StoreKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,6 +22,33 @@ pub struct Cli {
     /// Where the embedded store lives (default: the platform's data directory).
     #[arg(long, global = true, env = "SETTLE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// The store: sqlite (embedded, the default) or mongodb (shared). Overrides `[store] kind`;
+    /// --mongo-uri alone implies mongodb.
+    #[arg(
+        long = "store",
+        global = true,
+        env = "SETTLE_STORE",
+        value_name = "KIND",
+        value_parser = clap::builder::PossibleValuesParser::new(["sqlite", "mongodb"])
+            .map(|kind| kind.parse::<StoreKind>().expect("a listed store kind")),
+    )]
+    pub store: Option<StoreKind>,
+
+    /// The MongoDB connection string (overrides `[store] uri`). Its password may instead come
+    /// from SETTLE_MONGO_PASSWORD or the systemd credential mongo-password; it is never printed.
+    #[arg(
+        long,
+        global = true,
+        env = "SETTLE_MONGO_URI",
+        value_name = "URI",
+        hide_env_values = true
+    )]
+    pub mongo_uri: Option<String>,
+
+    /// The MongoDB database (overrides `[store] database`; default: settle).
+    #[arg(long, global = true, env = "SETTLE_MONGO_DB", value_name = "NAME")]
+    pub mongo_db: Option<String>,
 
     /// More log output on stderr (-v info, -vv debug); `SETTLE_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -58,8 +87,23 @@ pub enum Command {
     /// Ask the provider about a date's sent payouts and record which are confirmed.
     #[command(subcommand)]
     Payouts(PayoutsCommand),
+    /// Copy a whole SQLite store into MongoDB (safe to run again; an interrupted copy resumes).
+    Migrate(MigrateArgs),
     /// Check the configuration and report every problem.
     CheckConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The source: `sqlite:PATH` (the SQLite database file).
+    #[arg(long, value_name = "sqlite:PATH")]
+    pub from: String,
+    /// The target MongoDB URI (its password may come from SETTLE_MONGO_PASSWORD instead).
+    #[arg(long, value_name = "mongodb://…")]
+    pub to: String,
+    /// The target database (default: settle).
+    #[arg(long, default_value = "settle", value_name = "NAME")]
+    pub to_db: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,8 +223,8 @@ pub struct DateArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Where the CSV export and the chart are written; the demo's store lives in DIR/data
-    /// unless --data-dir is given.
+    /// Where the CSV export and the chart are written; the demo's SQLite store lives in DIR/data
+    /// unless --data-dir is given (with --store mongodb it uses the given database).
     #[arg(long, default_value = "settle-demo", value_name = "DIR")]
     pub out_dir: PathBuf,
 }

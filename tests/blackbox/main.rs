@@ -2,10 +2,12 @@
 //! against every adapter; the CLI tests run the real `settle` binary on temporary directories.
 
 mod cli_import;
+mod cli_migrate;
 mod cli_outputs;
 mod cli_payments;
 mod cli_payouts;
 mod cli_settle;
+mod cli_stores;
 mod http_peers;
 mod payments;
 mod provider_server;

@@ -27,7 +27,55 @@ pub struct TestStore {
 
 pub mod adapters {
     use super::*;
+    use settle_core::store::mongo::MongoStore;
     use settle_core::store::sqlite::SqliteStore;
+
+    /// The MongoDB server of the suite: `MONGODB_URI` (a real MongoDB of the user's), else the
+    /// SecantusDB server `scripts/test.sh` starts (`SETTLE_TEST_MONGODB_URI`).
+    pub fn mongodb_uri() -> String {
+        std::env::var("MONGODB_URI")
+            .or_else(|_| std::env::var("SETTLE_TEST_MONGODB_URI"))
+            .expect(
+                "the MongoDB contract tests need a server: run ./scripts/test.sh (it starts SecantusDB), \
+                 or set MONGODB_URI",
+            )
+    }
+
+    /// Drops the test's database when the test ends.
+    struct DropDatabase(MongoStore);
+
+    impl Drop for DropDatabase {
+        fn drop(&mut self) {
+            let store = self.0.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let _ = std::thread::spawn(move || handle.block_on(store.drop_database())).join();
+            }
+        }
+    }
+
+    /// A fresh database per test.
+    pub async fn mongodb() -> TestStore {
+        let uri = mongodb_uri();
+        let database = format!("settle_test_{}", Uuid::new_v4().simple());
+        let store = MongoStore::connect(&uri, &database)
+            .await
+            .expect("connect to MongoDB");
+        let shared: SharedStore = Arc::new(store.clone());
+        TestStore {
+            store: shared,
+            reopen: Box::new(move || {
+                let (uri, database) = (uri.clone(), database.clone());
+                Box::pin(async move {
+                    Arc::new(
+                        MongoStore::connect(&uri, &database)
+                            .await
+                            .expect("reconnect"),
+                    ) as SharedStore
+                })
+            }),
+            _guard: Box::new(DropDatabase(store)),
+        }
+    }
 
     pub async fn sqlite() -> TestStore {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -726,7 +774,8 @@ pub async fn idempotency_keys_begin_once_replay_and_expire(t: TestStore) {
     use settle_core::idempotency::{BeginOutcome, StoredResponse};
     use settle_core::store::IdempotencyBegin;
     let store = t.store;
-    let t0 = at("2024-03-10T10:00:00Z");
+    // Far in the future: a server's TTL index (real clock) must not expire the records mid-test.
+    let t0 = at("2099-03-10T10:00:00Z");
     let begin = |fingerprint: &str, now: DateTime<Utc>| IdempotencyBegin {
         principal: "token-1".into(),
         key: "k-1".into(),
@@ -1076,6 +1125,84 @@ pub async fn notifications_are_recorded_per_event(t: TestStore) {
     );
 }
 
+pub async fn writers_racing_with_runs_lose_no_transaction_and_count_none_twice(t: TestStore) {
+    use settle_core::settlement::{RunRequest, SettlementRunner};
+    use settle_core::time::SystemClock;
+    // Transactions of three dates arrive while those dates are being settled: each must be
+    // settled exactly once, on its own date or (arriving after the seal) on a later one, late.
+    const PER_WRITER: usize = 40;
+    let dates = ["2024-03-10", "2024-03-11", "2024-03-12"];
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let store = (t.reopen)().await;
+        writers.push(tokio::spawn(async move {
+            for n in 0..PER_WRITER {
+                let day = dates[n % 3];
+                let tx = payment(
+                    &format!("w{writer}-{n}"),
+                    &format!("m-{}", n % 5),
+                    100 + n as i64,
+                    &format!("{day}T10:{:02}:00Z", n % 60),
+                );
+                record(&store, vec![tx]).await;
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let runner_store = (t.reopen)().await;
+    let runner = SettlementRunner::new(
+        runner_store,
+        Arc::new(SystemClock),
+        calendar(),
+        FeeSchedule::default(),
+        "racer",
+    );
+    for day in dates {
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        runner
+            .execute(
+                date(day),
+                RunRequest::Run,
+                "cli:tester",
+                settle_core::model::RunTrigger::Manual,
+            )
+            .await
+            .unwrap();
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    // Whatever arrived after the last run lands on an open date; settle it too.
+    let last = date("2024-03-13");
+    runner
+        .execute(
+            last,
+            RunRequest::Run,
+            "cli:tester",
+            settle_core::model::RunTrigger::Manual,
+        )
+        .await
+        .unwrap();
+    let mut counted = 0;
+    let mut gross = 0;
+    for day in ["2024-03-10", "2024-03-11", "2024-03-12", "2024-03-13"] {
+        let settlement = t.store.settlement(date(day), None).await.unwrap().unwrap();
+        for total in &settlement.totals {
+            counted += total.figures.transaction_count;
+            gross += total.figures.gross_minor;
+        }
+    }
+    let expected_gross: i64 = (0..4)
+        .map(|_| (0..PER_WRITER).map(|n| 100 + n as i64).sum::<i64>())
+        .sum();
+    assert_eq!(
+        counted,
+        4 * PER_WRITER as u64,
+        "every transaction settled exactly once"
+    );
+    assert_eq!(gross, expected_gross);
+}
+
 /// Instantiates every contract test for one adapter.
 macro_rules! contract_tests {
     ($adapter:ident: $($test:ident),+ $(,)?) => {
@@ -1108,4 +1235,26 @@ contract_tests!(sqlite:
     recorded_transactions_respect_keys_and_refund_limits,
     payout_planning_is_fenced_idempotent_and_carries_what_is_owed,
     notifications_are_recorded_per_event,
+    writers_racing_with_runs_lose_no_transaction_and_count_none_twice,
+);
+
+contract_tests!(mongodb:
+    insert_assigns_the_natural_date_and_skips_identical_duplicates,
+    a_batch_with_a_conflict_writes_nothing,
+    transactions_for_a_sealed_date_land_late_on_the_next_open_date,
+    pages_cover_every_transaction_exactly_once,
+    refunded_payments_come_with_all_their_refunds,
+    a_claimed_date_cannot_be_claimed_again_and_completion_is_exact,
+    an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out,
+    a_rerun_adds_a_revision_and_keeps_the_earlier_one,
+    a_failed_revision_is_resumed_only_by_retry,
+    concurrent_claims_have_exactly_one_winner,
+    history_lists_latest_revisions_filtered,
+    audit_events_are_appended_and_listed_newest_first,
+    data_survives_reopening,
+    idempotency_keys_begin_once_replay_and_expire,
+    recorded_transactions_respect_keys_and_refund_limits,
+    payout_planning_is_fenced_idempotent_and_carries_what_is_owed,
+    notifications_are_recorded_per_event,
+    writers_racing_with_runs_lose_no_transaction_and_count_none_twice,
 );

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use futures::TryStreamExt;
 use serde_json::json;
 
 use crate::calendar::{BusinessCalendar, CalendarError, SettlementDate};
@@ -446,29 +447,28 @@ impl SettlementRunner {
             .as_ref()
             .map(|lease| lease.expires_at)
             .unwrap_or_else(|| self.clock.now());
+        let frozen = self.store.freeze_transactions(&fence).await?;
+        tracing::debug!(settlement_date = %settlement.settlement_date, frozen, "transactions frozen for the run");
         let mut computation = SettlementComputation::new(&settlement.fee_schedule);
         let mut refunds: Vec<Transaction> = Vec::new();
-        let mut after = None;
-        loop {
-            self.keep_lease(&fence, &mut lease_expires_at).await?;
-            let page = self
-                .store
-                .transactions_page(settlement.settlement_date, after, self.page_size)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            for tx in page {
-                let returns_a_fee = tx.kind == TransactionKind::Refund
-                    && tx.status == TransactionStatus::Completed
-                    && tx.refund_of.is_some();
-                if returns_a_fee {
-                    refunds.push(tx);
-                } else {
-                    computation.add(&tx, None)?;
-                }
+        let mut transactions = self.store.run_transactions(&fence, self.page_size);
+        let mut read: u64 = 0;
+        while let Some(tx) = transactions.try_next().await? {
+            let returns_a_fee = tx.kind == TransactionKind::Refund
+                && tx.status == TransactionStatus::Completed
+                && tx.refund_of.is_some();
+            if returns_a_fee {
+                refunds.push(tx);
+            } else {
+                computation.add(&tx, None)?;
             }
-            failpoint::hit("settlement.after_page")?;
+            read += 1;
+            if read % u64::from(self.page_size) == 0 {
+                self.keep_lease(&fence, &mut lease_expires_at).await?;
+                failpoint::hit("settlement.after_page")?;
+            }
         }
+        drop(transactions);
         for chunk in refunds.chunks(REFUND_LOOKUP_BATCH) {
             self.keep_lease(&fence, &mut lease_expires_at).await?;
             let keys: BTreeSet<PaymentKey> = chunk

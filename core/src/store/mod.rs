@@ -1,10 +1,11 @@
 //! The store ports: domain-shaped traits every store adapter implements with identical semantics.
-//! Adapters: `sqlite` (embedded, the default). The contract suite in `tests/` runs against each.
+//! Adapters: `sqlite` (embedded, the default) and `mongo`. One contract suite in `tests/` runs against both.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -17,6 +18,9 @@ use crate::model::{
 };
 use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
 
+pub mod migration;
+#[cfg(feature = "mongodb")]
+pub mod mongo;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -118,7 +122,7 @@ pub struct PayoutPlan {
 }
 
 /// A merchant whose payouts wait.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MerchantHold {
     pub merchant_id: String,
     pub reason: String,
@@ -241,6 +245,21 @@ pub trait TransactionStore: Send + Sync {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<Transaction>, StoreError>;
+
+    /// Fixes the set of transactions the run holding `fence` settles, before it reads them: for a
+    /// first revision every transaction assigned to the date (and stragglers of earlier settled
+    /// dates, which it takes as late); for a rerun exactly what the earlier revisions settled. A
+    /// store that assigns dates atomically with claims (SQLite) has nothing to do. Returns how many
+    /// transactions the run will read.
+    async fn freeze_transactions(&self, fence: &Fence) -> Result<u64, StoreError>;
+
+    /// The transactions frozen for the run holding `fence`, ordered by id, streamed with bounded
+    /// memory (`batch_size` per round trip): a day of a million transactions is never all in memory.
+    fn run_transactions<'a>(
+        &'a self,
+        fence: &Fence,
+        batch_size: u32,
+    ) -> BoxStream<'a, Result<Transaction, StoreError>>;
 
     /// A date's transactions that arrived after their own date was settled.
     async fn late_transactions(
@@ -436,4 +455,5 @@ pub type SharedStore = Arc<dyn Store>;
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     Sqlite,
+    Mongodb,
 }

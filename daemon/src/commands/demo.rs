@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Result};
 use chrono::{Days, NaiveDate};
 use settle_core::chart::{render_daily_chart, ChartFormat};
+use settle_core::config::StoreKind;
 use settle_core::csv::write_settlement_csv;
 use settle_core::demo::{generate, DemoSpec};
 use settle_core::ingest;
@@ -42,7 +43,7 @@ pub async fn run(context: Context, explicit_data_dir: bool, args: DemoArgs) -> R
     println!(
         "Settle demo: {} to {last_date}, store {}",
         spec.first_date,
-        context.sqlite_path().display()
+        context.store_description()
     );
 
     let transactions = generate(&spec, &context.settings.calendar);
@@ -116,10 +117,15 @@ pub async fn run(context: Context, explicit_data_dir: bool, args: DemoArgs) -> R
         lines.len()
     );
     println!("wrote {}", chart_path.display());
-    println!(
-        "explore: settle --data-dir {} show --date {last_date}",
-        context.data_dir.display()
-    );
+    match context.settings.store.kind {
+        StoreKind::Sqlite => println!(
+            "explore: settle --data-dir {} show --date {last_date}",
+            context.data_dir.display()
+        ),
+        StoreKind::Mongodb => {
+            println!("explore: settle show --date {last_date}, with the same store options")
+        }
+    }
 
     let event = AuditEvent::new(
         context.clock.now(),

@@ -6,6 +6,7 @@ mod demo;
 mod export;
 mod import;
 mod merchants;
+mod migrate;
 mod payments;
 mod settle;
 mod show;
@@ -34,6 +35,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Payment(command) => payments::run(context, command).await,
         Command::Merchant(command) => merchants::run(context, command).await,
         Command::Payouts(command) => merchants::check_payouts(context, command).await,
+        Command::Migrate(args) => migrate::run(context, args).await,
         Command::CheckConfig => unreachable!("handled above"),
     }
 }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod idempotency;
+mod migration;
 mod payouts;
 mod rows;
 mod schema;

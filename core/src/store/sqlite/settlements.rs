@@ -43,7 +43,7 @@ fn settlement_with_totals(
     found.map(|s| with_totals(connection, s)).transpose()
 }
 
-fn with_totals(
+pub(super) fn with_totals(
     connection: &Connection,
     mut settlement: Settlement,
 ) -> Result<Settlement, StoreError> {

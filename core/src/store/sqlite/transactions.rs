@@ -5,10 +5,12 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use rusqlite::{params, Connection};
 use uuid::Uuid;
 
-use crate::model::{Transaction, TransactionKind, TransactionStatus};
+use crate::model::{Fence, Transaction, TransactionKind, TransactionStatus};
 use crate::settlement::compute::{PaymentKey, RefundedPayment};
 use crate::store::{
     InsertConflict, InsertOutcome, RecordOutcome, StoreError, TransactionRecord, TransactionStore,
@@ -356,5 +358,49 @@ impl TransactionStore for SqliteStore {
             )?))
         })
         .await
+    }
+
+    async fn freeze_transactions(&self, fence: &Fence) -> Result<u64, StoreError> {
+        // Dates are assigned atomically with claims here: the date's rows are already final.
+        let date = date_text(fence.settlement_date);
+        self.read(move |connection| {
+            let count: i64 = connection
+                .query_row(
+                    "SELECT COUNT(*) FROM transactions WHERE settlement_date = ?1",
+                    params![date],
+                    |row| row.get(0),
+                )
+                .map_err(backend)?;
+            Ok(count as u64)
+        })
+        .await
+    }
+
+    fn run_transactions<'a>(
+        &'a self,
+        fence: &Fence,
+        batch_size: u32,
+    ) -> BoxStream<'a, Result<Transaction, StoreError>> {
+        // Keyset pages of the date (its rows are final once claimed), flattened into one stream.
+        let date = fence.settlement_date;
+        let pages = futures::stream::try_unfold(
+            Some(None),
+            move |after: Option<Option<Uuid>>| async move {
+                let Some(after) = after else { return Ok(None) };
+                let page = self
+                    .transactions_page(date, after, batch_size.max(1))
+                    .await?;
+                let next = page.last().map(|last| Some(last.id));
+                Ok::<_, StoreError>(if page.is_empty() {
+                    None
+                } else {
+                    Some((page, next))
+                })
+            },
+        );
+        pages
+            .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
     }
 }

@@ -1,0 +1,307 @@
+//! `settle migrate --from sqlite:PATH --to mongodb://…` on the real binary: everything arrives,
+//! a second run is harmless, an interrupted copy resumes, and the copy keeps working (a rerun on
+//! MongoDB settles exactly what SQLite settled).
+
+use std::collections::BTreeMap;
+
+use settle_core::store::mongo::MongoStore;
+use settle_core::store::{HistoryFilter, SharedStore};
+
+use crate::store_contract::adapters::mongodb_uri;
+use crate::support::{transactions_csv, Ran, Sandbox};
+
+/// A SQLite store with settlements, a rerun, a recorded payment and a hold.
+fn populated() -> Sandbox {
+    let sandbox = Sandbox::new();
+    let file = sandbox.write(
+        "days.csv",
+        transactions_csv(&[
+            "p-1,m-1,payment,completed,100.00,USD,card,2024-03-10T10:00:00+03:00,",
+            "r-1,m-1,refund,completed,40.00,USD,card,2024-03-10T12:00:00+03:00,p-1",
+            "p-2,m-2,payment,completed,1500,YER,cash,2024-03-10T11:00:00+03:00,",
+            "p-3,m-1,payment,failed,5.00,USD,card,2024-03-11T11:00:00+03:00,",
+            "p-4,m-3,payment,completed,7.25,USD,wallet,2024-03-11T09:00:00+03:00,",
+            "p-5,m-3,payment,pending,9.00,USD,wallet,2024-03-12T09:00:00+03:00,",
+        ]),
+    );
+    sandbox.run(&["import", file.to_str().unwrap()]).assert_ok();
+    sandbox.run(&["run", "--date", "2024-03-10"]).assert_ok();
+    sandbox.run(&["run", "--date", "2024-03-11"]).assert_ok();
+    sandbox
+        .run(&["rerun", "--date", "2024-03-10", "--reason", "recount"])
+        .assert_ok();
+    sandbox
+        .run(&[
+            "payment",
+            "record",
+            "--merchant",
+            "m-9",
+            "--amount",
+            "3.00",
+            "--currency",
+            "USD",
+            "--method",
+            "card",
+            "--external-ref",
+            "api-1",
+            "--occurred-at",
+            "2024-03-12T10:00:00Z",
+            "--idempotency-key",
+            "key-1",
+        ])
+        .assert_ok();
+    sandbox
+        .run(&["merchant", "hold", "m-2", "--reason", "review"])
+        .assert_ok();
+    sandbox
+}
+
+fn migrate(sandbox: &Sandbox, database: &str, env: &[(&str, &str)]) -> Ran {
+    let source = format!("sqlite:{}", sandbox.data_dir().join("settle.db").display());
+    let uri = mongodb_uri();
+    sandbox.run_with_env(
+        &[
+            "migrate", "--from", &source, "--to", &uri, "--to-db", database,
+        ],
+        env,
+    )
+}
+
+/// The same command on the migrated MongoDB database.
+fn on_mongo(sandbox: &Sandbox, database: &str, args: &[&str]) -> Ran {
+    let uri = mongodb_uri();
+    let mut full = vec![
+        "--store",
+        "mongodb",
+        "--mongo-uri",
+        uri.as_str(),
+        "--mongo-db",
+        database,
+    ];
+    full.extend_from_slice(args);
+    sandbox.run(&full)
+}
+
+/// Everything a store holds that the user can see, in a comparable form.
+async fn contents(store: &SharedStore) -> BTreeMap<String, String> {
+    let mut seen = BTreeMap::new();
+    let history = store
+        .settlement_history(&HistoryFilter {
+            all_revisions: true,
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap();
+    for s in &history {
+        let key = format!("settlement {} r{}", s.settlement_date, s.revision);
+        seen.insert(
+            key.clone(),
+            format!(
+                "{:?} {:?} {:?} {:?}",
+                s.status, s.totals, s.reason, s.lease_version
+            ),
+        );
+        let lines = store
+            .settlement_lines(s.settlement_date, s.revision)
+            .await
+            .unwrap();
+        seen.insert(format!("{key} lines"), format!("{lines:?}"));
+        let mut after = None;
+        loop {
+            let page = store
+                .transactions_page(s.settlement_date, after, 100)
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for t in page {
+                seen.insert(format!("transaction {}", t.id), format!("{t:?}"));
+            }
+        }
+    }
+    for date in ["2024-03-12"] {
+        for t in store
+            .transactions_page(date.parse().unwrap(), None, 100)
+            .await
+            .unwrap()
+        {
+            seen.insert(format!("transaction {}", t.id), format!("{t:?}"));
+        }
+    }
+    seen.insert(
+        "holds".into(),
+        format!("{:?}", store.merchant_holds().await.unwrap()),
+    );
+    seen.insert(
+        "carry".into(),
+        format!("{:?}", store.carry_forwards(false).await.unwrap()),
+    );
+    let audit = store.audit_events(1_000, 0).await.unwrap();
+    let actions: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action != "store.migrate")
+        .map(|e| (e.id, e.action.clone()))
+        .collect();
+    seen.insert("audit".into(), format!("{actions:?}"));
+    seen
+}
+
+async fn mongo(database: &str) -> (SharedStore, MongoStore) {
+    let store = MongoStore::connect(&mongodb_uri(), database).await.unwrap();
+    (std::sync::Arc::new(store.clone()), store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_copies_everything_and_a_second_run_is_harmless() {
+    let sandbox = populated();
+    let database = format!("settle_migrate_{}", uuid::Uuid::new_v4().simple());
+    let first = tokio::task::block_in_place(|| migrate(&sandbox, &database, &[]));
+    first.assert_ok();
+    assert!(
+        first.stdout.contains("transactions") && first.stdout.contains("done"),
+        "{}",
+        first.stdout
+    );
+
+    let (target, raw) = mongo(&database).await;
+    let source = sandbox.store().await;
+    assert_eq!(contents(&target).await, contents(&source).await);
+
+    let second = tokio::task::block_in_place(|| migrate(&sandbox, &database, &[]));
+    second.assert_ok();
+    assert!(!second.stdout.contains("resumed"), "{}", second.stdout);
+    assert_eq!(
+        contents(&target).await,
+        contents(&source).await,
+        "a second run changes nothing"
+    );
+
+    // The migrated store works: exports match, the payment key replays, a rerun settles the same.
+    for date in ["2024-03-10", "2024-03-11"] {
+        let sqlite = sandbox.run(&["export", "--date", date]);
+        let mongodb = tokio::task::block_in_place(|| {
+            on_mongo(&sandbox, &database, &["export", "--date", date])
+        });
+        mongodb.assert_ok();
+        assert_eq!(sqlite.stdout, mongodb.stdout, "{date}");
+    }
+    let replay = tokio::task::block_in_place(|| {
+        on_mongo(
+            &sandbox,
+            &database,
+            &[
+                "payment",
+                "record",
+                "--merchant",
+                "m-9",
+                "--amount",
+                "3.00",
+                "--currency",
+                "USD",
+                "--method",
+                "card",
+                "--external-ref",
+                "api-1",
+                "--occurred-at",
+                "2024-03-12T10:00:00Z",
+                "--idempotency-key",
+                "key-1",
+            ],
+        )
+    });
+    replay.assert_ok();
+    assert!(
+        replay.stderr.contains("idempotency: replay"),
+        "{}",
+        replay.stderr
+    );
+    let rerun = tokio::task::block_in_place(|| {
+        on_mongo(
+            &sandbox,
+            &database,
+            &[
+                "rerun",
+                "--date",
+                "2024-03-11",
+                "--reason",
+                "after the move",
+            ],
+        )
+    });
+    rerun.assert_ok();
+    let before = sandbox
+        .run(&["export", "--date", "2024-03-11"])
+        .stdout
+        .replace(",1,m-", ",2,m-");
+    let after = tokio::task::block_in_place(|| {
+        on_mongo(&sandbox, &database, &["export", "--date", "2024-03-11"])
+    });
+    assert_eq!(
+        after.stdout, before,
+        "the rerun on MongoDB settles exactly what SQLite settled"
+    );
+    raw.drop_database().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_migration_resumes_where_it_stopped() {
+    let sandbox = populated();
+    let database = format!("settle_migrate_{}", uuid::Uuid::new_v4().simple());
+    let interrupted = tokio::task::block_in_place(|| {
+        migrate(
+            &sandbox,
+            &database,
+            &[("SETTLE_FAILPOINTS", "migration.after_page=exit(9)")],
+        )
+    });
+    interrupted.assert_code(9);
+    let resumed = tokio::task::block_in_place(|| migrate(&sandbox, &database, &[]));
+    resumed.assert_ok();
+    assert!(
+        resumed.stdout.contains("resumed an interrupted copy"),
+        "{}",
+        resumed.stdout
+    );
+    let (target, raw) = mongo(&database).await;
+    assert_eq!(
+        contents(&target).await,
+        contents(&sandbox.store().await).await
+    );
+    raw.drop_database().await.unwrap();
+}
+
+#[test]
+fn bad_sources_and_targets_are_refused() {
+    let sandbox = Sandbox::new();
+    let no_file = sandbox.run(&[
+        "migrate",
+        "--from",
+        "sqlite:missing.db",
+        "--to",
+        "mongodb://127.0.0.1:1",
+    ]);
+    no_file.assert_code(2);
+    assert!(no_file.stderr.contains("missing.db"), "{}", no_file.stderr);
+    let wrong_scheme = sandbox.run(&[
+        "migrate",
+        "--from",
+        "postgres://x",
+        "--to",
+        "mongodb://127.0.0.1:1",
+    ]);
+    wrong_scheme.assert_code(2);
+    sandbox.write("x.db", "");
+    let wrong_target = sandbox.run(&[
+        "migrate",
+        "--from",
+        "sqlite:x.db",
+        "--to",
+        "https://user:pw@host",
+    ]);
+    wrong_target.assert_code(2);
+    assert!(
+        !wrong_target.stderr.contains("pw@"),
+        "{}",
+        wrong_target.stderr
+    );
+}
