@@ -8,7 +8,8 @@ mod transaction;
 
 pub use audit::AuditEvent;
 pub use payout::{
-    payout_reference, CarryForward, Notification, NotificationStatus, Payout, PayoutStatus,
+    amount_due, initial_payout_status, payout_reference, CarryForward, Notification,
+    NotificationStatus, Payout, PayoutStatus,
 };
 pub use settlement::{
     CurrencyTotals, Fence, Lease, RunTrigger, Settlement, SettlementFigures, SettlementLine,

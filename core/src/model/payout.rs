@@ -67,6 +67,30 @@ pub fn payout_reference(
     format!("{settlement_date}.{currency}.r{revision}.{merchant_id}")
 }
 
+/// What a settlement revision still owes one merchant in one currency (positive: pay it;
+/// negative: carry it forward). `target = net + carried_in` (amounts owed from earlier dates,
+/// negative); `settled = paid + carried_out` (payouts not failed, and amounts this date already
+/// carried forward). `None` on overflow.
+pub fn amount_due(
+    net_minor: i64,
+    carried_in_minor: i64,
+    paid_minor: i64,
+    carried_out_minor: i64,
+) -> Option<i64> {
+    let target = net_minor.checked_add(carried_in_minor)?;
+    let settled = paid_minor.checked_add(carried_out_minor)?;
+    target.checked_sub(settled)
+}
+
+/// The payout status a new payout starts in: held while its merchant is on hold.
+pub fn initial_payout_status(merchant_held: bool) -> PayoutStatus {
+    if merchant_held {
+        PayoutStatus::Held
+    } else {
+        PayoutStatus::Pending
+    }
+}
+
 /// An amount a merchant owes, from a negative net (or a rerun that lowered the net after payment),
 /// deducted from the merchant's next payout in that currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +130,21 @@ pub struct Notification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_amount_due_pays_differences_and_carries_what_is_owed() {
+        // First revision: net 97.50, nothing paid.
+        assert_eq!(amount_due(9_750, 0, 0, 0), Some(9_750));
+        // A rerun raising the net to 99.00 pays the 1.50 difference.
+        assert_eq!(amount_due(9_900, 0, 9_750, 0), Some(150));
+        // A rerun lowering it to 95.00 after 99.00 was paid carries 4.00 forward.
+        assert_eq!(amount_due(9_500, 0, 9_900, 0), Some(-400));
+        // Raised back to 99.00: the 4.00 carried out counts as settled, so it is paid back.
+        assert_eq!(amount_due(9_900, 0, 9_900, -400), Some(400));
+        // The next date deducts what is owed.
+        assert_eq!(amount_due(950, -400, 0, 0), Some(550));
+        assert_eq!(amount_due(i64::MAX, 1, 0, 0), None);
+    }
 
     #[test]
     fn references_are_deterministic_and_end_with_the_merchant() {

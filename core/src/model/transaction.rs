@@ -241,6 +241,31 @@ impl NewTransaction {
     }
 }
 
+impl Transaction {
+    /// Why this transaction cannot be returned (refunded or charged back) in `currency`: only a
+    /// completed payment in the same currency can. `None` when it can.
+    pub fn why_not_returnable(&self, currency: Currency) -> Option<String> {
+        if self.kind != TransactionKind::Payment {
+            Some(format!(
+                "{} is a {}, not a payment",
+                self.external_ref, self.kind
+            ))
+        } else if self.status != TransactionStatus::Completed {
+            Some(format!(
+                "payment {} is {}, not completed",
+                self.external_ref, self.status
+            ))
+        } else if self.currency != currency {
+            Some(format!(
+                "payment {} is in {}, not {}",
+                self.external_ref, self.currency, currency
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// Merchant ids: 1 to 64 ASCII letters, digits, `.`, `_`, `:` or `-`, starting with a letter or
 /// digit (so that no exported cell can be read as a spreadsheet formula).
 pub fn validate_merchant_id(value: &str) -> Result<(), FieldError> {

@@ -18,6 +18,7 @@ use crate::model::{
 };
 use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
 
+pub mod claim;
 pub mod migration;
 #[cfg(feature = "mongodb")]
 pub mod mongo;

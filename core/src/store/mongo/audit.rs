@@ -145,17 +145,12 @@ mod tests {
     use super::*;
     use crate::model::NotificationStatus;
 
-    /// A fresh database on the test server, or `None` (skipped) when there is none.
     async fn store() -> Option<MongoStore> {
-        let uri = super::super::test_server_uri()?;
-        let name = format!("settle_unit_{}", uuid::Uuid::new_v4().simple());
-        Some(MongoStore::connect(&uri, &name).await.unwrap())
+        super::super::test_store().await
     }
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
+        super::super::test_instant(text)
     }
 
     #[tokio::test]

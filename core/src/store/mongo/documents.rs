@@ -259,3 +259,33 @@ pub fn json_value(document: &Document, field: &str) -> Result<serde_json::Value,
         None => Err(corrupt(field, "missing")),
     }
 }
+
+/// A transaction as stored, without its freeze state (which the writer sets): dates as text, money
+/// as Int64, instants as DateTime, and the idempotency key that recorded it, if any.
+pub fn transaction_document(
+    t: &Transaction,
+    natural_date: NaiveDate,
+    idempotency: Option<(&str, &str)>,
+) -> Document {
+    let mut document = doc! {
+        "_id": t.id.to_string(),
+        "merchant_id": &t.merchant_id,
+        "kind": t.kind.as_str(),
+        "status": t.status.as_str(),
+        "amount_minor": t.amount_minor,
+        "currency": t.currency.code(),
+        "method": t.method.as_str(),
+        "occurred_at": instant(t.occurred_at),
+        "external_ref": &t.external_ref,
+        "refund_of": t.refund_of.clone().map(Bson::String).unwrap_or(Bson::Null),
+        "created_at": instant(t.created_at),
+        "natural_date": date_text(natural_date),
+        "settlement_date": date_text(t.settlement_date),
+        "late": t.late,
+    };
+    if let Some((principal, key)) = idempotency {
+        document.insert("idempotency_principal", principal);
+        document.insert("idempotency_key", key);
+    }
+    document
+}

@@ -362,17 +362,12 @@ mod tests {
     use crate::money::Currency;
     use crate::store::{IdempotencyTag, RecordOutcome, TransactionStore};
 
-    /// A fresh database on the test server, or `None` (skipped) when there is none.
     async fn store() -> Option<MongoStore> {
-        let uri = super::super::test_server_uri()?;
-        let name = format!("settle_unit_{}", uuid::Uuid::new_v4().simple());
-        Some(MongoStore::connect(&uri, &name).await.unwrap())
+        super::super::test_store().await
     }
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
+        super::super::test_instant(text)
     }
 
     /// Records of the tests expire long after they end: the server's TTL monitor (real time) never

@@ -188,22 +188,11 @@ impl MongoStore {
                     fence
                 }
             };
-            let mut document = doc! {
-                "_id": t.id.to_string(),
-                "merchant_id": &t.merchant_id,
-                "kind": t.kind.as_str(),
-                "status": t.status.as_str(),
-                "amount_minor": t.amount_minor,
-                "currency": t.currency.code(),
-                "method": t.method.as_str(),
-                "occurred_at": instant(t.occurred_at),
-                "external_ref": &t.external_ref,
-                "refund_of": t.refund_of.clone().map(Bson::String).unwrap_or(Bson::Null),
-                "created_at": instant(t.created_at),
-                "natural_date": &date,
-                "settlement_date": &date,
-                "late": t.late,
-            };
+            let tag = form
+                .idempotency_principal
+                .as_deref()
+                .zip(form.idempotency_key.as_deref());
+            let mut document = d::transaction_document(t, t.settlement_date, tag);
             match fence {
                 Some((_, token)) => {
                     document.insert("state", "frozen");
@@ -212,12 +201,6 @@ impl MongoStore {
                 None => {
                     document.insert("state", "open");
                 }
-            }
-            if let (Some(principal), Some(key)) =
-                (&form.idempotency_principal, &form.idempotency_key)
-            {
-                document.insert("idempotency_principal", principal);
-                document.insert("idempotency_key", key);
             }
             self.upsert(TRANSACTIONS, doc! { "_id": t.id.to_string() }, document)
                 .await?;

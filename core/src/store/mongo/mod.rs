@@ -332,6 +332,25 @@ pub(crate) fn test_server_uri() -> Option<String> {
     uri
 }
 
+/// A fresh database on the unit tests' server, or `None` (the test is skipped) without one.
+#[cfg(test)]
+pub(crate) async fn test_store() -> Option<MongoStore> {
+    let uri = test_server_uri()?;
+    let name = format!("settle_unit_{}", uuid::Uuid::new_v4().simple());
+    Some(
+        MongoStore::connect(&uri, &name)
+            .await
+            .expect("connect to the test server"),
+    )
+}
+
+#[cfg(test)]
+pub(crate) fn test_instant(text: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .expect("an RFC 3339 instant")
+        .with_timezone(&chrono::Utc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ReturnDocument;
 
-use crate::model::{payout_reference, CarryForward, Fence, Payout, PayoutStatus, SettlementLine};
+use crate::model::{
+    amount_due, initial_payout_status, payout_reference, CarryForward, Fence, Payout, PayoutStatus,
+    SettlementLine,
+};
 use crate::store::{MerchantHold, PayoutPlan, PayoutStore, PayoutUpdate, StoreError};
 
 use super::collections::{CARRY_FORWARDS, MERCHANT_HOLDS, PAYOUTS};
@@ -217,15 +220,8 @@ impl MongoStore {
                 line,
             )
             .await?;
-        let target = line
-            .figures
-            .net_minor
-            .checked_add(carried_in)
+        let difference = amount_due(line.figures.net_minor, carried_in, paid, carried_out)
             .ok_or_else(|| overflow(line))?;
-        let settled = paid
-            .checked_add(carried_out)
-            .ok_or_else(|| overflow(line))?;
-        let difference = target.checked_sub(settled).ok_or_else(|| overflow(line))?;
         if difference > 0 {
             let reference = payout_reference(
                 fence.settlement_date,
@@ -233,11 +229,7 @@ impl MongoStore {
                 fence.revision,
                 merchant,
             );
-            let status = if held.contains(merchant) {
-                PayoutStatus::Held
-            } else {
-                PayoutStatus::Pending
-            };
+            let status = initial_payout_status(held.contains(merchant));
             let inserted = self
                 .collection(PAYOUTS)
                 .insert_one(doc! {
@@ -477,17 +469,12 @@ mod tests {
     use crate::money::Currency;
     use crate::store::{ClaimMode, ClaimRequest, SettlementStore};
 
-    /// A fresh database on the test server, or `None` (skipped) when there is none.
     async fn store() -> Option<MongoStore> {
-        let uri = super::super::test_server_uri()?;
-        let name = format!("settle_unit_{}", uuid::Uuid::new_v4().simple());
-        Some(MongoStore::connect(&uri, &name).await.unwrap())
+        super::super::test_store().await
     }
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
+        super::super::test_instant(text)
     }
 
     fn line(merchant: &str, net_minor: i64) -> SettlementLine {

@@ -12,7 +12,8 @@ use mongodb::bson::{doc, Bson, Document};
 
 use crate::model::{Fence, Settlement, SettlementLine, SettlementStatus};
 use crate::settlement::compute::ComputedSettlement;
-use crate::store::{ClaimMode, ClaimRequest, HistoryFilter, SettlementStore, StoreError};
+use crate::store::claim::{already_running, decide, ClaimAction};
+use crate::store::{ClaimRequest, HistoryFilter, SettlementStore, StoreError};
 
 use super::collections::{SETTLEMENTS, SETTLEMENT_LINES};
 use super::documents::{self as d, date_text, instant};
@@ -33,24 +34,6 @@ fn fence_filter(fence: &Fence) -> Document {
     filter.insert("lease_version", fence.lease_version);
     filter.insert("status", SettlementStatus::Running.as_str());
     filter
-}
-
-fn lease_is_live(settlement: &Settlement, now: DateTime<Utc>) -> bool {
-    settlement.status == SettlementStatus::Running
-        && settlement
-            .lease
-            .as_ref()
-            .is_some_and(|lease| lease.expires_at > now)
-}
-
-fn already_running(settlement: &Settlement) -> StoreError {
-    let lease = settlement.lease.clone();
-    StoreError::AlreadyRunning {
-        settlement_date: settlement.settlement_date,
-        revision: settlement.revision,
-        owner: lease.as_ref().map(|l| l.owner.clone()).unwrap_or_default(),
-        lease_expires_at: lease.map(|l| l.expires_at).unwrap_or(settlement.started_at),
-    }
 }
 
 fn new_revision(
@@ -154,33 +137,12 @@ impl MongoStore {
     async fn try_claim(&self, request: &ClaimRequest) -> Result<Option<u32>, StoreError> {
         let date = request.settlement_date;
         let latest = self.latest_revision(date).await?;
-        match (&request.mode, latest) {
-            (ClaimMode::Run, None) => {
+        match decide(request, latest.as_ref())? {
+            ClaimAction::InsertFirst => {
                 Ok(self.insert_revision(request, 1, None).await?.then_some(1))
             }
-            (ClaimMode::Rerun { .. } | ClaimMode::Retry, None) => Err(StoreError::NothingToDo {
-                settlement_date: date,
-                what: "revision yet; use `run` to settle it first",
-            }),
-            (_, Some(current)) if lease_is_live(&current, request.now) => {
-                Err(already_running(&current))
-            }
-            (ClaimMode::Run | ClaimMode::Retry, Some(current))
-                if current.status == SettlementStatus::Completed =>
-            {
-                Err(StoreError::AlreadySettled {
-                    settlement_date: date,
-                    revision: current.revision,
-                })
-            }
-            (ClaimMode::Run, Some(current)) if current.status == SettlementStatus::Failed => {
-                Err(StoreError::RevisionFailed {
-                    settlement_date: date,
-                    revision: current.revision,
-                    error: current.error.clone().unwrap_or_default(),
-                })
-            }
-            (ClaimMode::Run | ClaimMode::Retry, Some(current)) => {
+            ClaimAction::TakeOver => {
+                let current = latest.expect("a takeover has a revision");
                 if self.is_superseded(date, current.revision).await? {
                     return Err(StoreError::RevisionMoved {
                         settlement_date: date,
@@ -193,32 +155,10 @@ impl MongoStore {
                     .await?
                     .then_some(current.revision))
             }
-            (
-                ClaimMode::Rerun {
-                    after_revision,
-                    reason,
-                },
-                Some(current),
-            ) => {
-                if current.revision != *after_revision {
-                    return Err(StoreError::RevisionMoved {
-                        settlement_date: date,
-                        expected: *after_revision,
-                        found: current.revision,
-                    });
-                }
-                if matches!(
-                    current.status,
-                    SettlementStatus::Running | SettlementStatus::Pending
-                ) {
-                    return Err(StoreError::RevisionFailed {
-                        settlement_date: date,
-                        revision: current.revision,
-                        error: "its run stopped before finishing (lease expired)".into(),
-                    });
-                }
+            ClaimAction::InsertNext { revision, reason } => {
                 // Supersede first, so that no retry can claim the old revision meanwhile.
-                let mut filter = revision_filter(date, current.revision);
+                let previous = revision - 1;
+                let mut filter = revision_filter(date, previous);
                 filter.insert(
                     "status",
                     doc! { "$in": [SettlementStatus::Completed.as_str(), SettlementStatus::Failed.as_str()] },
@@ -231,7 +171,6 @@ impl MongoStore {
                 if marked.matched_count == 0 {
                     return Ok(None);
                 }
-                let revision = current.revision + 1;
                 if self
                     .insert_revision(request, revision, Some(reason))
                     .await?
@@ -240,7 +179,7 @@ impl MongoStore {
                 } else {
                     Err(StoreError::RevisionMoved {
                         settlement_date: date,
-                        expected: *after_revision,
+                        expected: previous,
                         found: revision,
                     })
                 }

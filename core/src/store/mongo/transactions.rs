@@ -54,28 +54,17 @@ fn transaction_document(
     settlement_date: NaiveDate,
     late: bool,
 ) -> Document {
-    let t = &record.transaction;
-    let mut document = doc! {
-        "_id": record.id.to_string(),
-        "merchant_id": &t.merchant_id,
-        "kind": t.kind.as_str(),
-        "status": t.status.as_str(),
-        "amount_minor": t.amount_minor,
-        "currency": t.currency.code(),
-        "method": t.method.as_str(),
-        "occurred_at": instant(t.occurred_at),
-        "external_ref": &t.external_ref,
-        "refund_of": t.refund_of.clone().map(Bson::String).unwrap_or(Bson::Null),
-        "created_at": instant(record.created_at),
-        "natural_date": date_text(record.natural_date),
-        "settlement_date": date_text(settlement_date),
-        "late": late,
-        "state": OPEN,
+    let stored = Transaction {
+        settlement_date,
+        late,
+        ..as_stored(record)
     };
-    if let Some(tag) = &record.idempotency {
-        document.insert("idempotency_principal", &tag.principal);
-        document.insert("idempotency_key", &tag.key);
-    }
+    let tag = record
+        .idempotency
+        .as_ref()
+        .map(|tag| (tag.principal.as_str(), tag.key.as_str()));
+    let mut document = d::transaction_document(&stored, record.natural_date, tag);
+    document.insert("state", OPEN);
     document
 }
 
@@ -255,24 +244,7 @@ impl MongoStore {
                 return Ok(Err(RecordOutcome::PaymentNotFound));
             };
             let payment = d::transaction(&document)?;
-            let reason = if payment.kind != TransactionKind::Payment {
-                Some(format!(
-                    "{} is a {}, not a payment",
-                    payment.external_ref, payment.kind
-                ))
-            } else if payment.status != TransactionStatus::Completed {
-                Some(format!(
-                    "payment {} is {}, not completed",
-                    payment.external_ref, payment.status
-                ))
-            } else if payment.currency != t.currency {
-                Some(format!(
-                    "payment {} is in {}, not {}",
-                    payment.external_ref, payment.currency, t.currency
-                ))
-            } else {
-                None
-            };
+            let reason = payment.why_not_returnable(t.currency);
             if let Some(reason) = reason {
                 return Ok(Err(RecordOutcome::NotRefundable { payment, reason }));
             }

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, OptionalExtension};
 
-use crate::model::{payout_reference, CarryForward, Fence, Payout, PayoutStatus, SettlementLine};
+use crate::model::{
+    amount_due, initial_payout_status, payout_reference, CarryForward, Fence, Payout,
+    SettlementLine,
+};
 use crate::store::{MerchantHold, PayoutPlan, PayoutStore, PayoutUpdate, StoreError};
 
 use super::rows::{self, date_text, instant_text, CARRY_FORWARD_COLUMNS, PAYOUT_COLUMNS};
@@ -67,15 +70,8 @@ fn plan_line(
          WHERE merchant_id = ?1 AND currency = ?2 AND origin_date = ?3",
         params![merchant, currency, date],
     )?;
-    let target = line
-        .figures
-        .net_minor
-        .checked_add(carried_in)
+    let difference = amount_due(line.figures.net_minor, carried_in, paid, carried_out)
         .ok_or_else(|| overflow(line))?;
-    let settled = paid
-        .checked_add(carried_out)
-        .ok_or_else(|| overflow(line))?;
-    let difference = target.checked_sub(settled).ok_or_else(|| overflow(line))?;
     if difference > 0 {
         let reference = payout_reference(
             fence.settlement_date,
@@ -83,11 +79,7 @@ fn plan_line(
             fence.revision,
             merchant,
         );
-        let status = if held.contains(merchant) {
-            PayoutStatus::Held
-        } else {
-            PayoutStatus::Pending
-        };
+        let status = initial_payout_status(held.contains(merchant));
         let inserted = tx
             .execute(
                 "INSERT OR IGNORE INTO payouts (reference, settlement_date, revision, merchant_id, currency, \

@@ -5,9 +5,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, params_from_iter, Connection};
 
-use crate::model::{Fence, Settlement, SettlementFigures, SettlementLine, SettlementStatus};
+use crate::model::{Fence, Settlement, SettlementFigures, SettlementLine};
 use crate::settlement::compute::ComputedSettlement;
-use crate::store::{ClaimMode, ClaimRequest, HistoryFilter, SettlementStore, StoreError};
+use crate::store::claim::{decide, ClaimAction};
+use crate::store::{ClaimRequest, HistoryFilter, SettlementStore, StoreError};
 
 use super::rows::{self, date_text, instant_text, FIGURE_COLUMNS, SETTLEMENT_COLUMNS};
 use super::{backend, query_all, query_one, SqliteStore};
@@ -124,83 +125,20 @@ fn take_over(
     Ok(())
 }
 
-fn lease_is_live(settlement: &Settlement, now: DateTime<Utc>) -> bool {
-    settlement.status == SettlementStatus::Running
-        && settlement
-            .lease
-            .as_ref()
-            .is_some_and(|lease| lease.expires_at > now)
-}
-
-fn already_running(settlement: &Settlement) -> StoreError {
-    let lease = settlement.lease.clone();
-    StoreError::AlreadyRunning {
-        settlement_date: settlement.settlement_date,
-        revision: settlement.revision,
-        owner: lease.as_ref().map(|l| l.owner.clone()).unwrap_or_default(),
-        lease_expires_at: lease.map(|l| l.expires_at).unwrap_or(settlement.started_at),
-    }
-}
-
-/// Decides and applies a claim inside the write transaction.
+/// Decides and applies a claim inside the write transaction (which makes it atomic).
 fn claim(tx: &rusqlite::Transaction, request: &ClaimRequest) -> Result<u32, StoreError> {
-    let date = request.settlement_date;
-    let latest = latest_revision(tx, date)?;
-    let now = request.now;
-    match (&request.mode, latest) {
-        (ClaimMode::Run, None) => {
+    let latest = latest_revision(tx, request.settlement_date)?;
+    match decide(request, latest.as_ref())? {
+        ClaimAction::InsertFirst => {
             insert_revision(tx, request, 1, None)?;
             Ok(1)
         }
-        (ClaimMode::Rerun { .. } | ClaimMode::Retry, None) => Err(StoreError::NothingToDo {
-            settlement_date: date,
-            what: "revision yet; use `run` to settle it first",
-        }),
-        (_, Some(current)) if lease_is_live(&current, now) => Err(already_running(&current)),
-        (ClaimMode::Run | ClaimMode::Retry, Some(current))
-            if current.status == SettlementStatus::Completed =>
-        {
-            Err(StoreError::AlreadySettled {
-                settlement_date: date,
-                revision: current.revision,
-            })
-        }
-        (ClaimMode::Run, Some(current)) if current.status == SettlementStatus::Failed => {
-            Err(StoreError::RevisionFailed {
-                settlement_date: date,
-                revision: current.revision,
-                error: current.error.clone().unwrap_or_default(),
-            })
-        }
-        // Running with an expired lease (its process died), or failed and asked to retry.
-        (ClaimMode::Run | ClaimMode::Retry, Some(current)) => {
+        ClaimAction::TakeOver => {
+            let current = latest.expect("a takeover has a revision");
             take_over(tx, &current, request)?;
             Ok(current.revision)
         }
-        (
-            ClaimMode::Rerun {
-                after_revision,
-                reason,
-            },
-            Some(current),
-        ) => {
-            if current.revision != *after_revision {
-                return Err(StoreError::RevisionMoved {
-                    settlement_date: date,
-                    expected: *after_revision,
-                    found: current.revision,
-                });
-            }
-            if current.status == SettlementStatus::Running
-                || current.status == SettlementStatus::Pending
-            {
-                return Err(StoreError::RevisionFailed {
-                    settlement_date: date,
-                    revision: current.revision,
-                    error: "its run stopped before finishing (lease expired)".into(),
-                });
-            }
-            let revision = current.revision + 1;
+        ClaimAction::InsertNext { revision, reason } => {
             insert_revision(tx, request, revision, Some(reason))?;
             Ok(revision)
         }

@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use rusqlite::{params, Connection};
 use uuid::Uuid;
 
-use crate::model::{Fence, Transaction, TransactionKind, TransactionStatus};
+use crate::model::{Fence, Transaction, TransactionKind};
 use crate::settlement::compute::{PaymentKey, RefundedPayment};
 use crate::store::{
     InsertConflict, InsertOutcome, RecordOutcome, StoreError, TransactionRecord, TransactionStore,
@@ -169,24 +169,7 @@ fn refund_refusal(
     let Some(payment) = transaction_by_ref(connection, &t.merchant_id, reference)? else {
         return Ok(Some(RecordOutcome::PaymentNotFound));
     };
-    let reason = if payment.kind != TransactionKind::Payment {
-        Some(format!(
-            "{} is a {}, not a payment",
-            payment.external_ref, payment.kind
-        ))
-    } else if payment.status != TransactionStatus::Completed {
-        Some(format!(
-            "payment {} is {}, not completed",
-            payment.external_ref, payment.status
-        ))
-    } else if payment.currency != t.currency {
-        Some(format!(
-            "payment {} is in {}, not {}",
-            payment.external_ref, payment.currency, t.currency
-        ))
-    } else {
-        None
-    };
+    let reason = payment.why_not_returnable(t.currency);
     if let Some(reason) = reason {
         return Ok(Some(RecordOutcome::NotRefundable { payment, reason }));
     }
