@@ -24,6 +24,7 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use super::{Store, StoreError};
+use crate::retry::{retry, Idempotence, RetryPolicy};
 
 /// Collection names: one per concept, as in the design.
 pub mod collections {
@@ -46,6 +47,8 @@ const CONNECT_TIMEOUT_MS: u64 = 5_000;
 #[derive(Clone)]
 pub struct MongoStore {
     database: Database,
+    /// Retries of idempotent reads (the `database` policy).
+    read_policy: RetryPolicy,
     /// The URI with its password replaced, for messages.
     redacted_uri: String,
 }
@@ -143,6 +146,7 @@ impl MongoStore {
         let store = MongoStore {
             database,
             redacted_uri,
+            read_policy: RetryPolicy::database(),
         };
         store.create_indexes().await?;
         Ok(store)
@@ -288,7 +292,8 @@ impl MongoStore {
             .collect()
     }
 
-    /// Reads every document a filter matches, in the given order.
+    /// Reads every document a filter matches, in the given order. Reads are idempotent: a
+    /// transient failure (a failover, a dropped connection) is retried with the `database` policy.
     pub(crate) async fn find_all(
         &self,
         collection: &str,
@@ -298,18 +303,27 @@ impl MongoStore {
         skip: Option<u64>,
     ) -> Result<Vec<Document>, StoreError> {
         let collection = self.collection(collection);
-        let mut find = collection.find(filter).sort(sort);
-        if let Some(limit) = limit {
-            find = find.limit(limit);
-        }
-        if let Some(skip) = skip {
-            find = find.skip(skip);
-        }
-        find.await
-            .map_err(backend)?
-            .try_collect()
-            .await
-            .map_err(backend)
+        let read = |_attempt: u32| {
+            let mut find = collection.find(filter.clone()).sort(sort.clone());
+            if let Some(limit) = limit {
+                find = find.limit(limit);
+            }
+            if let Some(skip) = skip {
+                find = find.skip(skip);
+            }
+            async move { find.await?.try_collect::<Vec<Document>>().await }
+        };
+        retry(
+            &self.read_policy,
+            Idempotence::Idempotent,
+            "mongodb.find",
+            read,
+        )
+        .await
+        .map_err(|error| match error.into_last_error() {
+            Some(error) => backend(error),
+            None => StoreError::Backend("MongoDB: the read timed out".into()),
+        })
     }
 }
 
@@ -370,6 +384,29 @@ mod tests {
             "mongodb+srv://u:****@cluster.example"
         );
         assert_eq!(hosts_of("mongodb://u:p@db1:27017,db2/x"), "db1:27017,db2");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_cannot_be_reached_is_a_retryable_failure() {
+        use crate::retry::{Classification, Classify};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let uri = format!(
+            "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=200"
+        );
+        let client = Client::with_uri_str(&uri).await.unwrap();
+        let error = client
+            .database("x")
+            .run_command(doc! { "ping": 1 })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.classify(),
+            Classification::Retryable { retry_after: None }
+        );
+        let invalid = ClientOptions::parse("mongodb://[bad").await.unwrap_err();
+        assert_eq!(invalid.classify(), Classification::Permanent);
     }
 
     #[tokio::test]
