@@ -10,8 +10,9 @@ step() { printf '\n==> %s\n' "$*"; }
 started_at=$(date +%s)
 
 # --- what the machine needs ---------------------------------------------------------------
-# Debian packages: a C compiler for the bundled SQLite.
-APT_PACKAGES=(build-essential pkg-config)
+# Debian packages: a C compiler for the bundled SQLite; systemd for `systemd-analyze verify` of the
+# reference unit (it needs no running systemd).
+APT_PACKAGES=(build-essential pkg-config systemd)
 # The MongoDB-compatible server the MongoDB tests run against (pinned: only pre-releases exist),
 # installed with pip into the ignored folder .tools/ unless MONGODB_URI names a real server.
 SECANTUSDB_VERSION=0.7.0b3

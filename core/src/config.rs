@@ -31,6 +31,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "payouts",
     "notifications",
     "retry",
+    "server",
+    "scheduler",
 ];
 
 /// Everything the configuration decides.
@@ -48,6 +50,62 @@ pub struct Settings {
     /// Where settlement notifications are posted; off without one.
     pub webhook_url: Option<String>,
     pub retry: RetrySettings,
+    pub server: ServerSettings,
+    pub scheduler: SchedulerSettings,
+}
+
+/// `settle serve`: where it listens and how it treats requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Address to listen on (default 127.0.0.1:8787).
+    pub listen: String,
+    /// PEM certificate chain and private key: HTTPS when both are set.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Whether `/metrics` needs a token too (default: no, like /healthz and /readyz).
+    pub metrics_require_token: bool,
+    /// Four-eyes: a rerun needs a second operator's approval.
+    pub require_rerun_approval: bool,
+    /// Largest request body accepted (413 above it).
+    pub body_limit_bytes: usize,
+    /// A request taking longer is answered 503 (and its work is not left half-done: see README).
+    pub request_timeout_ms: u64,
+    /// On SIGTERM, how long the daemon waits for the running settlement before releasing it.
+    pub shutdown_timeout_ms: u64,
+}
+
+/// The nightly scheduler of `settle serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    pub enabled: bool,
+    /// After downtime, settle at most this many past dates (the oldest are left to a person).
+    pub max_catch_up_days: u32,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: DEFAULT_LISTEN.into(),
+            tls_cert: None,
+            tls_key: None,
+            metrics_require_token: false,
+            require_rerun_approval: false,
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            enabled: true,
+            max_catch_up_days: 7,
+        }
+    }
 }
 
 /// The three retry policies, each adjustable under `[retry.NAME]`.
@@ -194,6 +252,8 @@ impl Default for Settings {
             provider_url: None,
             webhook_url: None,
             retry: RetrySettings::default(),
+            server: ServerSettings::default(),
+            scheduler: SchedulerSettings::default(),
         }
     }
 }
@@ -392,6 +452,18 @@ impl Reader {
             self.known_keys("notifications", &notifications, &["webhook_url"]);
             settings.webhook_url = self.url(&notifications, "notifications.webhook_url");
         }
+        if let Some(server) = self.section(table, "server") {
+            settings.server = self.server(&server);
+        }
+        if let Some(scheduler) = self.section(table, "scheduler") {
+            self.known_keys("scheduler", &scheduler, &["enabled", "max_catch_up_days"]);
+            if let Some(enabled) = self.boolean(&scheduler, "scheduler.enabled") {
+                settings.scheduler.enabled = enabled;
+            }
+            if let Some(days) = self.integer(&scheduler, "scheduler.max_catch_up_days", 1, 366) {
+                settings.scheduler.max_catch_up_days = days as u32;
+            }
+        }
         if let Some(retry) = self.section(table, "retry") {
             self.known_keys("retry", &retry, &["database", "external_api", "payment"]);
             for (name, policy) in [
@@ -409,6 +481,59 @@ impl Reader {
             self.problem(&problem.key, problem.message);
         }
         settings
+    }
+
+    fn server(&mut self, table: &Table) -> ServerSettings {
+        self.known_keys(
+            "server",
+            table,
+            &[
+                "listen",
+                "tls_cert",
+                "tls_key",
+                "metrics_require_token",
+                "require_rerun_approval",
+                "body_limit_bytes",
+                "request_timeout_ms",
+                "shutdown_timeout_ms",
+            ],
+        );
+        let mut server = ServerSettings::default();
+        if let Some(listen) = self.string(table, "server.listen") {
+            if listen.parse::<std::net::SocketAddr>().is_ok() {
+                server.listen = listen;
+            } else {
+                self.problem(
+                    "server.listen",
+                    format!("{listen:?} is not an address such as 127.0.0.1:8787"),
+                );
+            }
+        }
+        server.tls_cert = self.string(table, "server.tls_cert").map(PathBuf::from);
+        server.tls_key = self.string(table, "server.tls_key").map(PathBuf::from);
+        if server.tls_cert.is_some() != server.tls_key.is_some() {
+            self.problem(
+                "server.tls_cert",
+                "set both tls_cert and tls_key, or neither",
+            );
+        }
+        if let Some(flag) = self.boolean(table, "server.metrics_require_token") {
+            server.metrics_require_token = flag;
+        }
+        if let Some(flag) = self.boolean(table, "server.require_rerun_approval") {
+            server.require_rerun_approval = flag;
+        }
+        if let Some(bytes) = self.integer(table, "server.body_limit_bytes", 1_024, 64 * 1024 * 1024)
+        {
+            server.body_limit_bytes = bytes as usize;
+        }
+        if let Some(ms) = self.integer(table, "server.request_timeout_ms", 100, 600_000) {
+            server.request_timeout_ms = ms as u64;
+        }
+        if let Some(ms) = self.integer(table, "server.shutdown_timeout_ms", 100, 600_000) {
+            server.shutdown_timeout_ms = ms as u64;
+        }
+        server
     }
 
     fn idempotency(&mut self, table: &Table) -> IdempotencySettings {
@@ -1025,6 +1150,33 @@ mod tests {
         assert!(check_mongo_database("settle_cli_1").is_ok());
         assert!(check_mongo_database("").is_err());
         assert!(check_mongo_database("a$b").is_err());
+    }
+
+    #[test]
+    fn the_server_and_scheduler_are_configurable() {
+        let text = r#"
+            [server]
+            listen = "0.0.0.0:9443"
+            tls_cert = "/etc/settle/cert.pem"
+            tls_key = "/etc/settle/key.pem"
+            require_rerun_approval = true
+            [scheduler]
+            max_catch_up_days = 3
+        "#;
+        let settings = parse(text, "t", no_env()).unwrap();
+        assert_eq!(settings.server.listen, "0.0.0.0:9443");
+        assert!(settings.server.require_rerun_approval && !settings.server.metrics_require_token);
+        assert_eq!(settings.scheduler.max_catch_up_days, 3);
+        assert!(settings.scheduler.enabled);
+        let bad = "[server]\nlisten = \"localhost\"\ntls_cert = \"c.pem\"\n[scheduler]\nmax_catch_up_days = 0\n";
+        let joined = problems(bad, no_env()).join("\n");
+        for key in [
+            "server.listen:",
+            "server.tls_cert:",
+            "scheduler.max_catch_up_days:",
+        ] {
+            assert!(joined.contains(key), "{key} in {joined}");
+        }
     }
 
     #[test]

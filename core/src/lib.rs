@@ -1,6 +1,7 @@
 //! Settle's core: what is true however Settle is run — money, the business calendar, fees, the
 //! settlement fold and run, the store ports and adapters, CSV import/export, charts and configuration.
 
+pub mod auth;
 pub mod calendar;
 pub mod chart;
 pub mod config;
@@ -17,7 +18,9 @@ pub mod payments;
 pub mod payout;
 pub mod provider;
 pub mod retry;
+pub mod scheduler;
 pub mod secret;
 pub mod settlement;
+pub mod stats;
 pub mod store;
 pub mod time;

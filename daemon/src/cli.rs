@@ -87,8 +87,17 @@ pub enum Command {
     /// Ask the provider about a date's sent payouts and record which are confirmed.
     #[command(subcommand)]
     Payouts(PayoutsCommand),
+    /// Create, list and revoke API tokens (each shown once; the store keeps only its SHA-256).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Copy a whole SQLite store into MongoDB (safe to run again; an interrupted copy resumes).
     Migrate(MigrateArgs),
+    /// Install, remove or inspect the system service that runs `settle serve` (systemd on Linux,
+    /// the Service Control Manager on Windows).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Run the daemon: the HTTP API and the nightly scheduler, until SIGTERM.
+    Serve(ServeArgs),
     /// Check the configuration and report every problem.
     CheckConfig,
 }
@@ -104,6 +113,39 @@ pub struct MigrateArgs {
     /// The target database (default: settle).
     #[arg(long, default_value = "settle", value_name = "NAME")]
     pub to_db: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Install and start the service.
+    ///
+    /// Linux: write settle.service into the unit directory, create the user settle, then
+    /// `systemctl daemon-reload` and `systemctl enable --now settle` (without systemd running, the
+    /// unit is written and the commands are printed). The global --config is the file the service
+    /// reads (default /etc/settle/settle.toml); it need not exist yet. Windows: register and start
+    /// the Windows service settle.
+    Install {
+        /// Where the systemd unit file goes (Linux).
+        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// The settle executable the service runs (default: this one).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// Only write (register) the service: create no user, enable and start nothing.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop, disable and remove the service (its data and user are kept).
+    Uninstall {
+        /// Where the systemd unit file is (Linux).
+        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
+    /// Show the service's state (Linux: `systemctl status settle`, with its exit status).
+    Status,
+    /// The Windows service's entry point, started by the Service Control Manager.
+    #[command(hide = true)]
+    Run,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +248,23 @@ pub enum MerchantCommand {
     List,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a new API token; it is printed once, alone on the last line.
+    Create {
+        /// Unique name of the token: 1 to 64 letters, digits, '.', '_' or '-'.
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// List tokens (never the tokens themselves or their hashes).
+    List,
+    /// Revoke a token: it stops working at once; its name stays taken.
+    Revoke { name: String },
+}
+
 /// A settlement date, `YYYY-MM-DD`.
 fn parse_date(value: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
@@ -306,6 +365,13 @@ pub struct ChartArgs {
     pub width: u32,
     #[arg(long, default_value_t = 800)]
     pub height: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: `[server] listen`, else 127.0.0.1:8787; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 #[cfg(test)]

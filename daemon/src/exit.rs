@@ -48,7 +48,9 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
             return match run {
                 RunError::NotSettleable(_) | RunError::Refused(_) => REFUSED,
                 RunError::ReasonRequired => BAD_INPUT,
-                RunError::Failed { .. } | RunError::Store(_) => FAILED,
+                RunError::Failed { .. } | RunError::Store(_) | RunError::Interrupted { .. } => {
+                    FAILED
+                }
             };
         }
         if cause.downcast_ref::<CalendarError>().is_some() {

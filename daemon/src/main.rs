@@ -8,6 +8,8 @@ mod exit;
 mod files;
 mod output;
 mod progress;
+mod serve;
+mod service;
 
 use clap::Parser;
 

@@ -349,6 +349,24 @@ pub fn carry_forwards_table(owed: &[CarryForward]) -> Table {
     table
 }
 
+/// API tokens for `settle token list`: who may call the API. Never the token or its hash.
+pub fn tokens_table(tokens: &[settle_core::model::ApiToken]) -> Table {
+    let mut table = table(&["name", "role", "created", "created by", "revoked"]);
+    for t in tokens {
+        table.add_row(vec![
+            t.name.clone(),
+            t.role.to_string(),
+            settle_core::time::format_utc(t.created_at),
+            t.created_by.clone(),
+            match t.revoked_at {
+                Some(at) => settle_core::time::format_utc(at),
+                None => "no".into(),
+            },
+        ]);
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

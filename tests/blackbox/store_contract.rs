@@ -1203,6 +1203,276 @@ pub async fn writers_racing_with_runs_lose_no_transaction_and_count_none_twice(t
     assert_eq!(gross, expected_gross);
 }
 
+/// A token as `settle token create` makes it (the secret itself is not needed here).
+fn api_token(
+    name: &str,
+    role: settle_core::model::Role,
+    created_at: &str,
+) -> settle_core::model::ApiToken {
+    settle_core::auth::issue(name, role, "cli:tester", at(created_at)).token
+}
+
+pub async fn api_tokens_are_kept_by_hash_under_unique_names(t: TestStore) {
+    use settle_core::model::Role;
+    let store = t.store;
+    let ops = api_token("ops", Role::Operator, "2024-03-10T10:00:00.123Z");
+    let admin = api_token("admin-desk", Role::Admin, "2024-03-10T11:00:00Z");
+    let viewer = api_token("m.viewer_1", Role::Viewer, "2024-03-10T12:00:00Z");
+    for token in [&ops, &admin, &viewer] {
+        store.create_token(token).await.unwrap();
+    }
+    assert_eq!(
+        store.token_by_hash(&ops.token_hash).await.unwrap(),
+        Some(ops.clone())
+    );
+    assert_eq!(store.token_by_hash(&"0".repeat(64)).await.unwrap(), None);
+
+    // A name is taken once, whatever the role or hash of the newcomer.
+    let again = api_token("ops", Role::Viewer, "2024-03-10T13:00:00Z");
+    assert_eq!(
+        store.create_token(&again).await.unwrap_err(),
+        StoreError::NameTaken("ops".into())
+    );
+    assert_eq!(store.token_by_hash(&again.token_hash).await.unwrap(), None);
+
+    let listed = store.tokens().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["admin-desk", "m.viewer_1", "ops"],
+        "ordered by name"
+    );
+    assert_eq!(listed[2], ops);
+
+    // Revoking sets the time once; a second revocation keeps the first.
+    let first = at("2024-03-11T08:00:00.250Z");
+    let revoked = store.revoke_token("ops", first).await.unwrap().unwrap();
+    assert_eq!(
+        revoked,
+        settle_core::model::ApiToken {
+            revoked_at: Some(first),
+            ..ops.clone()
+        }
+    );
+    assert!(!revoked.is_active());
+    let twice = store
+        .revoke_token("ops", at("2024-03-12T08:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(twice.revoked_at, Some(first), "the first revocation stays");
+    assert_eq!(
+        store
+            .token_by_hash(&ops.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(first),
+        "a revoked token is still found, as revoked"
+    );
+    assert_eq!(
+        store.revoke_token("nobody", first).await.unwrap(),
+        None,
+        "an unknown name"
+    );
+    // A revoked token keeps its name.
+    assert_eq!(
+        store.create_token(&again).await.unwrap_err(),
+        StoreError::NameTaken("ops".into())
+    );
+    let listed = store.tokens().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed
+        .iter()
+        .filter(|t| t.name != "ops")
+        .all(|t| t.is_active()));
+}
+
+pub async fn concurrent_creations_of_one_token_name_have_one_winner(t: TestStore) {
+    use settle_core::model::Role;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let handle = (t.reopen)().await;
+        tasks.push(tokio::spawn(async move {
+            let token = api_token("shared", Role::Operator, "2024-03-10T10:00:00Z");
+            handle.create_token(&token).await
+        }));
+    }
+    let results: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    for result in &results {
+        if let Err(error) = result {
+            assert_eq!(*error, StoreError::NameTaken("shared".into()));
+        }
+    }
+    assert_eq!(t.store.tokens().await.unwrap().len(), 1);
+}
+
+fn rerun_request(
+    settlement_date: &str,
+    requested_at: &str,
+    reason: &str,
+) -> settle_core::model::RerunRequest {
+    settle_core::model::RerunRequest {
+        id: Uuid::new_v4(),
+        settlement_date: date(settlement_date),
+        reason: reason.into(),
+        apply_current_fees: false,
+        requested_by: "cli:alice".into(),
+        requested_at: at(requested_at),
+        status: settle_core::model::RerunRequestStatus::Pending,
+        decided_by: None,
+        decided_at: None,
+    }
+}
+
+pub async fn rerun_requests_are_listed_newest_first_and_decided_once(t: TestStore) {
+    use settle_core::model::{RerunRequest, RerunRequestStatus as Status};
+    let store = t.store;
+    let first = rerun_request("2024-03-10", "2024-03-11T09:00:00Z", "late refunds");
+    let second = RerunRequest {
+        apply_current_fees: true,
+        ..rerun_request("2024-03-10", "2024-03-11T10:00:00.500Z", "new fees")
+    };
+    let third = rerun_request("2024-03-09", "2024-03-11T11:00:00Z", "duplicate import");
+    for request in [&first, &second, &third] {
+        store.create_rerun_request(request).await.unwrap();
+    }
+    assert_eq!(
+        store.rerun_request(second.id).await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(store.rerun_request(Uuid::new_v4()).await.unwrap(), None);
+    let ids = |requests: Vec<RerunRequest>| requests.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.rerun_requests(None).await.unwrap()),
+        [third.id, second.id, first.id],
+        "newest first"
+    );
+    assert_eq!(
+        store
+            .rerun_requests(Some(Status::Pending))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Pending → approved, once.
+    let decided_at = at("2024-03-11T12:00:00.042Z");
+    let approved = store
+        .decide_rerun_request(second.id, Status::Approved, "cli:bob", decided_at)
+        .await
+        .unwrap();
+    let expected = RerunRequest {
+        status: Status::Approved,
+        decided_by: Some("cli:bob".into()),
+        decided_at: Some(decided_at),
+        ..second.clone()
+    };
+    assert_eq!(approved, Some(expected.clone()));
+    for decision in [Status::Approved, Status::Rejected] {
+        assert_eq!(
+            store
+                .decide_rerun_request(second.id, decision, "cli:carol", at("2024-03-11T13:00:00Z"))
+                .await
+                .unwrap(),
+            None,
+            "a decided request is not decided again"
+        );
+    }
+    assert_eq!(
+        store.rerun_request(second.id).await.unwrap(),
+        Some(expected.clone())
+    );
+
+    // Pending → rejected stays rejected.
+    let rejected = store
+        .decide_rerun_request(third.id, Status::Rejected, "cli:bob", decided_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rejected.status, Status::Rejected);
+    assert_eq!(
+        store
+            .decide_rerun_request(third.id, Status::Approved, "cli:carol", decided_at)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.rerun_request(third.id).await.unwrap().unwrap().status,
+        Status::Rejected
+    );
+    assert_eq!(
+        store
+            .decide_rerun_request(Uuid::new_v4(), Status::Approved, "cli:bob", decided_at)
+            .await
+            .unwrap(),
+        None,
+        "an unknown request"
+    );
+
+    assert_eq!(
+        store.rerun_requests(Some(Status::Approved)).await.unwrap(),
+        [expected]
+    );
+    assert_eq!(
+        ids(store.rerun_requests(Some(Status::Rejected)).await.unwrap()),
+        [third.id]
+    );
+    assert_eq!(
+        store.rerun_requests(Some(Status::Pending)).await.unwrap(),
+        [first]
+    );
+}
+
+pub async fn concurrent_decisions_of_a_rerun_request_have_exactly_one_winner(t: TestStore) {
+    use settle_core::model::RerunRequestStatus as Status;
+    let request = rerun_request("2024-03-10", "2024-03-11T09:00:00Z", "late refunds");
+    t.store.create_rerun_request(&request).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let handle = (t.reopen)().await;
+        let decision = if n % 2 == 0 {
+            Status::Approved
+        } else {
+            Status::Rejected
+        };
+        tasks.push(tokio::spawn(async move {
+            handle
+                .decide_rerun_request(
+                    request.id,
+                    decision,
+                    &format!("cli:approver-{n}"),
+                    at("2024-03-11T10:00:00Z"),
+                )
+                .await
+        }));
+    }
+    let results: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    let winners: Vec<_> = results.iter().flatten().collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert_eq!(
+        t.store.rerun_request(request.id).await.unwrap().as_ref(),
+        Some(winners[0]),
+        "the stored decision is the winner's"
+    );
+    assert_ne!(winners[0].status, Status::Pending);
+}
+
 /// Instantiates every contract test for one adapter.
 macro_rules! contract_tests {
     ($adapter:ident: $($test:ident),+ $(,)?) => {
@@ -1236,6 +1506,10 @@ contract_tests!(sqlite:
     payout_planning_is_fenced_idempotent_and_carries_what_is_owed,
     notifications_are_recorded_per_event,
     writers_racing_with_runs_lose_no_transaction_and_count_none_twice,
+    api_tokens_are_kept_by_hash_under_unique_names,
+    concurrent_creations_of_one_token_name_have_one_winner,
+    rerun_requests_are_listed_newest_first_and_decided_once,
+    concurrent_decisions_of_a_rerun_request_have_exactly_one_winner,
 );
 
 contract_tests!(mongodb:
@@ -1257,4 +1531,8 @@ contract_tests!(mongodb:
     payout_planning_is_fenced_idempotent_and_carries_what_is_owed,
     notifications_are_recorded_per_event,
     writers_racing_with_runs_lose_no_transaction_and_count_none_twice,
+    api_tokens_are_kept_by_hash_under_unique_names,
+    concurrent_creations_of_one_token_name_have_one_winner,
+    rerun_requests_are_listed_newest_first_and_decided_once,
+    concurrent_decisions_of_a_rerun_request_have_exactly_one_winner,
 );

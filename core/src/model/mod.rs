@@ -1,11 +1,13 @@
 //! The domain records: transactions, settlements with their lines and totals, audit events.
 //! Plain data with validation; no I/O.
 
+mod access;
 mod audit;
 mod payout;
 mod settlement;
 mod transaction;
 
+pub use access::{ApiToken, RerunRequest, RerunRequestStatus, Role};
 pub use audit::AuditEvent;
 pub use payout::{
     amount_due, initial_payout_status, payout_reference, CarryForward, Notification,

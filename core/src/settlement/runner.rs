@@ -74,6 +74,12 @@ pub enum RunError {
     },
     #[error(transparent)]
     Store(StoreError),
+    /// A shutdown stopped the run before it computed; its lease was released for another to resume.
+    #[error("settlement {settlement_date} revision {revision} was interrupted by a shutdown; another run resumes it")]
+    Interrupted {
+        settlement_date: SettlementDate,
+        revision: u32,
+    },
 }
 
 impl RunError {
@@ -108,6 +114,8 @@ pub struct SettlementRunner {
     page_size: u32,
     payouts: Option<PayoutSender>,
     notifier: Option<Notifier>,
+    /// Cancelled on shutdown: a run stops between pages and releases its lease.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Why the fold stopped.
@@ -119,6 +127,8 @@ enum ComputeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Injected(#[from] failpoint::InjectedFailure),
+    #[error("interrupted by a shutdown")]
+    Interrupted,
 }
 
 impl SettlementRunner {
@@ -141,7 +151,14 @@ impl SettlementRunner {
             page_size: DEFAULT_PAGE_SIZE,
             payouts: None,
             notifier: None,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Stops runs between pages when `shutdown` is cancelled (releasing their leases).
+    pub fn with_shutdown(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// Pays merchants through a provider after each settlement.
@@ -174,25 +191,123 @@ impl SettlementRunner {
         actor: &str,
         trigger: RunTrigger,
     ) -> Result<RunOutcome, RunError> {
-        let result = self
-            .claim_and_settle(settlement_date, &request, actor, trigger)
+        let claimed = self
+            .claim(settlement_date, &request, actor, trigger)
+            .await?;
+        self.settle(claimed, &request, actor, trigger).await
+    }
+
+    /// The first half of a run: checks the date may be settled and claims it (fast). A refusal
+    /// is audited here; a claimed revision must then be passed to `settle`.
+    pub async fn claim(
+        &self,
+        settlement_date: SettlementDate,
+        request: &RunRequest,
+        actor: &str,
+        trigger: RunTrigger,
+    ) -> Result<Settlement, RunError> {
+        let claimed = self
+            .try_claim(settlement_date, request, actor, trigger)
             .await;
+        if let Err(error) = &claimed {
+            let outcome = if matches!(error, RunError::Store(_)) {
+                "failed"
+            } else {
+                "refused"
+            };
+            self.audit(
+                settlement_date,
+                request,
+                actor,
+                trigger,
+                outcome,
+                json!({ "error": error.to_string() }),
+            )
+            .await?;
+        }
+        claimed
+    }
+
+    async fn try_claim(
+        &self,
+        settlement_date: SettlementDate,
+        request: &RunRequest,
+        actor: &str,
+        trigger: RunTrigger,
+    ) -> Result<Settlement, RunError> {
+        let now = self.clock.now();
+        self.calendar.ensure_settleable(settlement_date, now)?;
+        let claim = self
+            .claim_request(settlement_date, request, actor, trigger, now)
+            .await?;
+        let settlement = self
+            .store
+            .claim_settlement(claim)
+            .await
+            .map_err(RunError::Refused)?;
+        tracing::info!(
+            %settlement_date,
+            revision = settlement.revision,
+            lease_version = settlement.lease_version,
+            resumed = settlement.attempts > 1,
+            "claimed settlement"
+        );
+        Ok(settlement)
+    }
+
+    /// The second half of a run: computes, pays out and completes a claimed revision, then
+    /// audits and notifies the outcome.
+    pub async fn settle(
+        &self,
+        claimed: Settlement,
+        request: &RunRequest,
+        actor: &str,
+        trigger: RunTrigger,
+    ) -> Result<RunOutcome, RunError> {
+        let settlement_date = claimed.settlement_date;
+        let result = self.settle_claimed(claimed).await;
         let (outcome, detail) = match &result {
             Ok(done) => (
                 "succeeded",
                 json!({ "revision": done.settlement.revision, "lines": done.line_count, "resumed": done.resumed }),
             ),
-            Err(error @ (RunError::Failed { .. } | RunError::Store(_))) => {
-                ("failed", json!({ "error": error.to_string() }))
-            }
-            Err(error) => ("refused", json!({ "error": error.to_string() })),
+            Err(RunError::Interrupted { revision, .. }) => (
+                "interrupted",
+                json!({ "revision": revision, "error": "stopped by a shutdown; the lease was released" }),
+            ),
+            Err(error) => ("failed", json!({ "error": error.to_string() })),
         };
-        let mut detail = detail;
+        if let Err(error) = self
+            .audit(settlement_date, request, actor, trigger, outcome, detail)
+            .await
+        {
+            if result.is_ok() {
+                return Err(error);
+            }
+        }
+        match &result {
+            Ok(done) => self.notify(settlement_date, done.settlement.revision).await,
+            Err(RunError::Failed { revision, .. }) => self.notify(settlement_date, *revision).await,
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Records how a run request ended.
+    async fn audit(
+        &self,
+        settlement_date: SettlementDate,
+        request: &RunRequest,
+        actor: &str,
+        trigger: RunTrigger,
+        outcome: &str,
+        mut detail: serde_json::Value,
+    ) -> Result<(), RunError> {
         detail["trigger"] = json!(trigger.as_str());
         if let RunRequest::Rerun {
             reason,
             apply_current_fees,
-        } = &request
+        } = request
         {
             detail["reason"] = json!(reason);
             detail["apply_current_fees"] = json!(apply_current_fees);
@@ -205,45 +320,15 @@ impl SettlementRunner {
             outcome,
             detail,
         );
-        if let Err(error) = self.store.record_audit(&event).await {
+        self.store.record_audit(&event).await.map_err(|error| {
             tracing::error!(%error, action = request.action(), "could not write the audit event");
-            if result.is_ok() {
-                return Err(RunError::Store(error));
-            }
-        }
-        match &result {
-            Ok(done) => self.notify(settlement_date, done.settlement.revision).await,
-            Err(RunError::Failed { revision, .. }) => self.notify(settlement_date, *revision).await,
-            Err(_) => {}
-        }
-        result
+            RunError::Store(error)
+        })
     }
 
-    async fn claim_and_settle(
-        &self,
-        settlement_date: SettlementDate,
-        request: &RunRequest,
-        actor: &str,
-        trigger: RunTrigger,
-    ) -> Result<RunOutcome, RunError> {
-        let now = self.clock.now();
-        self.calendar.ensure_settleable(settlement_date, now)?;
-        let claim = self
-            .claim_request(settlement_date, request, actor, trigger, now)
-            .await?;
-        let settlement = self
-            .store
-            .claim_settlement(claim)
-            .await
-            .map_err(RunError::Refused)?;
+    async fn settle_claimed(&self, settlement: Settlement) -> Result<RunOutcome, RunError> {
+        let settlement_date = settlement.settlement_date;
         let resumed = settlement.attempts > 1;
-        tracing::info!(
-            %settlement_date,
-            revision = settlement.revision,
-            lease_version = settlement.lease_version,
-            resumed,
-            "claimed settlement"
-        );
         let fence = settlement.fence();
         // A resumed revision whose result was saved goes straight to its payouts.
         if settlement.computed_at.is_none() {
@@ -253,6 +338,7 @@ impl SettlementRunner {
                     .save_settlement_result(&fence, &computed, self.clock.now())
                     .await
                     .map_err(|e| e.to_string()),
+                Err(ComputeError::Interrupted) => return Err(self.release(&settlement).await),
                 Err(error) => Err(error.to_string()),
             };
             if let Err(error) = saved {
@@ -420,6 +506,22 @@ impl SettlementRunner {
         })
     }
 
+    /// Gives the lease up at once (it expires now), so another run can resume the revision.
+    async fn release(&self, settlement: &Settlement) -> RunError {
+        tracing::warn!(settlement_date = %settlement.settlement_date, revision = settlement.revision, "run interrupted by a shutdown; releasing the lease");
+        match self
+            .store
+            .renew_lease(&settlement.fence(), self.clock.now())
+            .await
+        {
+            Ok(()) => RunError::Interrupted {
+                settlement_date: settlement.settlement_date,
+                revision: settlement.revision,
+            },
+            Err(error) => RunError::Store(error),
+        }
+    }
+
     /// Marks the revision failed (if this run still holds it) and builds the error to report.
     async fn record_failure(&self, settlement: &Settlement, error: String) -> RunError {
         tracing::error!(settlement_date = %settlement.settlement_date, revision = settlement.revision, %error, "settlement failed");
@@ -464,6 +566,9 @@ impl SettlementRunner {
             }
             read += 1;
             if read % u64::from(self.page_size) == 0 {
+                if self.shutdown.is_cancelled() {
+                    return Err(ComputeError::Interrupted);
+                }
                 self.keep_lease(&fence, &mut lease_expires_at).await?;
                 failpoint::hit("settlement.after_page")?;
             }

@@ -13,8 +13,9 @@ use crate::calendar::{BusinessCalendar, SettlementDate, Window};
 use crate::fees::FeeSchedule;
 use crate::idempotency::{BeginOutcome, StoredResponse};
 use crate::model::{
-    AuditEvent, CarryForward, Fence, NewTransaction, Notification, Payout, PayoutStatus,
-    RunTrigger, Settlement, SettlementLine, SettlementStatus, Transaction,
+    ApiToken, AuditEvent, CarryForward, Fence, NewTransaction, Notification, Payout, PayoutStatus,
+    RerunRequest, RerunRequestStatus, RunTrigger, Settlement, SettlementLine, SettlementStatus,
+    Transaction,
 };
 use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
 
@@ -60,6 +61,8 @@ pub enum StoreError {
     },
     #[error("lease lost on settlement {} revision {} (version {} was taken over); nothing was written", .0.settlement_date, .0.revision, .0.lease_version)]
     LeaseLost(Fence),
+    #[error("the name {0:?} is already taken")]
+    NameTaken(String),
     #[error("store error: {0}")]
     Backend(String),
     #[error("stored data cannot be read: {0}")]
@@ -431,6 +434,46 @@ pub trait SettlementStore: Send + Sync {
     ) -> Result<Vec<SettlementLine>, StoreError>;
 }
 
+/// API tokens (as hashes) and four-eyes rerun requests.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Stores a new token; a name already used (even by a revoked token) is refused with
+    /// `NameTaken`.
+    async fn create_token(&self, token: &ApiToken) -> Result<(), StoreError>;
+
+    /// The token with this hash, active or revoked.
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>, StoreError>;
+
+    /// Every token, ordered by name.
+    async fn tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+
+    /// Revokes the token named `name`; `None` if there is none. Revoking twice keeps the first time.
+    async fn revoke_token(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ApiToken>, StoreError>;
+
+    async fn create_rerun_request(&self, request: &RerunRequest) -> Result<(), StoreError>;
+
+    async fn rerun_request(&self, id: Uuid) -> Result<Option<RerunRequest>, StoreError>;
+
+    /// Requests, newest first, optionally of one status.
+    async fn rerun_requests(
+        &self,
+        status: Option<RerunRequestStatus>,
+    ) -> Result<Vec<RerunRequest>, StoreError>;
+
+    /// Decides a pending request (compare-and-set on `pending`): `None` if it was decided already.
+    async fn decide_rerun_request(
+        &self,
+        id: Uuid,
+        decision: RerunRequestStatus,
+        decided_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<RerunRequest>, StoreError>;
+}
+
 /// The audit trail: append-only.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
@@ -442,7 +485,13 @@ pub trait AuditStore: Send + Sync {
 
 /// Everything Settle keeps, behind one handle.
 pub trait Store:
-    TransactionStore + SettlementStore + IdempotencyStore + PayoutStore + NotificationStore + AuditStore
+    TransactionStore
+    + SettlementStore
+    + IdempotencyStore
+    + PayoutStore
+    + NotificationStore
+    + AccessStore
+    + AuditStore
 {
     /// `sqlite` or `mongodb`, for messages and metrics.
     fn kind(&self) -> &'static str;

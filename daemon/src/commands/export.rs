@@ -7,7 +7,6 @@ use anyhow::{Context as _, Result};
 use settle_core::chart::{render_daily_chart, ChartFormat, DailyPoint};
 use settle_core::csv::write_settlement_csv;
 use settle_core::model::SettlementStatus;
-use settle_core::store::HistoryFilter;
 
 use crate::cli::{ChartArgs, ExportArgs};
 use crate::context::Context;
@@ -109,31 +108,5 @@ pub async fn daily_points(
     from: chrono::NaiveDate,
     to: chrono::NaiveDate,
 ) -> Result<Vec<DailyPoint>> {
-    let filter = HistoryFilter {
-        from: Some(from),
-        to: Some(to),
-        status: Some(SettlementStatus::Completed),
-        all_revisions: true,
-        limit: 0,
-        offset: 0,
-    };
-    let mut settlements = store.settlement_history(&filter).await?;
-    // Newest revision first within a date: keep the first seen per date.
-    settlements.sort_by(|a, b| {
-        (a.settlement_date, std::cmp::Reverse(a.revision))
-            .cmp(&(b.settlement_date, std::cmp::Reverse(b.revision)))
-    });
-    settlements.dedup_by_key(|s| s.settlement_date);
-    Ok(settlements
-        .iter()
-        .flat_map(|s| {
-            s.totals.iter().map(|t| DailyPoint {
-                settlement_date: s.settlement_date,
-                currency: t.currency,
-                gross_minor: t.figures.gross_minor,
-                fees_minor: t.figures.fees_minor,
-                net_minor: t.figures.net_minor,
-            })
-        })
-        .collect())
+    Ok(settle_core::stats::daily_points(store.as_ref(), from, to).await?)
 }

@@ -8,8 +8,10 @@ mod import;
 mod merchants;
 mod migrate;
 mod payments;
+mod service;
 mod settle;
 mod show;
+mod tokens;
 
 use anyhow::Result;
 
@@ -19,6 +21,10 @@ use crate::context::Context;
 pub async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::CheckConfig = cli.command {
         return check_config::run(&cli);
+    }
+    if let Command::Service(command) = &cli.command {
+        // Loads no configuration: --config names the file the service will read.
+        return service::run(&cli, command);
     }
     let context = Context::load(&cli)?;
     let explicit_data_dir = cli.data_dir.is_some();
@@ -35,7 +41,17 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Payment(command) => payments::run(context, command).await,
         Command::Merchant(command) => merchants::run(context, command).await,
         Command::Payouts(command) => merchants::check_payouts(context, command).await,
+        Command::Token(command) => tokens::run(context, command).await,
         Command::Migrate(args) => migrate::run(context, args).await,
+        Command::Serve(args) => {
+            crate::serve::run(
+                context,
+                args.listen,
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+        }
         Command::CheckConfig => unreachable!("handled above"),
+        Command::Service(_) => unreachable!("handled above"),
     }
 }

@@ -6,6 +6,7 @@
 //! and writes ordered so that a crash at any point can be resumed. The per-collection rules are
 //! documented in each submodule.
 
+mod access;
 mod audit;
 mod documents;
 mod idempotency;
@@ -37,6 +38,8 @@ pub mod collections {
     pub const MERCHANT_HOLDS: &str = "merchant_holds";
     pub const NOTIFICATIONS: &str = "notifications";
     pub const AUDIT_EVENTS: &str = "audit_events";
+    pub const API_TOKENS: &str = "api_tokens";
+    pub const RERUN_REQUESTS: &str = "rerun_requests";
 }
 
 /// How long the driver looks for a server before an operation fails.
@@ -248,6 +251,24 @@ impl MongoStore {
             (
                 AUDIT_EVENTS,
                 vec![index(doc! { "occurred_at": -1, "_id": -1 }, false, None)],
+            ),
+            (
+                API_TOKENS,
+                vec![
+                    index(doc! { "name": 1 }, true, None),
+                    index(doc! { "token_hash": 1 }, true, None),
+                ],
+            ),
+            (
+                RERUN_REQUESTS,
+                vec![
+                    index(
+                        doc! { "status": 1, "requested_at": -1, "_id": -1 },
+                        false,
+                        None,
+                    ),
+                    index(doc! { "requested_at": -1, "_id": -1 }, false, None),
+                ],
             ),
         ];
         for (collection, indexes) in plan {

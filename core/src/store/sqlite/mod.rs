@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file (WAL, full sync), a writer and a reader connection, every
 //! multi-row write in one `BEGIN IMMEDIATE` transaction. Blocking work runs on tokio's blocking pool.
 
+mod access;
 mod audit;
 mod idempotency;
 mod migration;

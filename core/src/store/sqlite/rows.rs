@@ -281,3 +281,36 @@ pub fn notification(row: &Row) -> Result<Notification, StoreError> {
         created_at: instant(row, "created_at")?,
     })
 }
+
+pub const API_TOKEN_COLUMNS: &str =
+    "id, name, role, token_hash, created_at, created_by, revoked_at";
+
+pub fn api_token(row: &Row) -> Result<crate::model::ApiToken, StoreError> {
+    Ok(crate::model::ApiToken {
+        id: parsed::<Uuid>(row, "id")?,
+        name: text(row, "name")?,
+        role: parsed(row, "role")?,
+        token_hash: text(row, "token_hash")?,
+        created_at: instant(row, "created_at")?,
+        created_by: text(row, "created_by")?,
+        revoked_at: optional_instant(row, "revoked_at")?,
+    })
+}
+
+pub const RERUN_REQUEST_COLUMNS: &str =
+    "id, settlement_date, reason, apply_current_fees, requested_by, requested_at, status, \
+     decided_by, decided_at";
+
+pub fn rerun_request(row: &Row) -> Result<crate::model::RerunRequest, StoreError> {
+    Ok(crate::model::RerunRequest {
+        id: parsed::<Uuid>(row, "id")?,
+        settlement_date: parsed(row, "settlement_date")?,
+        reason: text(row, "reason")?,
+        apply_current_fees: integer(row, "apply_current_fees")? != 0,
+        requested_by: text(row, "requested_by")?,
+        requested_at: instant(row, "requested_at")?,
+        status: parsed(row, "status")?,
+        decided_by: optional_text(row, "decided_by")?,
+        decided_at: optional_instant(row, "decided_at")?,
+    })
+}

@@ -183,6 +183,31 @@ CREATE TABLE notifications (
     PRIMARY KEY (settlement_date, revision, event)
 ) STRICT;
 "#,
+    r#"
+CREATE TABLE api_tokens (
+    id          TEXT PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL UNIQUE,
+    role        TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    revoked_at  TEXT
+) STRICT;
+
+CREATE TABLE rerun_requests (
+    id                 TEXT PRIMARY KEY NOT NULL,
+    settlement_date    TEXT NOT NULL,
+    reason             TEXT NOT NULL,
+    apply_current_fees INTEGER NOT NULL CHECK (apply_current_fees IN (0, 1)),
+    requested_by       TEXT NOT NULL,
+    requested_at       TEXT NOT NULL,
+    status             TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected')),
+    decided_by         TEXT,
+    decided_at         TEXT
+) STRICT;
+CREATE INDEX rerun_requests_by_time ON rerun_requests (requested_at, id);
+CREATE INDEX rerun_requests_by_status ON rerun_requests (status, requested_at, id);
+"#,
 ];
 
 /// The schema version this build writes.

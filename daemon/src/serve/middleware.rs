@@ -1,0 +1,133 @@
+//! Cross-cutting request handling: a request id on every request and problem, a bound on how long
+//! a request may take, and an audit event for every mutating request (who, what, when, request
+//! id, outcome).
+
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use settle_core::model::AuditEvent;
+use uuid::Uuid;
+
+use super::extract::authenticate;
+use super::problem::{types, Problem};
+use super::state::AppState;
+
+/// The request id: the caller's `X-Request-Id` when it is a short visible string, else a new UUID.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID: &str = "x-request-id";
+/// Problem bodies are small; anything larger is passed through untouched.
+const PROBLEM_BODY_LIMIT: usize = 64 * 1024;
+
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| Uuid::new_v4().to_string())
+}
+
+/// Tags the request and its response with a request id, and adds it to problem bodies.
+pub async fn with_request_id(mut request: Request, next: Next) -> Response {
+    let id = request_id(&request);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let response = next.run(request).await;
+    let (mut parts, body) = response.into_parts();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        parts.headers.insert(REQUEST_ID, value);
+    }
+    let is_problem = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
+    if !is_problem {
+        return Response::from_parts(parts, body);
+    }
+    let Ok(bytes) = to_bytes(body, PROBLEM_BODY_LIMIT).await else {
+        return Problem::internal().into_response();
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut problem) => {
+            problem["instance"] = json!(format!("urn:settle:request:{id}"));
+            Body::from(problem.to_string())
+        }
+        Err(_) => Body::from(bytes),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
+}
+
+/// Answers 503 when a request takes longer than `server.request_timeout_ms`. Settlement runs are
+/// started in the background and are not cut short by this.
+pub async fn with_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = Duration::from_millis(state.settings.server.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            types::TIMEOUT,
+            "Request timeout",
+            format!("the request took longer than {} ms", limit.as_millis()),
+        )
+        .into_response(),
+    }
+}
+
+/// Writes one audit event per mutating request, whatever its outcome.
+pub async fn audit_mutations(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let response = next.run(request).await;
+    let actor = match authenticate(&state, authorization.as_deref()).await {
+        Ok(token) => token.principal(),
+        Err(_) => "anonymous".to_string(),
+    };
+    let status = response.status();
+    let outcome = if status.is_success() {
+        "succeeded"
+    } else if status.is_client_error() {
+        "refused"
+    } else {
+        "failed"
+    };
+    let event = AuditEvent::new(
+        state.clock.now(),
+        actor,
+        "http.request",
+        format!("{method} {path}"),
+        outcome,
+        json!({ "request_id": id, "status": status.as_u16() }),
+    );
+    if let Err(error) = state.store.record_audit(&event).await {
+        tracing::error!(%error, "could not write the audit event of a request");
+    }
+    response
+}

@@ -1,0 +1,601 @@
+//! The settlement routes: trigger, retry and rerun (idempotent, claimed at once, settled in the
+//! background), four-eyes rerun requests, and the read routes (history, a revision, its lines,
+//! revisions, payouts, CSV export).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use settle_core::idempotency::{fingerprint, HandlerOutcome, StoredResponse};
+use settle_core::model::{
+    AuditEvent, RerunRequest, RerunRequestStatus, Role, RunTrigger, Settlement, SettlementLine,
+    SettlementStatus,
+};
+use settle_core::settlement::RunRequest;
+use settle_core::store::HistoryFilter;
+use uuid::Uuid;
+
+use super::{answer, paged, Page};
+use crate::serve::extract::{date, Caller, JsonBody, Key};
+use crate::serve::problem::{types, Problem};
+use crate::serve::state::AppState;
+
+/// The API path of a settlement date.
+fn location(date: NaiveDate) -> String {
+    format!("/api/v2/finance/settlement/{date}")
+}
+
+/// Claims the date now and settles it in the background: 202 with the running revision, or the
+/// refusal (409 already running/settled, 409 date still open…) as a problem.
+async fn start_run(
+    state: &AppState,
+    date: NaiveDate,
+    request: RunRequest,
+    actor: String,
+) -> HandlerOutcome {
+    match state
+        .runner
+        .claim(date, &request, &actor, RunTrigger::Manual)
+        .await
+    {
+        Ok(claimed) => {
+            let body = json!({ "settlement": claimed, "status_url": location(date) });
+            let runner = state.runner.clone();
+            let claimed_date = claimed.settlement_date;
+            state.tasks.spawn(async move {
+                if let Err(error) = runner.settle(claimed, &request, &actor, RunTrigger::Manual).await {
+                    tracing::error!(settlement_date = %claimed_date, %error, "settlement run failed");
+                }
+            });
+            HandlerOutcome::Completed(StoredResponse {
+                status: 202,
+                body,
+                headers: vec![("location".into(), location(date))],
+            })
+        }
+        Err(error) => {
+            let problem = Problem::from(&error);
+            // A 5xx changed nothing: release the key so that a retry can succeed.
+            if problem.status.is_server_error() {
+                HandlerOutcome::NothingChanged(problem.to_stored())
+            } else {
+                HandlerOutcome::Completed(problem.to_stored())
+            }
+        }
+    }
+}
+
+/// Runs a mutating settlement request under its idempotency key.
+async fn idempotent<F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    key: &Key,
+    path: &str,
+    body: &Value,
+    handler: F,
+) -> Result<Response, Problem>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = HandlerOutcome>,
+{
+    let request_fingerprint = fingerprint("POST", path, body);
+    let answered = state
+        .idempotency
+        .run(
+            &caller.principal(),
+            &key.0,
+            &request_fingerprint,
+            state.clock.now(),
+            || async { Ok(handler().await) },
+        )
+        .await?;
+    Ok(answer(&answered))
+}
+
+pub async fn trigger(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: Key,
+) -> Result<Response, Problem> {
+    caller.require(Role::Operator)?;
+    let latest = state
+        .settings
+        .calendar
+        .latest_settleable(state.clock.now())
+        .map_err(|e| Problem::invalid(e.to_string()))?;
+    let path = "/api/v2/finance/settlement/trigger";
+    idempotent(&state, &caller, &key, path, &json!({}), || {
+        start_run(&state, latest, RunRequest::Run, caller.principal())
+    })
+    .await
+}
+
+pub async fn trigger_date(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: Key,
+    Path(day): Path<String>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Operator)?;
+    let day = date(&day)?;
+    let path = format!("/api/v2/finance/settlement/trigger/{day}");
+    idempotent(&state, &caller, &key, &path, &json!({}), || {
+        start_run(&state, day, RunRequest::Run, caller.principal())
+    })
+    .await
+}
+
+pub async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: Key,
+    Path(day): Path<String>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Operator)?;
+    let day = date(&day)?;
+    let path = format!("/api/v2/finance/settlement/retry/{day}");
+    idempotent(&state, &caller, &key, &path, &json!({}), || {
+        start_run(&state, day, RunRequest::Retry, caller.principal())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RerunBody {
+    reason: String,
+    #[serde(default)]
+    apply_current_fees: bool,
+}
+
+fn rerun_body(body: &Value) -> Result<RerunBody, Problem> {
+    let parsed: RerunBody =
+        serde_json::from_value(body.clone()).map_err(|e| Problem::invalid(format!("body: {e}")))?;
+    if parsed.reason.trim().is_empty() {
+        return Err(Problem::invalid("reason: a rerun needs a reason"));
+    }
+    Ok(parsed)
+}
+
+pub async fn rerun(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: Key,
+    Path(day): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    caller.require(Role::Operator)?;
+    let day = date(&day)?;
+    let parsed = rerun_body(&body)?;
+    let path = format!("/api/v2/finance/settlement/rerun/{day}");
+    if state.settings.server.require_rerun_approval {
+        return idempotent(&state, &caller, &key, &path, &body, || {
+            request_rerun(&state, &caller, day, parsed)
+        })
+        .await;
+    }
+    let request = RunRequest::Rerun {
+        reason: parsed.reason,
+        apply_current_fees: parsed.apply_current_fees,
+    };
+    idempotent(&state, &caller, &key, &path, &body, || {
+        start_run(&state, day, request, caller.principal())
+    })
+    .await
+}
+
+/// Four-eyes: records the request; another operator approves it.
+async fn request_rerun(
+    state: &AppState,
+    caller: &Caller,
+    day: NaiveDate,
+    body: RerunBody,
+) -> HandlerOutcome {
+    let now = state.clock.now();
+    let request = RerunRequest {
+        id: Uuid::new_v4(),
+        settlement_date: day,
+        reason: body.reason,
+        apply_current_fees: body.apply_current_fees,
+        requested_by: caller.principal(),
+        requested_at: now,
+        status: RerunRequestStatus::Pending,
+        decided_by: None,
+        decided_at: None,
+    };
+    let stored = match state.store.create_rerun_request(&request).await {
+        Ok(()) => request,
+        Err(error) => return HandlerOutcome::NothingChanged(Problem::store(&error).to_stored()),
+    };
+    let event = AuditEvent::new(
+        now,
+        caller.principal(),
+        "settlement.rerun_requested",
+        format!("settlement_date={day}"),
+        "succeeded",
+        json!({ "request_id": stored.id, "reason": stored.reason, "apply_current_fees": stored.apply_current_fees }),
+    );
+    if let Err(error) = state.store.record_audit(&event).await {
+        tracing::error!(%error, "could not audit a rerun request");
+    }
+    HandlerOutcome::Completed(StoredResponse {
+        status: 202,
+        body: json!({ "rerun_request": stored, "approve_url": format!("/api/v2/finance/settlement/rerun-requests/{}/approve", stored.id) }),
+        headers: vec![],
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RequestsQuery {
+    status: Option<String>,
+}
+
+pub async fn rerun_requests(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<RequestsQuery>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Viewer)?;
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<RerunRequestStatus>)
+        .transpose()
+        .map_err(Problem::bad_request)?;
+    let requests = state.store.rerun_requests(status).await?;
+    Ok(Json(json!({ "items": requests })).into_response())
+}
+
+/// Approves (and then runs) or rejects a pending rerun request; never by the person who asked.
+async fn decide(
+    state: AppState,
+    caller: Caller,
+    key: Key,
+    id: String,
+    decision: RerunRequestStatus,
+) -> Result<Response, Problem> {
+    caller.require(Role::Operator)?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| Problem::bad_request(format!("{id:?} is not a request id")))?;
+    let verb = if decision == RerunRequestStatus::Approved {
+        "approve"
+    } else {
+        "reject"
+    };
+    let path = format!("/api/v2/finance/settlement/rerun-requests/{id}/{verb}");
+    let found = state
+        .store
+        .rerun_request(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no rerun request {id}")))?;
+    if found.requested_by == caller.principal() {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            types::APPROVAL,
+            "Four eyes",
+            "a rerun must be approved or rejected by another operator than the one who asked",
+        ));
+    }
+    idempotent(&state, &caller, &key, &path, &json!({}), || async {
+        let now = state.clock.now();
+        let decided = match state
+            .store
+            .decide_rerun_request(id, decision, &caller.principal(), now)
+            .await
+        {
+            Ok(Some(decided)) => decided,
+            Ok(None) => {
+                return HandlerOutcome::Completed(
+                    Problem::new(
+                        StatusCode::CONFLICT,
+                        types::CONFLICT,
+                        "Already decided",
+                        format!("rerun request {id} was already decided"),
+                    )
+                    .to_stored(),
+                )
+            }
+            Err(error) => {
+                return HandlerOutcome::NothingChanged(Problem::store(&error).to_stored())
+            }
+        };
+        let event = AuditEvent::new(
+            now,
+            caller.principal(),
+            if decision == RerunRequestStatus::Approved {
+                "settlement.rerun_approved"
+            } else {
+                "settlement.rerun_rejected"
+            },
+            format!("settlement_date={}", decided.settlement_date),
+            "succeeded",
+            json!({ "request_id": id, "requested_by": decided.requested_by }),
+        );
+        if let Err(error) = state.store.record_audit(&event).await {
+            tracing::error!(%error, "could not audit a rerun decision");
+        }
+        if decision == RerunRequestStatus::Rejected {
+            return HandlerOutcome::Completed(StoredResponse {
+                status: 200,
+                body: json!({ "rerun_request": decided }),
+                headers: vec![],
+            });
+        }
+        let request = RunRequest::Rerun {
+            reason: format!(
+                "{} (requested by {}, approved by {})",
+                decided.reason,
+                decided.requested_by,
+                caller.principal()
+            ),
+            apply_current_fees: decided.apply_current_fees,
+        };
+        start_run(&state, decided.settlement_date, request, caller.principal()).await
+    })
+    .await
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: Key,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    decide(state, caller, key, id, RerunRequestStatus::Approved).await
+}
+
+pub async fn reject(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: Key,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    decide(state, caller, key, id, RerunRequestStatus::Rejected).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    status: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(default)]
+    all_revisions: bool,
+    #[serde(flatten)]
+    page: Page,
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Viewer)?;
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<SettlementStatus>)
+        .transpose()
+        .map_err(Problem::bad_request)?;
+    let (page, per_page) = query.page.bounds()?;
+    let filter = HistoryFilter {
+        from: query.from.as_deref().map(date).transpose()?,
+        to: query.to.as_deref().map(date).transpose()?,
+        status,
+        all_revisions: query.all_revisions,
+        limit: per_page + 1,
+        offset: (page - 1) * per_page,
+    };
+    let mut items = state.store.settlement_history(&filter).await?;
+    let has_more = items.len() > per_page as usize;
+    items.truncate(per_page as usize);
+    Ok(
+        Json(json!({ "items": items, "page": page, "per_page": per_page, "has_more": has_more }))
+            .into_response(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RevisionQuery {
+    revision: Option<u32>,
+}
+
+async fn revision_of(
+    state: &AppState,
+    day: NaiveDate,
+    revision: Option<u32>,
+) -> Result<Settlement, Problem> {
+    state.store.settlement(day, revision).await?.ok_or_else(|| {
+        Problem::not_found(match revision {
+            Some(revision) => format!("settlement {day} has no revision {revision}"),
+            None => format!("settlement {day} has not been run"),
+        })
+    })
+}
+
+pub async fn detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(day): Path<String>,
+    Query(query): Query<RevisionQuery>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Viewer)?;
+    let settlement = revision_of(&state, date(&day)?, query.revision).await?;
+    let late = state
+        .store
+        .late_transactions(settlement.settlement_date)
+        .await?;
+    let notifications = state
+        .store
+        .notifications(settlement.settlement_date)
+        .await?;
+    Ok(Json(json!({
+        "settlement": settlement,
+        "late_transactions": late.iter().map(settle_core::payments::transaction_json).collect::<Vec<_>>(),
+        "notifications": notifications,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LinesQuery {
+    revision: Option<u32>,
+    /// merchant_id (default), net_minor, gross_minor, fees_minor, transaction_count.
+    sort: Option<String>,
+    /// asc (default) or desc.
+    order: Option<String>,
+    /// Only merchants whose id contains this.
+    q: Option<String>,
+    #[serde(flatten)]
+    page: Page,
+}
+
+fn sort_lines(lines: &mut [SettlementLine], sort: &str, descending: bool) -> Result<(), Problem> {
+    match sort {
+        "merchant_id" => lines.sort_by(|a, b| (&a.merchant_id, a.currency).cmp(&(&b.merchant_id, b.currency))),
+        "net_minor" => lines.sort_by_key(|l| l.figures.net_minor),
+        "gross_minor" => lines.sort_by_key(|l| l.figures.gross_minor),
+        "fees_minor" => lines.sort_by_key(|l| l.figures.fees_minor),
+        "transaction_count" => lines.sort_by_key(|l| l.figures.transaction_count),
+        other => {
+            return Err(Problem::bad_request(format!(
+                "cannot sort by {other:?} (merchant_id, net_minor, gross_minor, fees_minor, transaction_count)"
+            )))
+        }
+    }
+    if descending {
+        lines.reverse();
+    }
+    Ok(())
+}
+
+pub async fn lines(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(day): Path<String>,
+    Query(query): Query<LinesQuery>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Viewer)?;
+    let settlement = revision_of(&state, date(&day)?, query.revision).await?;
+    let mut lines = state
+        .store
+        .settlement_lines(settlement.settlement_date, settlement.revision)
+        .await?;
+    if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
+        lines.retain(|line| line.merchant_id.contains(q));
+    }
+    let descending = match query.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "order must be asc or desc, not {other:?}"
+            )))
+        }
+    };
+    sort_lines(
+        &mut lines,
+        query.sort.as_deref().unwrap_or("merchant_id"),
+        descending,
+    )?;
+    let (items, page, per_page, total) = paged(lines, &query.page)?;
+    Ok(Json(json!({
+        "settlement_date": settlement.settlement_date,
+        "revision": settlement.revision,
+        "items": items,
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+    }))
+    .into_response())
+}
+
+pub async fn revisions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(day): Path<String>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Viewer)?;
+    let day = date(&day)?;
+    let revisions = state.store.settlement_revisions(day).await?;
+    if revisions.is_empty() {
+        return Err(Problem::not_found(format!(
+            "settlement {day} has not been run"
+        )));
+    }
+    Ok(Json(json!({ "settlement_date": day, "items": revisions })).into_response())
+}
+
+pub async fn payouts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(day): Path<String>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Viewer)?;
+    let day = date(&day)?;
+    let payouts = state.store.payouts(day).await?;
+    Ok(Json(json!({ "settlement_date": day, "items": payouts })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    revision: Option<u32>,
+    #[serde(default)]
+    bom: bool,
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(day): Path<String>,
+    Query(query): Query<ExportQuery>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Viewer)?;
+    let day = date(&day)?;
+    let settlement = match query.revision {
+        Some(revision) => revision_of(&state, day, Some(revision)).await?,
+        None => state
+            .store
+            .settlement_revisions(day)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|s| s.status == SettlementStatus::Completed)
+            .ok_or_else(|| {
+                Problem::not_found(format!("settlement {day} has no completed revision"))
+            })?,
+    };
+    if settlement.status != SettlementStatus::Completed {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            types::CONFLICT,
+            "Not completed",
+            format!(
+                "settlement {day} revision {} is {}",
+                settlement.revision, settlement.status
+            ),
+        ));
+    }
+    let lines = state
+        .store
+        .settlement_lines(day, settlement.revision)
+        .await?;
+    let mut csv = Vec::new();
+    settle_core::csv::write_settlement_csv(&mut csv, &settlement, &lines, query.bom)
+        .map_err(|_| Problem::internal())?;
+    let filename = format!("settlement-{day}-r{}.csv", settlement.revision);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        csv,
+    )
+        .into_response())
+}
