@@ -346,8 +346,26 @@ impl PaymentService {
     }
 }
 
+/// The typed body, or a 422 naming the member that is wrong, missing or unknown.
 fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, HandlerOutcome> {
-    serde_json::from_value(body.clone()).map_err(|error| invalid("body", error))
+    serde_path_to_error::deserialize(body).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        let field = if path != "." {
+            path
+        } else {
+            quoted_member(&message).unwrap_or_else(|| "body".to_string())
+        };
+        invalid(&field, message)
+    })
+}
+
+/// The member a serde message such as "missing field `amount`" names.
+fn quoted_member(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let length = message[start..].find('`')?;
+    (message.starts_with("missing field") || message.starts_with("unknown field"))
+        .then(|| message[start..start + length].to_string())
 }
 
 fn currency(code: &str) -> Result<Currency, HandlerOutcome> {

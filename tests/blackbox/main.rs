@@ -1,6 +1,10 @@
 //! Settle's black-box test harness: one binary, one module per area. The store contract suite runs
 //! against every adapter; the CLI tests run the real `settle` binary on temporary directories.
 
+mod api_access;
+mod api_daemon;
+mod api_peers;
+mod api_settlements;
 mod cli_import;
 mod cli_migrate;
 mod cli_outputs;
@@ -9,6 +13,7 @@ mod cli_payouts;
 mod cli_settle;
 mod cli_stores;
 mod cli_tokens;
+mod daemon;
 mod http_peers;
 mod payments;
 mod provider_server;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 pub struct AuditEvent {
     pub id: Uuid,
     pub occurred_at: DateTime<Utc>,
-    /// `cli:USER` for the command line; an API token's name once the daemon has tokens.
+    /// `cli:USER` for the command line, `token:NAME` for an API token, `scheduler` for the nightly job.
     pub actor: String,
     /// A stable dotted name such as `settlement.run` or `transactions.import`.
     pub action: String,

@@ -49,8 +49,51 @@ pub async fn with_request_id(mut request: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
     if !is_problem {
+        if parts.status.is_client_error() || parts.status.is_server_error() {
+            // An error axum answered by itself (e.g. a raw body over the limit): as a problem too.
+            let detail = to_bytes(body, PROBLEM_BODY_LIMIT)
+                .await
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default();
+            let mut response = as_problem(parts.status, detail).into_response();
+            if let Some(value) = parts.headers.get(REQUEST_ID) {
+                response.headers_mut().insert(REQUEST_ID, value.clone());
+            }
+            return with_instance(response, &id).await;
+        }
         return Response::from_parts(parts, body);
     }
+    with_instance(Response::from_parts(parts, body), &id).await
+}
+
+/// The problem for an error response that was not written as one.
+fn as_problem(status: StatusCode, detail: String) -> Problem {
+    let detail = if detail.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        detail
+    };
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            status,
+            types::BODY_TOO_LARGE,
+            "Body too large",
+            "the request body is larger than the server accepts (server.body_limit_bytes)",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+            status,
+            types::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            detail,
+        ),
+        status if status.is_server_error() => Problem::internal(),
+        status => Problem::new(status, types::INVALID_REQUEST, "Bad request", detail),
+    }
+}
+
+/// Adds `instance` (the request id) to a problem body.
+async fn with_instance(response: Response, id: &str) -> Response {
+    let (mut parts, body) = response.into_parts();
     let Ok(bytes) = to_bytes(body, PROBLEM_BODY_LIMIT).await else {
         return Problem::internal().into_response();
     };
@@ -103,13 +146,14 @@ pub async fn audit_mutations(
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string);
-    let response = next.run(request).await;
-    let actor = match authenticate(&state, authorization.as_deref()).await {
+        .and_then(|value| value.to_str().ok());
+    // Who is asking is decided before the request runs: a request that revokes its own token
+    // is still its token's doing.
+    let actor = match authenticate(&state, authorization).await {
         Ok(token) => token.principal(),
         Err(_) => "anonymous".to_string(),
     };
+    let response = next.run(request).await;
     let status = response.status();
     let outcome = if status.is_success() {
         "succeeded"

@@ -10,7 +10,7 @@ mod routes;
 pub mod state;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -120,13 +120,14 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v2", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::audit_mutations,
-        ))
+        // The audit wraps the timeout, so a request cut short is audited too (as failed, 503).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::with_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::audit_mutations,
         ))
         .layer(DefaultBodyLimit::max(
             state.settings.server.body_limit_bytes,
@@ -136,7 +137,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
+/// Resolves on SIGTERM, Ctrl-C or the Windows service manager's Stop.
 async fn termination() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -158,6 +159,7 @@ async fn termination() {
     tokio::select! {
         () = interrupt => {},
         () = terminate => {},
+        () = crate::service::stop_requested() => {},
     }
 }
 
@@ -207,14 +209,19 @@ pub async fn run(
 
     let handle = axum_server::Handle::new();
     let shutdown_timeout = Duration::from_millis(settings.server.shutdown_timeout_ms);
+    // When the stop began: the whole shutdown (draining requests, then waiting for the runs) is
+    // bounded by one deadline counted from it, not by one `shutdown_timeout` per stage.
+    let stop_began = Arc::new(OnceLock::<tokio::time::Instant>::new());
     tokio::spawn({
         let handle = handle.clone();
         let shutdown = shutdown.clone();
+        let stop_began = Arc::clone(&stop_began);
         async move {
             tokio::select! {
                 () = termination() => {},
                 () = shutdown.cancelled() => {},
             }
+            let _ = stop_began.set(tokio::time::Instant::now());
             tracing::info!("stopping: no new requests; waiting for the running settlement");
             crate::service::notify::stopping();
             shutdown.cancel();
@@ -244,14 +251,16 @@ pub async fn run(
 
     let served = match (&settings.server.tls_cert, &settings.server.tls_key) {
         (Some(cert), Some(key)) => {
+            // A certificate that cannot be loaded is bad configuration (exit 2), named by file.
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
-                .with_context(|| {
-                    format!(
-                        "cannot load the TLS certificate {} and key {}",
+                .map_err(|error| {
+                    crate::exit::Exit::bad_input(format!(
+                        "cannot load the TLS certificate {} and key {} (server.tls_cert, \
+                         server.tls_key): {error}",
                         cert.display(),
                         key.display()
-                    )
+                    ))
                 })?;
             axum_server::bind_rustls(address, tls)
                 .handle(handle)
@@ -269,18 +278,24 @@ pub async fn run(
 
     // Requests are drained; settlement runs get what is left of the shutdown bound, then their
     // leases are released (they stop between pages) or simply expire.
+    let deadline = stop_began
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now)
+        + shutdown_timeout;
     shutdown.cancel();
     state.tasks.close();
-    if tokio::time::timeout(shutdown_timeout, state.tasks.wait())
+    let runs_stopped = tokio::time::timeout_at(deadline, state.tasks.wait())
         .await
-        .is_err()
-    {
+        .is_ok();
+    let scheduler_stopped = match scheduler_task {
+        Some(task) => tokio::time::timeout_at(deadline, task).await.is_ok(),
+        None => true,
+    };
+    if !(runs_stopped && scheduler_stopped) {
         tracing::warn!(
             "settlement runs still going at the shutdown bound; their leases will expire"
         );
-    }
-    if let Some(task) = scheduler_task {
-        let _ = tokio::time::timeout(shutdown_timeout, task).await;
     }
     reaper.abort();
     tracing::info!("stopped");

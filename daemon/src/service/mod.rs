@@ -61,8 +61,6 @@ pub fn run() -> Result<()> {
 /// Resolves once the service manager has asked the daemon to stop: on Windows, the service's
 /// Stop or Shutdown control. `settle serve` awaits it next to its signal handling to shut down
 /// gracefully; on Linux systemd sends SIGTERM instead and nothing resolves this.
-// Awaited by `settle serve`; allowed so that the build stays clean however the callers change.
-#[allow(dead_code)]
 pub async fn stop_requested() {
     let mut requested = stop_flag().subscribe();
     // The sender lives in a static, so the channel never closes.

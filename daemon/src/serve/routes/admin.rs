@@ -5,16 +5,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::json;
 use settle_core::auth::{issue, validate_token_name};
-use settle_core::idempotency::{fingerprint, HandlerOutcome, StoredResponse};
+use settle_core::idempotency::{fingerprint, problem, HandlerOutcome, StoredResponse};
 use settle_core::model::{ApiToken, AuditEvent, Role};
 use settle_core::store::StoreError;
 
 use super::{answer, Page};
 use crate::serve::extract::{Caller, JsonBody, Key};
-use crate::serve::problem::{types, Problem};
+use crate::serve::problem::{stored_response, types, Problem};
 use crate::serve::state::AppState;
 
 /// A token as the API shows it: never its hash.
@@ -38,11 +37,52 @@ pub async fn list_tokens(
     Ok(Json(json!({ "items": tokens.iter().map(token_json).collect::<Vec<_>>() })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A `POST /tokens` body: `{"name": "...", "role": "viewer|operator|admin"}`.
 struct TokenBody {
     name: String,
-    role: String,
+    role: Role,
+}
+
+/// A 422 naming the member at fault, shaped as the payments service's (`field`, and a detail
+/// that starts with it).
+fn invalid_field(field: &str, message: impl std::fmt::Display) -> StoredResponse {
+    let mut response = problem(
+        422,
+        types::INVALID_REQUEST,
+        "Invalid request",
+        &format!("{field}: {message}"),
+    );
+    response.body["field"] = json!(field);
+    response
+}
+
+/// Checks the body member by member, so that every refusal says which member is wrong.
+fn token_body(body: &serde_json::Value) -> Result<TokenBody, StoredResponse> {
+    let Some(members) = body.as_object() else {
+        return Err(invalid_field(
+            "body",
+            "expected an object with name and role",
+        ));
+    };
+    if let Some(unknown) = members
+        .keys()
+        .find(|k| !matches!(k.as_str(), "name" | "role"))
+    {
+        return Err(invalid_field(
+            unknown,
+            "unknown field; expected name and role",
+        ));
+    }
+    let text = |field: &str| match members.get(field) {
+        None => Err(invalid_field(field, "is required")),
+        Some(serde_json::Value::String(text)) => Ok(text.clone()),
+        Some(_) => Err(invalid_field(field, "must be a string")),
+    };
+    let name = text("name")?;
+    let role = text("role")?;
+    validate_token_name(&name).map_err(|e| invalid_field("name", e))?;
+    let role = role.parse::<Role>().map_err(|e| invalid_field("role", e))?;
+    Ok(TokenBody { name, role })
 }
 
 pub async fn create_token(
@@ -52,10 +92,11 @@ pub async fn create_token(
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     caller.require(Role::Admin)?;
-    let parsed: TokenBody =
-        serde_json::from_value(body.clone()).map_err(|e| Problem::invalid(format!("body: {e}")))?;
-    validate_token_name(&parsed.name).map_err(Problem::invalid)?;
-    let role: Role = parsed.role.parse().map_err(Problem::invalid)?;
+    let parsed = match token_body(&body) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return Ok(stored_response(&refusal)),
+    };
+    let role = parsed.role;
     let request_fingerprint = fingerprint("POST", "/api/v2/tokens", &body);
     let answered = state
         .idempotency

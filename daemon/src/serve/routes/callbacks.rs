@@ -10,7 +10,6 @@ use serde::Deserialize;
 use serde_json::json;
 use settle_core::model::{AuditEvent, PayoutStatus, Role};
 use settle_core::notify::{verify, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use settle_core::provider::ProviderPayoutStatus;
 use settle_core::store::PayoutUpdate;
 
 use crate::serve::extract::{Caller, Key};
@@ -24,11 +23,33 @@ const CALLBACK_TOLERANCE_S: i64 = 300;
 #[serde(deny_unknown_fields)]
 struct Callback {
     reference: String,
-    status: ProviderPayoutStatus,
+    status: CallbackStatus,
     #[serde(default)]
     failure_reason: Option<String>,
     #[serde(default)]
     provider_payout_id: Option<String>,
+}
+
+/// The status a callback reports, in Settle's words as documented (`sent`, `confirmed`, `failed`)
+/// or in the provider's own (`accepted`, `paid`, `failed`), which mean the same.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum CallbackStatus {
+    #[serde(alias = "accepted")]
+    Sent,
+    #[serde(alias = "paid")]
+    Confirmed,
+    Failed,
+}
+
+impl CallbackStatus {
+    fn to_payout_status(self) -> PayoutStatus {
+        match self {
+            CallbackStatus::Sent => PayoutStatus::Sent,
+            CallbackStatus::Confirmed => PayoutStatus::Confirmed,
+            CallbackStatus::Failed => PayoutStatus::Failed,
+        }
+    }
 }
 
 /// Whether a payout may move from `from` to `to` on the provider's word: forward only.

@@ -2,6 +2,7 @@
 //! background), four-eyes rerun requests, and the read routes (history, a revision, its lines,
 //! revisions, payouts, CSV export).
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,13 +16,21 @@ use settle_core::model::{
     SettlementStatus,
 };
 use settle_core::settlement::RunRequest;
-use settle_core::store::HistoryFilter;
+use settle_core::store::{HistoryFilter, StoreError};
 use uuid::Uuid;
 
 use super::{answer, paged, Page};
 use crate::serve::extract::{date, Caller, JsonBody, Key};
 use crate::serve::problem::{types, Problem};
 use crate::serve::state::AppState;
+
+/// A query string's parameters, or a 400 problem saying what is wrong with them (axum's own
+/// rejection is plain text, not a problem).
+pub(super) fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
+    query
+        .map(|Query(params)| params)
+        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
+}
 
 /// The API path of a settlement date.
 fn location(date: NaiveDate) -> String {
@@ -194,6 +203,19 @@ async fn request_rerun(
     day: NaiveDate,
     body: RerunBody,
 ) -> HandlerOutcome {
+    // As a direct rerun would be: a date with no revision has nothing to rerun, and an approval
+    // could only fail after marking the request approved.
+    match state.store.settlement(day, None).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let nothing = StoreError::NothingToDo {
+                settlement_date: day,
+                what: "revision yet; use `run` to settle it first",
+            };
+            return HandlerOutcome::Completed(Problem::store(&nothing).to_stored());
+        }
+        Err(error) => return HandlerOutcome::NothingChanged(Problem::store(&error).to_stored()),
+    }
     let now = state.clock.now();
     let request = RerunRequest {
         id: Uuid::new_v4(),
@@ -236,9 +258,10 @@ pub struct RequestsQuery {
 pub async fn rerun_requests(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<RequestsQuery>,
+    query: Result<Query<RequestsQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     caller.require(Role::Viewer)?;
+    let query = query_params(query)?;
     let status = query
         .status
         .as_deref()
@@ -364,23 +387,30 @@ pub struct HistoryQuery {
     to: Option<String>,
     #[serde(default)]
     all_revisions: bool,
-    #[serde(flatten)]
-    page: Page,
+    // Not `#[serde(flatten)] Page`: flattened fields reach serde as strings, and every
+    // `page=2` would be refused as "expected u32".
+    page: Option<u32>,
+    per_page: Option<u32>,
 }
 
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<HistoryQuery>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     caller.require(Role::Viewer)?;
+    let query = query_params(query)?;
     let status = query
         .status
         .as_deref()
         .map(str::parse::<SettlementStatus>)
         .transpose()
         .map_err(Problem::bad_request)?;
-    let (page, per_page) = query.page.bounds()?;
+    let (page, per_page) = Page {
+        page: query.page,
+        per_page: query.per_page,
+    }
+    .bounds()?;
     let filter = HistoryFilter {
         from: query.from.as_deref().map(date).transpose()?,
         to: query.to.as_deref().map(date).transpose()?,
@@ -420,9 +450,10 @@ pub async fn detail(
     State(state): State<AppState>,
     caller: Caller,
     Path(day): Path<String>,
-    Query(query): Query<RevisionQuery>,
+    query: Result<Query<RevisionQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     caller.require(Role::Viewer)?;
+    let query = query_params(query)?;
     let settlement = revision_of(&state, date(&day)?, query.revision).await?;
     let late = state
         .store
@@ -449,8 +480,9 @@ pub struct LinesQuery {
     order: Option<String>,
     /// Only merchants whose id contains this.
     q: Option<String>,
-    #[serde(flatten)]
-    page: Page,
+    // Not flattened: see `HistoryQuery`.
+    page: Option<u32>,
+    per_page: Option<u32>,
 }
 
 fn sort_lines(lines: &mut [SettlementLine], sort: &str, descending: bool) -> Result<(), Problem> {
@@ -476,9 +508,10 @@ pub async fn lines(
     State(state): State<AppState>,
     caller: Caller,
     Path(day): Path<String>,
-    Query(query): Query<LinesQuery>,
+    query: Result<Query<LinesQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     caller.require(Role::Viewer)?;
+    let query = query_params(query)?;
     let settlement = revision_of(&state, date(&day)?, query.revision).await?;
     let mut lines = state
         .store
@@ -501,7 +534,11 @@ pub async fn lines(
         query.sort.as_deref().unwrap_or("merchant_id"),
         descending,
     )?;
-    let (items, page, per_page, total) = paged(lines, &query.page)?;
+    let page = Page {
+        page: query.page,
+        per_page: query.per_page,
+    };
+    let (items, page, per_page, total) = paged(lines, &page)?;
     Ok(Json(json!({
         "settlement_date": settlement.settlement_date,
         "revision": settlement.revision,
@@ -551,9 +588,10 @@ pub async fn export(
     State(state): State<AppState>,
     caller: Caller,
     Path(day): Path<String>,
-    Query(query): Query<ExportQuery>,
+    query: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     caller.require(Role::Viewer)?;
+    let query = query_params(query)?;
     let day = date(&day)?;
     let settlement = match query.revision {
         Some(revision) => revision_of(&state, day, Some(revision)).await?,

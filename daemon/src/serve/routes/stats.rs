@@ -1,6 +1,7 @@
 //! Statistics routes: the summary of a date range (per-currency volumes, fees, net, success rate,
 //! top merchants) and the daily chart as PNG or SVG, drawn by core's plotters renderer.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -11,6 +12,7 @@ use settle_core::chart::{render_daily_chart, ChartFormat};
 use settle_core::model::Role;
 use settle_core::stats::{self, StatsError};
 
+use super::settlements::query_params;
 use crate::serve::extract::{date, Caller};
 use crate::serve::problem::Problem;
 use crate::serve::state::AppState;
@@ -50,9 +52,10 @@ fn range(query: &RangeQuery) -> Result<(NaiveDate, NaiveDate), Problem> {
 pub async fn summary(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<RangeQuery>,
+    query: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     caller.require(Role::Viewer)?;
+    let query = query_params(query)?;
     let (from, to) = range(&query)?;
     let top = query.top.unwrap_or(10).clamp(1, 100);
     let summary = stats::summary(state.store.as_ref(), from, to, top)
@@ -67,10 +70,11 @@ pub async fn summary(
 async fn chart(
     state: AppState,
     caller: Caller,
-    query: RangeQuery,
+    query: Result<Query<RangeQuery>, QueryRejection>,
     format: ChartFormat,
 ) -> Result<Response, Problem> {
     caller.require(Role::Viewer)?;
+    let query = query_params(query)?;
     let (from, to) = range(&query)?;
     let points = stats::daily_points(state.store.as_ref(), from, to).await?;
     if points.is_empty() {
@@ -91,7 +95,7 @@ async fn chart(
 pub async fn chart_png(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<RangeQuery>,
+    query: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     chart(state, caller, query, ChartFormat::Png).await
 }
@@ -99,7 +103,7 @@ pub async fn chart_png(
 pub async fn chart_svg(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<RangeQuery>,
+    query: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     chart(state, caller, query, ChartFormat::Svg).await
 }
