@@ -11,8 +11,9 @@ started_at=$(date +%s)
 
 # --- what the machine needs ---------------------------------------------------------------
 # Debian packages: a C compiler for the bundled SQLite; systemd for `systemd-analyze verify` of the
-# reference unit (it needs no running systemd).
-APT_PACKAGES=(build-essential pkg-config systemd)
+# reference unit (it needs no running systemd); prometheus for promtool and prometheus-alertmanager
+# for amtool, which check and unit-test the rules and the Alertmanager configuration in ops/.
+APT_PACKAGES=(build-essential pkg-config systemd prometheus prometheus-alertmanager)
 # The MongoDB-compatible server the MongoDB tests run against (pinned: only pre-releases exist),
 # installed with pip into the ignored folder .tools/ unless MONGODB_URI names a real server.
 SECANTUSDB_VERSION=0.7.0b3

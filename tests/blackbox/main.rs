@@ -15,6 +15,7 @@ mod cli_stores;
 mod cli_tokens;
 mod daemon;
 mod http_peers;
+mod ops_rules;
 mod payments;
 mod provider_server;
 mod service;
