@@ -33,6 +33,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "retry",
     "server",
     "scheduler",
+    "telemetry",
 ];
 
 /// Everything the configuration decides.
@@ -52,6 +53,7 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub server: ServerSettings,
     pub scheduler: SchedulerSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 /// `settle serve`: where it listens and how it treats requests.
@@ -83,6 +85,53 @@ pub struct SchedulerSettings {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+/// `[telemetry]`: where OpenTelemetry data is pushed. Export is off unless an endpoint is set here
+/// or in the standard `OTEL_EXPORTER_OTLP_*` variables; `/metrics` works either way. Headers (which
+/// may carry API keys) come only from `OTEL_EXPORTER_OTLP_HEADERS`, never from this file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    /// The collector's base URL (`http://127.0.0.1:4318` for HTTP, `http://127.0.0.1:4317` for gRPC).
+    pub otlp_endpoint: Option<String>,
+    /// `None`: `OTEL_EXPORTER_OTLP_PROTOCOL`, else HTTP/protobuf.
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// The resource attribute `deployment.environment` (e.g. `production`).
+    pub environment: Option<String>,
+    /// How often metrics are pushed; `None`: `OTEL_METRIC_EXPORT_INTERVAL`, else 60 s.
+    pub export_interval_ms: Option<u64>,
+}
+
+/// How OTLP travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf`: POST to `{endpoint}/v1/traces` and `/v1/metrics` (port 4318).
+    HttpProtobuf,
+    /// `grpc` (port 4317).
+    Grpc,
+}
+
+impl OtlpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+            OtlpProtocol::Grpc => "grpc",
+        }
+    }
+}
+
+impl std::str::FromStr for OtlpProtocol {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<OtlpProtocol, String> {
+        match text {
+            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+            "grpc" => Ok(OtlpProtocol::Grpc),
+            other => Err(format!(
+                "unknown OTLP protocol {other:?} (expected \"http/protobuf\" or \"grpc\")"
+            )),
+        }
+    }
+}
 
 impl Default for ServerSettings {
     fn default() -> Self {
@@ -254,6 +303,7 @@ impl Default for Settings {
             retry: RetrySettings::default(),
             server: ServerSettings::default(),
             scheduler: SchedulerSettings::default(),
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -477,6 +527,9 @@ impl Reader {
                 }
             }
         }
+        if let Some(telemetry) = self.section(table, "telemetry") {
+            settings.telemetry = self.telemetry(&telemetry);
+        }
         for problem in settings.fee_schedule.validate() {
             self.problem(&problem.key, problem.message);
         }
@@ -534,6 +587,65 @@ impl Reader {
             server.shutdown_timeout_ms = ms as u64;
         }
         server
+    }
+
+    fn telemetry(&mut self, table: &Table) -> TelemetrySettings {
+        let keys = [
+            "otlp_endpoint",
+            "otlp_protocol",
+            "environment",
+            "export_interval_ms",
+        ];
+        if table.contains_key("headers") || table.contains_key("otlp_headers") {
+            let key = if table.contains_key("headers") {
+                "telemetry.headers"
+            } else {
+                "telemetry.otlp_headers"
+            };
+            self.problem(
+                key,
+                "headers may carry API keys and do not belong in the file: set \
+                 OTEL_EXPORTER_OTLP_HEADERS in the environment",
+            );
+        }
+        let others: Table = table
+            .iter()
+            .filter(|(key, _)| !matches!(key.as_str(), "headers" | "otlp_headers"))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        self.known_keys("telemetry", &others, &keys);
+        let mut telemetry = TelemetrySettings {
+            otlp_endpoint: self.url(table, "telemetry.otlp_endpoint"),
+            ..TelemetrySettings::default()
+        };
+        if let Some(protocol) = self.string(table, "telemetry.otlp_protocol") {
+            match protocol.parse::<OtlpProtocol>() {
+                Ok(protocol) => telemetry.otlp_protocol = Some(protocol),
+                Err(message) => self.problem("telemetry.otlp_protocol", message),
+            }
+        }
+        if let Some(environment) = self.string(table, "telemetry.environment") {
+            let fits = !environment.trim().is_empty()
+                && environment.len() <= 64
+                && environment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if fits {
+                telemetry.environment = Some(environment);
+            } else {
+                self.problem(
+                    "telemetry.environment",
+                    format!(
+                        "{environment:?} is not a short name such as \"production\" (1 to 64 \
+                         letters, digits, '-', '_' or '.')"
+                    ),
+                );
+            }
+        }
+        telemetry.export_interval_ms = self
+            .integer(table, "telemetry.export_interval_ms", 100, 3_600_000)
+            .map(|ms| ms as u64);
+        telemetry
     }
 
     fn idempotency(&mut self, table: &Table) -> IdempotencySettings {
@@ -1177,6 +1289,86 @@ mod tests {
         ] {
             assert!(joined.contains(key), "{key} in {joined}");
         }
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_configurable() {
+        let defaults = parse("", "t", no_env()).unwrap();
+        assert_eq!(defaults.telemetry, TelemetrySettings::default());
+        let text = r#"
+            [telemetry]
+            otlp_endpoint = "http://127.0.0.1:4318/"
+            otlp_protocol = "grpc"
+            environment = "production"
+            export_interval_ms = 500
+        "#;
+        let settings = parse(text, "t", no_env()).unwrap();
+        assert_eq!(
+            settings.telemetry,
+            TelemetrySettings {
+                otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+                otlp_protocol: Some(OtlpProtocol::Grpc),
+                environment: Some("production".into()),
+                export_interval_ms: Some(500),
+            }
+        );
+        let env = vec![
+            (
+                "SETTLE_TELEMETRY__OTLP_ENDPOINT".to_string(),
+                "https://collector.example:4318".to_string(),
+            ),
+            (
+                "SETTLE_TELEMETRY__EXPORT_INTERVAL_MS".to_string(),
+                "2000".to_string(),
+            ),
+        ];
+        let overridden = parse(text, "t", env).unwrap().telemetry;
+        assert_eq!(
+            overridden.otlp_endpoint.as_deref(),
+            Some("https://collector.example:4318")
+        );
+        assert_eq!(overridden.export_interval_ms, Some(2000));
+        assert_eq!(overridden.otlp_protocol, Some(OtlpProtocol::Grpc));
+    }
+
+    #[test]
+    fn telemetry_problems_name_their_keys_and_headers_stay_out_of_the_file() {
+        let bad = r#"
+            [telemetry]
+            otlp_endpoint = "https://user:apikey@collector.example"
+            otlp_protocol = "http/json"
+            environment = "prod env!"
+            export_interval_ms = 10
+            headers = "x-api-key=hunter2"
+            colour = "blue"
+        "#;
+        let joined = problems(bad, no_env()).join("\n");
+        for key in [
+            "telemetry.otlp_endpoint:",
+            "telemetry.otlp_protocol:",
+            "telemetry.environment:",
+            "telemetry.export_interval_ms:",
+            "telemetry.headers:",
+            "telemetry.colour:",
+        ] {
+            assert!(joined.contains(key), "{key} in {joined}");
+        }
+        assert!(joined.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{joined}");
+        assert!(
+            !joined.contains("hunter2") && !joined.contains("apikey"),
+            "secrets are never echoed: {joined}"
+        );
+        let found = problems(
+            "",
+            vec![(
+                "SETTLE_TELEMETRY__OTLP_PROTOCOL".to_string(),
+                "udp".to_string(),
+            )],
+        );
+        assert!(
+            found[0].starts_with("telemetry.otlp_protocol (from SETTLE_TELEMETRY__OTLP_PROTOCOL):"),
+            "{found:?}"
+        );
     }
 
     #[test]

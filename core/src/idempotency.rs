@@ -275,6 +275,7 @@ impl Idempotency {
         };
         let outcome = self.store.idempotency_begin(begin).await?;
         tracing::debug!(principal, outcome = ?outcome_name(&outcome), "idempotency begin");
+        crate::telemetry::idempotency_outcome(outcome_of(&outcome));
         match outcome {
             BeginOutcome::Replay(response) => Ok(Answer {
                 outcome: Outcome::Replay,
@@ -335,11 +336,15 @@ impl Idempotency {
 }
 
 fn outcome_name(outcome: &BeginOutcome) -> &'static str {
+    outcome_of(outcome).as_str()
+}
+
+fn outcome_of(outcome: &BeginOutcome) -> Outcome {
     match outcome {
-        BeginOutcome::New => "new",
-        BeginOutcome::Replay(_) => "replay",
-        BeginOutcome::Conflict { .. } => "conflict",
-        BeginOutcome::Mismatch => "mismatch",
+        BeginOutcome::New => Outcome::New,
+        BeginOutcome::Replay(_) => Outcome::Replay,
+        BeginOutcome::Conflict { .. } => Outcome::Conflict,
+        BeginOutcome::Mismatch => Outcome::Mismatch,
     }
 }
 

@@ -23,4 +23,5 @@ pub mod secret;
 pub mod settlement;
 pub mod stats;
 pub mod store;
+pub mod telemetry;
 pub mod time;

@@ -272,6 +272,10 @@ impl PaymentService {
                 )));
             }
         };
+        if let RecordOutcome::Inserted(t) = &outcome {
+            // Only a write counts: a takeover finding its own earlier write, or a duplicate, does not.
+            crate::telemetry::transaction_recorded(t);
+        }
         Ok(match outcome {
             RecordOutcome::Inserted(t) | RecordOutcome::AlreadyRecorded(t) => created(201, &t),
             RecordOutcome::Duplicate(t) => created(200, &t),

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use crate::model::{Payout, PayoutStatus};
 use crate::provider::{PayoutInstruction, PayoutProvider, ProviderError};
 use crate::store::{PayoutUpdate, SharedStore, StoreError};
+use crate::telemetry;
 use crate::time::Clock;
+use tracing::Instrument as _;
 
 /// What one sending pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,6 +93,7 @@ impl PayoutSender {
                             .await?
                             .is_some()
                     {
+                        telemetry::payout_outcome(status);
                         changed += 1;
                     }
                 }
@@ -120,8 +123,24 @@ impl PayoutSender {
             .unwrap_or_else(|| "not sent".into()))
     }
 
-    /// Brings one payout to a settled status if it can; `None` when it is still unsettled.
+    /// Brings one payout to a settled status if it can; `None` when it is still unsettled. Each
+    /// status Settle records through the provider is counted in `settle.payouts`.
     async fn settle_one(&self, payout: &Payout) -> Result<Option<PayoutStatus>, StoreError> {
+        let span = tracing::info_span!(
+            telemetry::spans::PAYOUT_SEND,
+            settlement_date = %payout.settlement_date,
+            revision = payout.revision,
+            currency = payout.currency.code(),
+            outcome = tracing::field::Empty,
+        );
+        let settled = self.bring_to_settled(payout).instrument(span.clone()).await;
+        if let Ok(status) = &settled {
+            span.record("outcome", status.unwrap_or(PayoutStatus::Unknown).as_str());
+        }
+        settled
+    }
+
+    async fn bring_to_settled(&self, payout: &Payout) -> Result<Option<PayoutStatus>, StoreError> {
         if payout.status == PayoutStatus::Unknown {
             match self.provider.lookup(&payout.reference).await {
                 Ok(Some(found)) => {
@@ -135,6 +154,7 @@ impl PayoutSender {
                         found.failure_reason,
                     )
                     .await?;
+                    telemetry::payout_outcome(status);
                     return Ok(Some(status));
                 }
                 Ok(None) => {}
@@ -149,6 +169,7 @@ impl PayoutSender {
                         Some(error.to_string()),
                     )
                     .await?;
+                    telemetry::payout_outcome(PayoutStatus::Unknown);
                     return Ok(None);
                 }
             }
@@ -191,6 +212,7 @@ impl PayoutSender {
                     accepted.failure_reason,
                 )
                 .await?;
+                telemetry::payout_outcome(status);
                 tracing::info!(reference = %payout.reference, status = %status, "payout sent");
                 Ok(Some(status))
             }
@@ -205,6 +227,7 @@ impl PayoutSender {
                     Some(error),
                 )
                 .await?;
+                telemetry::payout_outcome(PayoutStatus::Failed);
                 Ok(Some(PayoutStatus::Failed))
             }
             Err(error) => {
@@ -218,6 +241,7 @@ impl PayoutSender {
                     Some(error.to_string()),
                 )
                 .await?;
+                telemetry::payout_outcome(PayoutStatus::Unknown);
                 Ok(None)
             }
         }

@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, Retryable};
@@ -40,7 +40,7 @@ pub enum PolicyName {
 }
 
 impl PolicyName {
-    /// Every name, in the order [`attempt_counts`] reports them.
+    /// Every name.
     pub const ALL: [PolicyName; 3] = [
         PolicyName::Database,
         PolicyName::ExternalApi,
@@ -52,14 +52,6 @@ impl PolicyName {
             PolicyName::Database => "database",
             PolicyName::ExternalApi => "external_api",
             PolicyName::Payment => "payment",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            PolicyName::Database => 0,
-            PolicyName::ExternalApi => 1,
-            PolicyName::Payment => 2,
         }
     }
 }
@@ -441,7 +433,7 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
-    /// Every outcome, in the order [`attempt_counts`] reports them.
+    /// Every outcome.
     pub const ALL: [AttemptOutcome; 3] = [
         AttemptOutcome::Success,
         AttemptOutcome::Retried,
@@ -455,14 +447,6 @@ impl AttemptOutcome {
             AttemptOutcome::GaveUp => "gave_up",
         }
     }
-
-    fn index(self) -> usize {
-        match self {
-            AttemptOutcome::Success => 0,
-            AttemptOutcome::Retried => 1,
-            AttemptOutcome::GaveUp => 2,
-        }
-    }
 }
 
 impl fmt::Display for AttemptOutcome {
@@ -471,25 +455,9 @@ impl fmt::Display for AttemptOutcome {
     }
 }
 
-/// Attempts by `[policy][outcome]` since the process started; every attempt counts exactly once.
-static COUNTS: [[AtomicU64; 3]; 3] = [const { [const { AtomicU64::new(0) }; 3] }; 3];
-
+/// Counts one attempt in the `settle.retry.attempts` counter; every attempt counts exactly once.
 fn count(policy: PolicyName, outcome: AttemptOutcome) {
-    // Relaxed: independent monotonic counters, read only for telemetry.
-    COUNTS[policy.index()][outcome.index()].fetch_add(1, Ordering::Relaxed);
-}
-
-/// Counters of attempts by (policy, outcome) for telemetry to export later.
-pub fn attempt_counts() -> Vec<(PolicyName, AttemptOutcome, u64)> {
-    PolicyName::ALL
-        .iter()
-        .flat_map(|&policy| {
-            AttemptOutcome::ALL.iter().map(move |&outcome| {
-                let n = COUNTS[policy.index()][outcome.index()].load(Ordering::Relaxed);
-                (policy, outcome, n)
-            })
-        })
-        .collect()
+    crate::telemetry::retry_attempt(policy, outcome);
 }
 
 /// How one attempt failed, inside the retry loop.
@@ -540,7 +508,7 @@ fn millis(duration: Duration) -> u64 {
 ///   (it gives up at once rather than sleep past it).
 ///
 /// Every attempt is logged (policy, operation, attempt, outcome, delay, the error's `Display` —
-/// never the idempotency key) and counted in [`attempt_counts`].
+/// never the idempotency key) and counted in `settle.retry.attempts` (see `telemetry`).
 pub async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
     idempotence: Idempotence,
@@ -1213,12 +1181,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn counters_move() {
-        let get = |outcome| {
-            attempt_counts()
-                .into_iter()
-                .find(|&(p, o, _)| p == PolicyName::Payment && o == outcome)
-                .map(|(_, _, n)| n)
-                .unwrap()
+        let get = |outcome: AttemptOutcome| {
+            crate::telemetry::sample(
+                "settle_retry_attempts_total",
+                &[("policy", "payment"), ("outcome", outcome.as_str())],
+            )
+            .unwrap_or(0.0)
         };
         let before = AttemptOutcome::ALL.map(get);
         let policy = RetryPolicy::payment().with_seed(8);
@@ -1230,9 +1198,8 @@ mod tests {
         let after = AttemptOutcome::ALL.map(get);
         // Other tests may count Payment attempts concurrently, hence "at least".
         assert!(after[0] > before[0], "success");
-        assert!(after[1] >= before[1] + 2, "retried");
+        assert!(after[1] >= before[1] + 2.0, "retried");
         assert!(after[2] > before[2], "gave up");
-        assert_eq!(attempt_counts().len(), 9);
     }
 
     #[test]

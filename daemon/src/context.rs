@@ -16,6 +16,7 @@ use settle_core::secret::{self, Secret};
 use settle_core::settlement::SettlementRunner;
 use settle_core::store::mongo::{redact_uri, MongoStore};
 use settle_core::store::sqlite::SqliteStore;
+use settle_core::store::timed::TimedStore;
 use settle_core::store::SharedStore;
 use settle_core::time::{Clock, SystemClock};
 
@@ -68,8 +69,13 @@ impl Context {
     /// Opens the configured store: the SQLite file (creating the data directory and schema if
     /// needed) or the MongoDB database (creating its indexes if needed). A MongoDB password from
     /// the environment or a credential is put into the URI here, and the URI is only ever shown
-    /// redacted.
+    /// redacted. Every operation of the store is timed for telemetry.
     pub async fn open_store(&self) -> Result<SharedStore> {
+        let store = self.open_bare_store().await?;
+        Ok(Arc::new(TimedStore::new(store)))
+    }
+
+    async fn open_bare_store(&self) -> Result<SharedStore> {
         match self.settings.store.kind {
             StoreKind::Sqlite => {
                 let path = self.sqlite_path();

@@ -6,6 +6,7 @@ mod commands;
 mod context;
 mod exit;
 mod files;
+mod logging;
 mod output;
 mod progress;
 mod serve;
@@ -14,8 +15,8 @@ mod service;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Logging starts in `dispatch`, once telemetry (configured by the file) is set up.
     let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,19 +34,4 @@ fn main() -> std::process::ExitCode {
             exit::code_for(&error).into()
         }
     }
-}
-
-/// Logs go to stderr; `SETTLE_LOG` (or `-v`) chooses the level. Output meant for people goes to stdout.
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SETTLE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -107,7 +107,9 @@ impl Sandbox {
             .arg(self.data_dir())
             .args(args);
         for (name, _) in std::env::vars() {
-            if name.starts_with("SETTLE_") && name.contains("__") {
+            // Configuration overrides, and OpenTelemetry's own variables (an endpoint in the
+            // caller's shell would turn export on).
+            if (name.starts_with("SETTLE_") && name.contains("__")) || name.starts_with("OTEL_") {
                 command.env_remove(name);
             }
         }

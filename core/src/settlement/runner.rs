@@ -7,13 +7,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use futures::TryStreamExt;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::calendar::{BusinessCalendar, CalendarError, SettlementDate};
 use crate::failpoint;
 use crate::fees::FeeSchedule;
 use crate::model::{
-    AuditEvent, Fence, Notification, NotificationStatus, RunTrigger, Settlement, SettlementLine,
-    Transaction, TransactionKind, TransactionStatus,
+    AuditEvent, Fence, Notification, NotificationStatus, PayoutStatus, RunTrigger, Settlement,
+    SettlementLine, Transaction, TransactionKind, TransactionStatus,
 };
 use crate::money::MoneyError;
 use crate::notify::{Notifier, NotifyError, SettlementEvent};
@@ -22,6 +23,7 @@ use crate::settlement::compute::{
     ComputedSettlement, PaymentKey, RefundedPayment, SettlementComputation,
 };
 use crate::store::{ClaimMode, ClaimRequest, SharedStore, StoreError};
+use crate::telemetry;
 use crate::time::Clock;
 
 /// Default lease: long enough for a large day, short enough that a crashed run is soon taken over.
@@ -265,7 +267,31 @@ impl SettlementRunner {
         trigger: RunTrigger,
     ) -> Result<RunOutcome, RunError> {
         let settlement_date = claimed.settlement_date;
-        let result = self.settle_claimed(claimed).await;
+        // A run is a trace of its own (it outlives the request that claimed it), linked to it.
+        let span = tracing::info_span!(
+            parent: None,
+            telemetry::spans::SETTLEMENT_RUN,
+            settlement_date = %settlement_date,
+            revision = claimed.revision,
+            trigger = trigger.as_str(),
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        span.follows_from(tracing::Span::current());
+        let started = std::time::Instant::now();
+        let result = self.settle_claimed(claimed).instrument(span.clone()).await;
+        let run_outcome = match &result {
+            Ok(_) => telemetry::RunOutcome::Completed,
+            Err(RunError::Interrupted { .. }) => telemetry::RunOutcome::Interrupted,
+            Err(_) => telemetry::RunOutcome::Failed,
+        };
+        telemetry::settlement_run(run_outcome, trigger, started.elapsed());
+        span.record("outcome", run_outcome.as_str());
+        if let Ok(done) = &result {
+            telemetry::settlement_completed(&done.settlement);
+        } else if run_outcome == telemetry::RunOutcome::Failed {
+            span.record("otel.status_code", "ERROR");
+        }
         let (outcome, detail) = match &result {
             Ok(done) => (
                 "succeeded",
@@ -386,6 +412,13 @@ impl SettlementRunner {
             .plan_payouts(&settlement.fence(), lines, self.clock.now())
             .await
             .map_err(|e| e.to_string())?;
+        for held in plan
+            .created
+            .iter()
+            .filter(|payout| payout.status == PayoutStatus::Held)
+        {
+            telemetry::payout_outcome(held.status);
+        }
         tracing::info!(
             settlement_date = %settlement.settlement_date,
             created = plan.created.len(),

@@ -25,6 +25,7 @@ pub mod migration;
 pub mod mongo;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod timed;
 
 /// Why a store operation did not happen. The settlement variants are expected outcomes of races
 /// and are reported to the user as such; `Backend` and `Corrupt` are faults.

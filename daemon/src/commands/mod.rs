@@ -1,4 +1,5 @@
-//! One module per command; `dispatch` loads the context and hands over.
+//! One module per command; `dispatch` loads the context, starts telemetry and logging, hands over,
+//! and flushes telemetry at the end.
 //! Commands print results for people on stdout and return errors for `main` to report.
 
 mod check_config;
@@ -13,20 +14,53 @@ mod settle;
 mod show;
 mod tokens;
 
+use std::time::Duration;
+
 use anyhow::Result;
+use settle_core::telemetry;
 
 use crate::cli::{Cli, Command};
 use crate::context::Context;
+use crate::exit::Exit;
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::CheckConfig = cli.command {
+        crate::logging::init(cli.verbose);
         return check_config::run(&cli);
     }
     if let Command::Service(command) = &cli.command {
+        crate::logging::init(cli.verbose);
         // Loads no configuration: --config names the file the service will read.
         return service::run(&cli, command);
     }
-    let context = Context::load(&cli)?;
+    let context = match Context::load(&cli) {
+        Ok(context) => context,
+        Err(error) => {
+            crate::logging::init(cli.verbose);
+            return Err(error);
+        }
+    };
+    let started = telemetry::start(&context.settings.telemetry, std::env::vars());
+    crate::logging::init(cli.verbose);
+    let started = started.map_err(|error| Exit::bad_input(format!("telemetry: {error}")))?;
+    if let Some(plan) = &started.plan {
+        tracing::info!("{}", plan.summary());
+    }
+    if started.metrics_not_pushed {
+        tracing::warn!(
+            "metrics were recorded before telemetry started: they are not pushed over OTLP"
+        );
+    }
+    let result = run(cli, context).await;
+    // One-shot commands flush what they recorded; `serve` has flushed within its shutdown bound.
+    telemetry::shutdown(FLUSH_TIMEOUT).await;
+    result
+}
+
+/// How long a command waits, at its end, for spans and metrics to reach the collector.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn run(cli: Cli, context: Context) -> Result<()> {
     let explicit_data_dir = cli.data_dir.is_some();
     match cli.command {
         Command::Demo(args) => demo::run(context, explicit_data_dir, args).await,

@@ -1,16 +1,18 @@
-//! Cross-cutting request handling: a request id on every request and problem, a bound on how long
-//! a request may take, and an audit event for every mutating request (who, what, when, request
-//! id, outcome).
+//! Cross-cutting request handling: telemetry (a span, a duration and an in-flight count per request),
+//! a request id on every request and problem, a bound on how long a request may take, and an audit
+//! event for every mutating request (who, what, when, request id, outcome).
 
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use settle_core::model::AuditEvent;
+use settle_core::telemetry::{self, ActiveRequest};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::extract::authenticate;
@@ -33,6 +35,35 @@ fn request_id(request: &Request) -> String {
         .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
         .unwrap_or_else(|| Uuid::new_v4().to_string())
+}
+
+/// One span per request, named `{method} {route}` (the route template: never an id or a date),
+/// and the request's duration and in-flight count by method, route and status.
+pub async fn with_telemetry(request: Request, next: Next) -> Response {
+    let method = telemetry::http_method_label(request.method().as_str());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| telemetry::UNMATCHED_ROUTE.to_string());
+    let span = tracing::info_span!(
+        telemetry::spans::HTTP_REQUEST,
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route.as_str(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let active = ActiveRequest::start(method);
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    active.finish(&route, status);
+    response
 }
 
 /// Tags the request and its response with a request id, and adds it to problem bodies.

@@ -22,6 +22,7 @@ use axum::{Json, Router};
 use settle_core::idempotency::Idempotency;
 use settle_core::scheduler::Scheduler;
 use settle_core::secret;
+use settle_core::telemetry;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -31,6 +32,8 @@ use problem::{types, Problem};
 use routes::{admin, callbacks, health, payments, settlements, stats};
 use state::AppState;
 
+/// The least time given to flushing telemetry at shutdown, even when the runs used up the bound.
+const MIN_TELEMETRY_FLUSH: Duration = Duration::from_millis(500);
 /// How often expired idempotency keys are deleted (expiry is also checked on every use).
 const REAP_EVERY: Duration = Duration::from_secs(600);
 /// Where the provider's callback secret comes from.
@@ -134,6 +137,8 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn(middleware::with_request_id))
+        // Outermost: every request is timed and traced, whatever answers it.
+        .layer(axum::middleware::from_fn(middleware::with_telemetry))
         .with_state(state)
 }
 
@@ -177,6 +182,9 @@ pub async fn run(
         ))
     })?;
     let store = context.open_store().await?;
+    if let Err(error) = telemetry::initialise_settlement_lag(&*store).await {
+        tracing::warn!(%error, "cannot read the latest settled date: the settlement lag starts unknown");
+    }
     let runner = Arc::new(
         context
             .runner(store.clone())?
@@ -298,6 +306,9 @@ pub async fn run(
         );
     }
     reaper.abort();
+    // Spans and metrics still in the exporters' buffers go out within what is left of the bound.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    telemetry::shutdown(left.max(MIN_TELEMETRY_FLUSH)).await;
     tracing::info!("stopped");
     Ok(())
 }

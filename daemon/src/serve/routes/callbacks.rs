@@ -129,6 +129,9 @@ pub async fn payout_status(
     } else {
         None
     };
+    if updated.is_some() {
+        settle_core::telemetry::payout_outcome(target);
+    }
     let event = AuditEvent::new(
         state.clock.now(),
         caller.principal(),

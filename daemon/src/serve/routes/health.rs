@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use settle_core::store::HistoryFilter;
+use settle_core::telemetry;
 
 use crate::serve::extract::authenticate;
 use crate::serve::problem::Problem;
@@ -54,7 +55,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Prometheus text exposition of what the daemon counts so far.
+/// Every instrument of `ops/METRICS.md` in the Prometheus text format.
 pub async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -65,17 +66,13 @@ pub async fn metrics(
             .and_then(|v| v.to_str().ok());
         authenticate(&state, authorization).await?;
     }
-    let mut text = String::from(
-        "# HELP settle_up Whether the daemon is serving.\n# TYPE settle_up gauge\nsettle_up 1\n",
-    );
-    text.push_str("# HELP settle_retry_attempts_total Attempts of retried operations, by policy and outcome.\n");
-    text.push_str("# TYPE settle_retry_attempts_total counter\n");
-    for (policy, outcome, count) in settle_core::retry::attempt_counts() {
-        text.push_str(&format!(
-            "settle_retry_attempts_total{{policy=\"{}\",outcome=\"{}\"}} {count}\n",
-            policy.as_str(),
-            outcome.as_str()
-        ));
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    let text = telemetry::render_prometheus().map_err(|error| {
+        tracing::error!(%error, "cannot render the metrics");
+        Problem::internal()
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, telemetry::prometheus::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
 }
