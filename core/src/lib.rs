@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod calendar;
 pub mod chart;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod csv;
 pub mod demo;

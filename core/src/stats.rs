@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chart::DailyPoint;
 use crate::model::{Settlement, SettlementFigures, SettlementStatus};
@@ -22,7 +22,7 @@ pub enum StatsError {
 }
 
 /// One currency over the range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrencySummary {
     pub currency: Currency,
     /// Settled days with activity in this currency.
@@ -37,7 +37,7 @@ pub struct CurrencySummary {
 }
 
 /// A merchant's volume in one currency over the range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MerchantVolume {
     pub merchant_id: String,
     pub currency: Currency,
@@ -47,7 +47,7 @@ pub struct MerchantVolume {
     pub transaction_count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub from: NaiveDate,
     pub to: NaiveDate,

@@ -13,6 +13,7 @@ mod cli_payouts;
 mod cli_settle;
 mod cli_stores;
 mod cli_tokens;
+mod client;
 mod daemon;
 mod http_peers;
 mod ops_rules;
