@@ -360,6 +360,13 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, HandlerOutco
         } else {
             quoted_member(&message).unwrap_or_else(|| "body".to_string())
         };
+        if field == "amount" && message.starts_with("invalid type") {
+            // The usual mistake: amounts are exact decimal strings, never JSON numbers.
+            return invalid(
+                &field,
+                format!("send the amount as a decimal string such as \"12.50\" ({message})"),
+            );
+        }
         invalid(&field, message)
     })
 }

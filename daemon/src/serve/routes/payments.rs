@@ -4,47 +4,18 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
-use settle_core::idempotency::{problem, StoredResponse};
 use settle_core::model::Role;
-use settle_core::payments::{problems, transaction_json, Operation};
+use settle_core::payments::{transaction_json, Operation};
 use uuid::Uuid;
 
 use super::answer;
 use crate::serve::extract::{Caller, JsonBody, Key};
-use crate::serve::problem::{stored_response, Problem};
+use crate::serve::problem::Problem;
 use crate::serve::state::AppState;
 
 fn payment_id(text: &str) -> Result<Uuid, Problem> {
     text.parse()
         .map_err(|_| Problem::bad_request(format!("{text:?} is not a payment id")))
-}
-
-/// Amounts are decimal strings, exact by construction; a JSON number (or anything else) in their
-/// place is the usual mistake and is named as such, before anything is executed or stored.
-fn amount_is_text(body: &serde_json::Value) -> Result<(), StoredResponse> {
-    match body.get("amount") {
-        None | Some(serde_json::Value::String(_)) => Ok(()),
-        Some(other) => {
-            let given = match other {
-                serde_json::Value::Number(_) => "a JSON number",
-                serde_json::Value::Bool(_) => "a boolean",
-                serde_json::Value::Null => "null",
-                serde_json::Value::Array(_) => "an array",
-                _ => "an object",
-            };
-            let mut response = problem(
-                422,
-                problems::INVALID_REQUEST,
-                "Invalid request",
-                &format!(
-                    "amount: send the amount as a decimal string such as \"12.50\", not {given}"
-                ),
-            );
-            response.body["field"] = json!("amount");
-            Err(response)
-        }
-    }
 }
 
 async fn record(
@@ -55,9 +26,6 @@ async fn record(
     body: &serde_json::Value,
 ) -> Result<Response, Problem> {
     caller.require(Role::Operator)?;
-    if let Err(refusal) = amount_is_text(body) {
-        return Ok(stored_response(&refusal));
-    }
     let answered = state
         .payments
         .execute(&caller.principal(), &key.0, operation, body)
