@@ -12,8 +12,15 @@ started_at=$(date +%s)
 # --- what the machine needs ---------------------------------------------------------------
 # Debian packages: a C compiler for the bundled SQLite; systemd for `systemd-analyze verify` of the
 # reference unit (it needs no running systemd); prometheus for promtool and prometheus-alertmanager
-# for amtool, which check and unit-test the rules and the Alertmanager configuration in ops/.
-APT_PACKAGES=(build-essential pkg-config systemd prometheus prometheus-alertmanager)
+# for amtool, which check and unit-test the rules and the Alertmanager configuration in ops/;
+# WebKitGTK and friends to build the desktop console; Xvfb and WebKitWebDriver to run it headless end
+# to end; D-Bus, gnome-keyring, secret-tool and keyutils for its tests against real OS keyrings.
+APT_PACKAGES=(build-essential pkg-config systemd prometheus prometheus-alertmanager
+    libwebkit2gtk-4.1-dev librsvg2-dev libxdo-dev libssl-dev file
+    xvfb xauth imagemagick webkit2gtk-driver
+    dbus gnome-keyring libsecret-tools keyutils)
+# The WebDriver server that starts the console for its end-to-end test (cargo install, ~1 min).
+TAURI_DRIVER_VERSION=2.1.0
 # The MongoDB-compatible server the MongoDB tests run against (pinned: only pre-releases exist),
 # installed with pip into the ignored folder .tools/ unless MONGODB_URI names a real server.
 SECANTUSDB_VERSION=0.7.0b3
@@ -122,6 +129,12 @@ show_secantusd_log() {
     echo "--- end of $SECANTUSD_LOG ---" >&2
 }
 
+# tauri-driver on PATH or in cargo's bin folder (where the console's end-to-end test looks).
+tauri_driver_installed() {
+    local cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+    command -v tauri-driver >/dev/null || [ -x "$cargo_bin/tauri-driver" ]
+}
+
 # Whatever happens (failure, Ctrl-C, kill), the test server is stopped by its pid.
 trap stop_secantusdb EXIT
 trap 'exit 130' INT
@@ -150,6 +163,16 @@ done
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
 export no_proxy="$NO_PROXY"
 
+# tauri-driver compiles on its own while the checks and the build below run.
+tauri_driver_pid=""
+tauri_driver_log="$TOOLS_DIR/tauri-driver-install.log"
+if ! tauri_driver_installed; then
+    step "installing tauri-driver $TAURI_DRIVER_VERSION in the background (log: $tauri_driver_log)"
+    mkdir -p "$TOOLS_DIR"
+    cargo install tauri-driver --version "$TAURI_DRIVER_VERSION" --locked >"$tauri_driver_log" 2>&1 &
+    tauri_driver_pid=$!
+fi
+
 # --- static checks --------------------------------------------------------------------------
 step "formatting (cargo fmt --check)"
 cargo fmt --all --check
@@ -164,6 +187,15 @@ cargo build --workspace --all-targets --locked
 if [ -z "${MONGODB_URI:-}" ]; then
     step "starting the MongoDB-compatible test server (SecantusDB $SECANTUSDB_VERSION, in memory)"
     start_secantusdb
+fi
+
+if [ -n "$tauri_driver_pid" ]; then
+    step "waiting for the tauri-driver installation"
+    if ! wait "$tauri_driver_pid"; then
+        tail -n 50 "$tauri_driver_log" >&2
+        echo "cargo install tauri-driver failed (log above)" >&2
+        exit 1
+    fi
 fi
 
 step "running the tests"

@@ -3,7 +3,23 @@
 
 /// The app's own commands; each gets `allow-…`/`deny-…` permissions, and only what a capability in
 /// `capabilities/` grants can be invoked from the UI.
-const COMMANDS: &[&str] = &["connect", "sign_out"];
+const COMMANDS: &[&str] = &[
+    "startup",
+    "set_language",
+    "connect",
+    "sign_out",
+    "history",
+    "settlement",
+    "lines",
+    "revision_changes",
+    "audit_for_date",
+    "statistics",
+    "new_action_key",
+    "trigger",
+    "rerun",
+    "retry",
+    "export_csv",
+];
 
 fn main() {
     // Relative paths printed here are resolved by cargo against this package, whatever the

@@ -1,18 +1,33 @@
-// The one door to the Rust side: Tauri's `invoke`, which the app injects as `window.__TAURI__`
-// (`withGlobalTauri` in tauri.conf.json; there is no bundler to import @tauri-apps/api with).
+// The one door to the Rust side: Tauri's `invoke` and the dialog plugin's `save`, which the app
+// injects as `window.__TAURI__` (`withGlobalTauri`: there is no bundler to import @tauri-apps/api).
+
+function tauri() {
+  return window.__TAURI__;
+}
+
+const NO_BACKEND = {
+  type: "no_backend",
+  message: "This page works inside the Settle Console app only.",
+};
 
 /** Calls a command of src-tauri/src/commands.rs; rejects with `{ type, message }`. */
 export function invoke(command, args = {}) {
-  const core = window.__TAURI__?.core;
+  const core = tauri()?.core;
   if (!core) {
-    return Promise.reject({
-      type: "no_backend",
-      message: "This page works inside the Settle Console app only.",
-    });
+    return Promise.reject(NO_BACKEND);
   }
   // Commands reject with `{ type, message }`; anything else (a Tauri failure) is wrapped alike.
   return core.invoke(command, args).catch((error) => {
     const problem = error?.message ? error : { type: "internal", message: String(error) };
     return Promise.reject(problem);
   });
+}
+
+/** The native save dialog: the chosen path, or null when cancelled. */
+export function saveDialog(options) {
+  const dialog = tauri()?.dialog;
+  if (!dialog) {
+    return Promise.reject(NO_BACKEND);
+  }
+  return dialog.save(options);
 }

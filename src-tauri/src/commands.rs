@@ -1,177 +1,238 @@
-//! The commands the UI may invoke (granted in `capabilities/`): thin wrappers that check their
-//! input and keep the API token in the OS keyring. No command ever hands the token back to the UI.
+//! The commands the UI may invoke (each granted in `capabilities/`): thin wrappers that turn the
+//! UI's strings into typed values and call the `Console` session. None ever returns the token.
 
-use std::net::IpAddr;
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use serde::{Serialize, Serializer};
-use url::{Host, Url};
+use serde::{Deserialize, Serialize};
+use settle_core::client::{
+    HistoryQuery, LineSort, LinesPage, LinesQuery, Page, RerunOutcome, RunAccepted, Settlement,
+    SettlementStatus, SortOrder,
+};
+use settle_core::money::Currency;
+use tauri::State;
 
-use crate::credentials::{CredentialError, CredentialStore, TokenSecret, SERVICE};
+use crate::error::CommandError;
+use crate::preferences::Preferences;
+use crate::session::{
+    self, parse_date, Connection, Console, DateAudit, Exported, SettlementView, Statistics,
+};
+use crate::views::RevisionChanges;
 
-/// What the window is connected to; the token itself stays in the keyring.
-#[derive(Debug, Default)]
-pub struct ConsoleState {
-    server_url: Mutex<Option<String>>,
+type Answer<T> = Result<T, CommandError>;
+
+/// What the window needs at start: what was remembered and whether it is connected.
+#[derive(Debug, Serialize)]
+pub struct Startup {
+    pub preferences: Preferences,
+    pub connection: Option<Connection>,
+    pub version: &'static str,
+    /// Each currency's minor-unit exponent, as the daemon counts it (USD 2, KWD 3, JPY 0), so
+    /// the UI formats amounts with the daemon's decimals.
+    pub currency_exponents: BTreeMap<&'static str, u32>,
 }
 
-/// The answer to a successful `connect`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Connection {
-    /// The normalised server URL, also the token's account in the keyring.
-    pub server_url: String,
-    /// Where the token is kept, for the UI to say so.
-    pub keyring: &'static str,
-}
-
-/// A command's failure as the UI receives it: `{ "type": "…", "message": "…" }`, one stable
-/// `type` per kind, as the daemon's problem+json does.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error("{0}")]
-    InvalidServerUrl(String),
-    #[error(transparent)]
-    Credentials(#[from] CredentialError),
-    #[error("the keyring task failed: {0}")]
-    Internal(String),
-}
-
-impl CommandError {
-    fn kind(&self) -> &'static str {
-        match self {
-            CommandError::InvalidServerUrl(_) => "invalid_server_url",
-            CommandError::Credentials(CredentialError::InvalidToken(_)) => "invalid_token",
-            CommandError::Credentials(CredentialError::NoKeyring { .. }) => "no_keyring",
-            CommandError::Credentials(CredentialError::Keyring { .. }) => "keyring_failure",
-            CommandError::Internal(_) => "internal",
-        }
-    }
-}
-
-impl Serialize for CommandError {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut problem = serializer.serialize_struct("CommandError", 2)?;
-        problem.serialize_field("type", self.kind())?;
-        problem.serialize_field("message", &self.to_string())?;
-        problem.end()
-    }
-}
-
-/// Checks the server URL and keeps the token for it in the OS keyring; with no token typed, uses
-/// the one already kept for that server.
-///
-/// A stub until `settle_core::client` exists: it will then also ask the daemon who the token
-/// belongs to before keeping it.
-#[tauri::command(rename_all = "snake_case")]
-pub async fn connect(
-    state: tauri::State<'_, ConsoleState>,
-    server_url: String,
-    token: String,
-) -> Result<Connection, CommandError> {
-    let server_url = normalize_server_url(&server_url)?;
-    let typed_token = if token.trim().is_empty() {
-        None
-    } else {
-        Some(TokenSecret::new(&token)?)
-    };
-    let keyring = {
-        let server_url = server_url.clone();
-        // Keyring calls block (D-Bus, possibly an unlock prompt): keep them off the UI thread.
-        run_blocking(move || {
-            let store = CredentialStore::open(SERVICE)?;
-            match typed_token {
-                Some(token) => store.store(&server_url, &token)?,
-                None => {
-                    store
-                        .load(&server_url)?
-                        .ok_or(CredentialError::InvalidToken(
-                            "enter the API token: none is kept for this server yet",
-                        ))?;
-                }
-            }
-            Ok(store.backend().name())
-        })
-        .await?
-    };
-    *state.server_url.lock().expect("console state lock") = Some(server_url.clone());
-    Ok(Connection {
-        server_url,
-        keyring,
+#[tauri::command]
+pub async fn startup(console: State<'_, Console>) -> Answer<Startup> {
+    Ok(Startup {
+        preferences: console.preferences(),
+        connection: console.connection().await,
+        version: env!("CARGO_PKG_VERSION"),
+        currency_exponents: Currency::all()
+            .iter()
+            .map(|currency| (currency.code(), currency.exponent()))
+            .collect(),
     })
 }
 
-/// Forgets the connected server's token: removed from the keyring, the window back to connect.
+#[tauri::command]
+pub async fn set_language(console: State<'_, Console>, language: String) -> Answer<Preferences> {
+    console.set_language(&language)
+}
+
 #[tauri::command(rename_all = "snake_case")]
-pub async fn sign_out(state: tauri::State<'_, ConsoleState>) -> Result<(), CommandError> {
-    let server_url = state.server_url.lock().expect("console state lock").take();
-    if let Some(server_url) = server_url {
-        run_blocking(move || {
-            CredentialStore::open(SERVICE)?.delete(&server_url)?;
-            Ok(())
-        })
-        .await?;
-    }
-    Ok(())
+pub async fn connect(
+    console: State<'_, Console>,
+    server_url: String,
+    token: String,
+) -> Answer<Connection> {
+    console.connect(&server_url, &token).await
 }
 
-async fn run_blocking<T: Send + 'static>(
-    task: impl FnOnce() -> Result<T, CredentialError> + Send + 'static,
-) -> Result<T, CommandError> {
-    tauri::async_runtime::spawn_blocking(task)
+#[tauri::command]
+pub async fn sign_out(console: State<'_, Console>) -> Answer<()> {
+    console.sign_out().await
+}
+
+/// The history screen's filter, as the UI sends it (empty strings mean "any").
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HistoryFilter {
+    pub status: String,
+    pub from: String,
+    pub to: String,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+#[tauri::command]
+pub async fn history(
+    console: State<'_, Console>,
+    filter: HistoryFilter,
+) -> Answer<Page<Settlement>> {
+    console.history(&history_query(filter)?).await
+}
+
+pub fn history_query(filter: HistoryFilter) -> Answer<HistoryQuery> {
+    let optional_date = |field, text: &str| {
+        (!text.trim().is_empty())
+            .then(|| parse_date(field, text))
+            .transpose()
+    };
+    let status = match filter.status.trim() {
+        "" => None,
+        text => Some(
+            serde_json::from_value::<SettlementStatus>(serde_json::Value::String(text.into()))
+                .map_err(|_| {
+                    CommandError::invalid("status", format!("{text:?} is not a status"))
+                })?,
+        ),
+    };
+    Ok(HistoryQuery {
+        status,
+        from: optional_date("from", &filter.from)?,
+        to: optional_date("to", &filter.to)?,
+        all_revisions: false,
+        page: filter.page,
+        per_page: filter.per_page,
+    })
+}
+
+#[tauri::command]
+pub async fn settlement(
+    console: State<'_, Console>,
+    date: String,
+    revision: Option<u32>,
+) -> Answer<SettlementView> {
+    console
+        .settlement(parse_date("date", &date)?, revision)
         .await
-        .map_err(|error| CommandError::Internal(error.to_string()))?
-        .map_err(CommandError::from)
 }
 
-/// The server URL as the keyring account: `https://host[:port][/prefix]`, without a trailing
-/// slash, so one server has one token however its URL was typed. Plain `http` only to this
-/// machine: a token must not cross the network in clear text.
-pub fn normalize_server_url(typed: &str) -> Result<String, CommandError> {
-    let invalid = |why: &str| CommandError::InvalidServerUrl(why.to_string());
-    let typed = typed.trim();
-    if typed.is_empty() {
-        return Err(invalid(
-            "enter the server URL, for example https://settle.example.com:8443",
-        ));
-    }
-    let url = Url::parse(typed).map_err(|error| {
-        CommandError::InvalidServerUrl(format!(
-            "{typed:?} is not a URL ({error}); write it as https://host:port"
-        ))
-    })?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(invalid("the server URL starts with https://"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(
-            "the server URL must not carry a user name or password: the token goes in its own field",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("the server URL has no query (?…) or fragment (#…)"));
-    }
-    let host = url
-        .host()
-        .ok_or_else(|| invalid("the server URL names no host"))?;
-    if url.scheme() == "http" && !is_loopback(&host) {
-        return Err(invalid(
-            "use https:// for another machine (plain http:// only for localhost): the token must not travel in clear text",
-        ));
-    }
-    Ok(format!(
-        "{}{}",
-        url.origin().ascii_serialization(),
-        url.path().trim_end_matches('/')
-    ))
+/// The lines table's state, as the UI sends it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LinesFilter {
+    pub revision: Option<u32>,
+    pub sort: Option<LineSort>,
+    pub order: Option<SortOrder>,
+    pub search: String,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
 }
 
-fn is_loopback(host: &Host<&str>) -> bool {
-    match host {
-        Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
-        Host::Ipv4(address) => IpAddr::V4(*address).is_loopback(),
-        Host::Ipv6(address) => IpAddr::V6(*address).is_loopback(),
-    }
+#[tauri::command]
+pub async fn lines(
+    console: State<'_, Console>,
+    date: String,
+    filter: LinesFilter,
+) -> Answer<LinesPage> {
+    let query = LinesQuery {
+        revision: filter.revision,
+        sort: filter.sort,
+        order: filter.order,
+        q: Some(filter.search.trim().to_string()).filter(|q| !q.is_empty()),
+        page: filter.page,
+        per_page: filter.per_page,
+    };
+    console.lines(parse_date("date", &date)?, &query).await
+}
+
+#[tauri::command]
+pub async fn revision_changes(
+    console: State<'_, Console>,
+    date: String,
+    revision: u32,
+) -> Answer<RevisionChanges> {
+    console
+        .revision_changes(parse_date("date", &date)?, revision)
+        .await
+}
+
+#[tauri::command]
+pub async fn audit_for_date(console: State<'_, Console>, date: String) -> Answer<DateAudit> {
+    console.audit_for_date(parse_date("date", &date)?).await
+}
+
+#[tauri::command]
+pub async fn statistics(
+    console: State<'_, Console>,
+    from: String,
+    to: String,
+) -> Answer<Statistics> {
+    console
+        .statistics(parse_date("from", &from)?, parse_date("to", &to)?)
+        .await
+}
+
+/// A fresh Idempotency-Key for an action dialog, made when it opens.
+#[tauri::command]
+pub fn new_action_key() -> String {
+    session::new_action_key()
+}
+
+#[tauri::command]
+pub async fn trigger(
+    console: State<'_, Console>,
+    date: String,
+    key: String,
+) -> Answer<RunAccepted> {
+    let date = (!date.trim().is_empty())
+        .then(|| parse_date("date", &date))
+        .transpose()?;
+    console.trigger(date, &key).await
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn rerun(
+    console: State<'_, Console>,
+    date: String,
+    reason: String,
+    apply_current_fees: bool,
+    key: String,
+) -> Answer<RerunOutcome> {
+    console
+        .rerun(
+            parse_date("date", &date)?,
+            &reason,
+            apply_current_fees,
+            &key,
+        )
+        .await
+}
+
+#[tauri::command]
+pub async fn retry(console: State<'_, Console>, date: String, key: String) -> Answer<RunAccepted> {
+    console.retry(parse_date("date", &date)?, &key).await
+}
+
+/// Saves the CSV export where the native save dialog said (the UI passes the dialog's path).
+#[tauri::command]
+pub async fn export_csv(
+    console: State<'_, Console>,
+    date: String,
+    revision: Option<u32>,
+    bom: bool,
+    path: String,
+) -> Answer<Exported> {
+    console
+        .export_csv(
+            parse_date("date", &date)?,
+            revision,
+            bom,
+            &PathBuf::from(path),
+        )
+        .await
 }
 
 #[cfg(test)]
@@ -179,55 +240,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_urls_are_normalised_to_one_account_per_server() {
-        for (typed, account) in [
-            (
-                " https://Settle.Example.com:8443/ ",
-                "https://settle.example.com:8443",
-            ),
-            (
-                "https://settle.example.com:443",
-                "https://settle.example.com",
-            ),
-            (
-                "https://proxy.example.com/settle/",
-                "https://proxy.example.com/settle",
-            ),
-            ("http://localhost:8080", "http://localhost:8080"),
-            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
-            ("http://[::1]:8080", "http://[::1]:8080"),
-        ] {
-            assert_eq!(normalize_server_url(typed).unwrap(), account, "{typed}");
-        }
-    }
+    fn history_filters_become_queries_or_name_the_bad_field() {
+        let query = history_query(HistoryFilter {
+            status: "failed".into(),
+            from: "2024-03-01".into(),
+            to: String::new(),
+            page: Some(2),
+            per_page: Some(25),
+        })
+        .unwrap();
+        assert_eq!(query.status, Some(SettlementStatus::Failed));
+        assert_eq!(query.from.unwrap().to_string(), "2024-03-01");
+        assert_eq!(query.to, None);
+        assert_eq!((query.page, query.per_page), (Some(2), Some(25)));
 
-    #[test]
-    fn unsafe_or_malformed_server_urls_are_refused_with_a_reason() {
-        for (typed, reason) in [
-            ("", "enter the server URL"),
-            ("settle.example.com", "not a URL"),
-            ("ftp://settle.example.com", "starts with https://"),
-            (
-                "https://admin:pw@settle.example.com",
-                "user name or password",
-            ),
-            ("https://settle.example.com/?token=x", "no query"),
-            (
-                "http://settle.example.com",
-                "plain http:// only for localhost",
-            ),
-            ("http://10.0.0.5:8080", "plain http:// only for localhost"),
-        ] {
-            let message = normalize_server_url(typed).unwrap_err().to_string();
-            assert!(message.contains(reason), "{typed:?}: {message}");
-        }
-    }
-
-    #[test]
-    fn errors_reach_the_ui_as_a_type_and_a_message() {
-        let error = CommandError::from(TokenSecret::new("nope").unwrap_err());
-        let json = serde_json::to_value(&error).unwrap();
-        assert_eq!(json["type"], "invalid_token");
-        assert!(json["message"].as_str().unwrap().contains("stl_"), "{json}");
+        let bad_status = history_query(HistoryFilter {
+            status: "lost".into(),
+            ..HistoryFilter::default()
+        })
+        .unwrap_err();
+        assert_eq!(bad_status.to_string(), "status: \"lost\" is not a status");
+        let bad_date = history_query(HistoryFilter {
+            to: "2024-13-01".into(),
+            ..HistoryFilter::default()
+        })
+        .unwrap_err();
+        assert!(bad_date.to_string().starts_with("to: "), "{bad_date}");
     }
 }

@@ -8,9 +8,7 @@ use keyring::Entry;
 /// The keyring service every console token is filed under; the account is the server URL.
 pub const SERVICE: &str = "settle-console";
 
-/// Every Settle token starts with this (mirrors `settle_core::auth::TOKEN_PREFIX`; use that once the
-/// console depends on settle-core).
-const TOKEN_PREFIX: &str = "stl_";
+use settle_core::auth::TOKEN_PREFIX;
 /// The daemon rejects bearer tokens of 256 bytes or more (`settle_core::auth::bearer`).
 const TOKEN_MAX_BYTES: usize = 255;
 
@@ -254,6 +252,11 @@ mod linux {
     }
 }
 
+/// Real keyrings for the tests below (shared with the console's integration tests).
+#[cfg(test)]
+#[path = "../tests/console/keyring_session.rs"]
+mod keyring_session;
+
 #[cfg(test)]
 mod tests {
     //! The store tests run against real keyrings: each re-runs itself (the test binary, filtered
@@ -265,108 +268,15 @@ mod tests {
     use std::path::Path;
     use std::process::Command;
 
+    use super::keyring_session::{self, Session};
     use super::*;
 
-    /// Set in the re-run child to the session it runs in.
-    const SESSION_VARIABLE: &str = "SETTLE_CONSOLE_TEST_KEYRING_SESSION";
     const SERVER_URL: &str = "https://settle.example.com:8443";
     const OTHER_SERVER_URL: &str = "http://127.0.0.1:8080";
 
-    #[derive(Clone, Copy)]
-    enum Session {
-        /// `keyctl session -`, with no D-Bus session bus.
-        Keyutils,
-        /// `dbus-run-session` with gnome-keyring-daemon unlocked, in a temporary home.
-        GnomeKeyring,
-        /// A D-Bus address nobody listens on.
-        NoDbus,
-    }
-
-    impl Session {
-        fn marker(self) -> &'static str {
-            match self {
-                Session::Keyutils => "keyutils",
-                Session::GnomeKeyring => "gnome-keyring",
-                Session::NoDbus => "no-dbus",
-            }
-        }
-    }
-
-    /// Runs `body` when this process is the child inside `session`; otherwise re-runs the test
-    /// binary, filtered to `test` alone, inside `session` and asserts that it ran and passed.
+    /// Runs `body` inside `session` (see `keyring_session::inside`).
     fn inside(session: Session, test: &str, body: impl FnOnce()) {
-        if std::env::var(SESSION_VARIABLE).as_deref() == Ok(session.marker()) {
-            body();
-            return;
-        }
-        let test_binary = std::env::current_exe().expect("the test binary's path");
-        let test_path = format!("{}::{test}", module_path!().split_once("::").unwrap().1);
-        let home = tempfile::tempdir().expect("a temporary home");
-        let mut command = match session {
-            Session::Keyutils => {
-                let mut command = Command::new("keyctl");
-                command
-                    .args(["session", "-"])
-                    .arg(&test_binary)
-                    .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
-                command
-            }
-            Session::GnomeKeyring => {
-                let runtime_dir = home.path().join("run");
-                std::fs::create_dir(&runtime_dir).unwrap();
-                std::fs::set_permissions(
-                    &runtime_dir,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
-                )
-                .unwrap();
-                let mut command = Command::new("dbus-run-session");
-                // gnome-keyring-daemon reads the login keyring's password on stdin and stays
-                // until the session bus goes away; its environment lines go to stderr.
-                command
-                    .args(["--", "sh", "-c"])
-                    .arg(
-                        "printf %s test-password | gnome-keyring-daemon --unlock \
-                         --components=secrets 1>&2 && exec \"$@\"",
-                    )
-                    .arg("sh")
-                    .arg(&test_binary)
-                    .env("HOME", home.path())
-                    .env("XDG_DATA_HOME", home.path().join("data"))
-                    .env("XDG_RUNTIME_DIR", &runtime_dir)
-                    .env("SETTLE_CONSOLE_TEST_HOME", home.path());
-                command
-            }
-            Session::NoDbus => {
-                let mut command = Command::new(&test_binary);
-                command.env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
-                command
-            }
-        };
-        command
-            .args([
-                test_path.as_str(),
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(SESSION_VARIABLE, session.marker());
-        let program = format!("{:?}", command.get_program());
-        let output = command.output().unwrap_or_else(|error| {
-            panic!(
-                "cannot run {program} ({error}): the keyring tests need keyutils, dbus, \
-                 gnome-keyring and libsecret-tools; run ./scripts/test.sh, which installs them"
-            )
-        });
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success() && stdout.contains("test result: ok. 1 passed"),
-            "{test} failed inside its {} session ({}); if a keyring program is missing, run \
-             ./scripts/test.sh, which installs keyutils, dbus, gnome-keyring and \
-             libsecret-tools.\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-            session.marker(),
-            output.status,
-        );
+        keyring_session::inside(session, &format!("credentials::tests::{test}"), body);
     }
 
     /// A keyring service of this run alone: keyutils keys outlive the process.
@@ -449,7 +359,7 @@ mod tests {
             });
 
             store.store(SERVER_URL, &token("kept-encrypted")).unwrap();
-            let home = std::env::var_os("SETTLE_CONSOLE_TEST_HOME").unwrap();
+            let home = std::env::var_os(keyring_session::HOME_VARIABLE).unwrap();
             assert_no_file_contains(Path::new(&home), b"stl_kept-encrypted");
             assert!(store.delete(SERVER_URL).unwrap());
         });

@@ -14,14 +14,14 @@ mod cli_settle;
 mod cli_stores;
 mod cli_tokens;
 mod client;
-mod daemon;
-mod http_peers;
 mod ops_rules;
 mod ops_scrape;
 mod payments;
-mod provider_server;
 mod service;
 mod store_contract;
-mod support;
 mod telemetry;
 mod webhook_receiver;
+
+// The harness (a real daemon, a payout provider and other peers on loopback, sandboxes), shared with
+// the desktop console's tests through the settle-tests library.
+pub use settle_tests::{daemon, http_peers, provider_server, support};

@@ -13,20 +13,24 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::money::{Currency, Money};
 
+mod bars;
+
+pub use self::bars::{render_success_rates, render_top_merchants};
+
 /// The font every chart is drawn with, embedded so charts render on machines with no fonts
 /// installed. DejaVu Sans; its licence is in `core/assets/DejaVuSans.LICENSE`.
-static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// The family name the embedded font is registered under and every text style uses.
-const FONT_FAMILY: &str = "sans-serif";
+pub(crate) const FONT_FAMILY: &str = "sans-serif";
 
 /// The panel title size on wide charts; narrow ones shrink it so the title fits.
-const TITLE_FONT_PX: u32 = 18;
-const LABEL_FONT_PX: u32 = 12;
+pub(crate) const TITLE_FONT_PX: u32 = 18;
+pub(crate) const LABEL_FONT_PX: u32 = 12;
 /// The smallest and largest sizes, in pixels, a chart may have.
-const MIN_WIDTH_PX: u32 = 320;
-const MIN_HEIGHT_PX: u32 = 100;
-const MAX_SIDE_PX: u32 = 8192;
+pub(crate) const MIN_WIDTH_PX: u32 = 320;
+pub(crate) const MIN_HEIGHT_PX: u32 = 100;
+pub(crate) const MAX_SIDE_PX: u32 = 8192;
 /// The strip to the right of each panel's plot that holds its legend.
 const LEGEND_WIDTH_PX: u32 = 80;
 /// The smallest panel height that still leaves room for a title, a plot and the date labels.
@@ -132,7 +136,7 @@ pub enum ChartError {
 }
 
 /// Registers the embedded font with plotters, once per process.
-fn ensure_font() -> Result<(), ChartError> {
+pub(crate) fn ensure_font() -> Result<(), ChartError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).is_ok()
@@ -188,7 +192,7 @@ pub fn render_daily_chart(
     }
 }
 
-fn draw_error(error: impl std::fmt::Display) -> ChartError {
+pub(crate) fn draw_error(error: impl std::fmt::Display) -> ChartError {
     ChartError::Draw(error.to_string())
 }
 
