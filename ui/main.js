@@ -542,6 +542,7 @@ async function exportTo(path) {
   const { date, revision } = state.detail;
   const button = $("export-button");
   button.disabled = true;
+  showMessage(t("export.saving"));
   try {
     const saved = await invoke("export_csv", { date, revision, bom: false, path });
     showMessage(t("export.saved", { bytes: formatCount(saved.bytes), path: saved.path }));
