@@ -79,6 +79,9 @@ pub fn dates_due(
         .collect())
 }
 
+/// How long after another holder's lease expiry the loop looks at its date again.
+const LEASE_RECHECK_MARGIN_MS: i64 = 500;
+
 /// What one tick did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TickReport {
@@ -86,6 +89,10 @@ pub struct TickReport {
     pub settled: Vec<NaiveDate>,
     /// Settled or running elsewhere: another daemon (or a person) won the claim.
     pub already_done: Vec<NaiveDate>,
+    /// The earliest lease expiry among the dates running elsewhere: if that holder died, the date
+    /// can be taken over from then on, so the loop looks again at that instant rather than
+    /// leaving it until the next night.
+    pub held_until: Option<DateTime<Utc>>,
     /// The date that stopped the pass and why. At most one: later dates wait for it.
     pub failed: Vec<(NaiveDate, String)>,
 }
@@ -232,6 +239,16 @@ impl Scheduler {
                 }
                 Err(error) if error.is_conflict() => {
                     tracing::info!(settlement_date = %date, %error, "scheduler skipped a date done elsewhere");
+                    if let RunError::Refused(StoreError::AlreadyRunning {
+                        lease_expires_at, ..
+                    }) = &error
+                    {
+                        report.held_until = Some(
+                            report
+                                .held_until
+                                .map_or(*lease_expires_at, |held| held.min(*lease_expires_at)),
+                        );
+                    }
                     report.already_done.push(date);
                 }
                 Err(error) => {
@@ -282,15 +299,21 @@ impl Scheduler {
         );
         while !shutdown.is_cancelled() {
             let wake_at = match self.tick_until(Some(&shutdown)).await {
-                Ok(_) => {
+                Ok(report) => {
                     let now = self.clock.now();
                     self.heartbeat.beat(now);
-                    match next_fire(&self.calendar, now) {
+                    let fire_at = match next_fire(&self.calendar, now) {
                         Ok(fire_at) => fire_at,
                         Err(error) => {
                             tracing::error!(%error, "cannot compute the next fire time; retrying soon");
                             now + Duration::seconds(RETRY_AFTER_ERROR_SECONDS)
                         }
+                    };
+                    // A holder that died leaves its lease to expire: look again just after.
+                    match report.held_until {
+                        Some(held_until) => fire_at
+                            .min(held_until + Duration::milliseconds(LEASE_RECHECK_MARGIN_MS)),
+                        None => fire_at,
                     }
                 }
                 Err(error) => {
@@ -667,6 +690,11 @@ mod tests {
         let report = h.scheduler.tick().await.unwrap();
         assert_eq!(report.settled, vec![date("2024-03-07"), date("2024-03-09")]);
         assert_eq!(report.already_done, vec![held]);
+        // The loop looks again when that lease expires, in case its holder died.
+        assert_eq!(
+            report.held_until,
+            Some(h.clock.now() + Duration::seconds(300))
+        );
         assert!(report.failed.is_empty());
         let still_held = h.store.settlement(held, None).await.unwrap().unwrap();
         assert_eq!(still_held.status, SettlementStatus::Running);

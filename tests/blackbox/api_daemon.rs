@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
 use serde_json::Value;
-use settle_core::store::mongo::MongoStore;
+use settle_tests::mongo::FreshDatabase;
 
 use crate::daemon::{Daemon, Setup};
 use crate::provider_server::{Behaviour, ProviderServer};
@@ -220,59 +220,6 @@ async fn take_over_after_expiry(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     unreachable!("the loop returns or panics")
-}
-
-/// A fresh database on the suite's MongoDB server (`MONGODB_URI` or `SETTLE_TEST_MONGODB_URI`),
-/// dropped when the test ends, pass or fail.
-struct FreshDatabase {
-    uri: String,
-    name: String,
-}
-
-impl FreshDatabase {
-    fn new() -> FreshDatabase {
-        let uri = std::env::var("MONGODB_URI")
-            .or_else(|_| std::env::var("SETTLE_TEST_MONGODB_URI"))
-            .expect(
-                "the MongoDB daemon tests need a server: run ./scripts/test.sh (it starts \
-                 SecantusDB), or set MONGODB_URI",
-            );
-        FreshDatabase {
-            uri,
-            name: format!("settle_daemon_{}", uuid::Uuid::new_v4().simple()),
-        }
-    }
-
-    /// `--store mongodb --mongo-uri URI --mongo-db NAME`.
-    fn options(&self) -> Vec<String> {
-        vec![
-            "--store".into(),
-            "mongodb".into(),
-            "--mongo-uri".into(),
-            self.uri.clone(),
-            "--mongo-db".into(),
-            self.name.clone(),
-        ]
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        // Tests run on a tokio runtime, which cannot block on another: drop from a plain thread.
-        let (uri, name) = (self.uri.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(store) = MongoStore::connect(&uri, &name).await {
-                    let _ = store.drop_database().await;
-                }
-            });
-        });
-        let _ = dropped.join();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

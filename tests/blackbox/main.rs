@@ -14,6 +14,7 @@ mod cli_settle;
 mod cli_stores;
 mod cli_tokens;
 mod client;
+mod crash;
 mod ops_rules;
 mod ops_scrape;
 mod payments;

@@ -447,6 +447,21 @@ pub fn payment_body(
 }
 
 impl Setup {
+    /// Starts a `settle` command with extra environment and returns at once (output discarded),
+    /// for tests that kill, stop or continue it.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        let mut command = self.command(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn settle")
+    }
+
     /// Runs a `settle` command (e.g. a `serve` expected to fail at start-up) and waits up to
     /// `within` for it to exit; kills it and panics with its output if it does not.
     pub fn settle_within(&self, args: &[&str], within: Duration) -> Ran {

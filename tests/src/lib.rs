@@ -3,5 +3,6 @@
 
 pub mod daemon;
 pub mod http_peers;
+pub mod mongo;
 pub mod provider_server;
 pub mod support;

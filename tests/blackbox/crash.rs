@@ -1,0 +1,487 @@
+//! Crash injection: `settle run` and the daemon's nightly run killed with SIGKILL at every named
+//! point between durable writes and at seeded random moments, restarted, and checked: each date
+//! settled once, the lines exactly the uncrashed run's, every merchant paid once, no lease blocking
+//! beyond its expiry; and fencing: a process frozen past its lease writes nothing when it wakes.
+//!
+//! `SETTLE_CRASH_RUNS=500` raises the random kills (default: enough for 50+ runs in all);
+//! `SETTLE_CRASH_SEED=N` replays a seed (each failure message names its seed).
+
+use std::collections::BTreeMap;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use chrono::{Days, NaiveDate, NaiveTime, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use settle_core::model::{PayoutStatus, SettlementStatus};
+use settle_core::store::SharedStore;
+
+use crate::daemon::Setup;
+use crate::provider_server::ProviderServer;
+use crate::support::transactions_csv;
+use settle_tests::mongo::FreshDatabase;
+
+/// The date every `settle run` scenario settles (closed long ago in Asia/Aden).
+const DATE: &str = "2024-03-10";
+const SCHEDULER_OFF: &str = "[scheduler]\nenabled = false";
+/// The nightly job on, catching up the latest closed dates when the daemon starts.
+const SCHEDULER_ON: &str = "[scheduler]\nenabled = true\nmax_catch_up_days = 2";
+/// Minutes after midnight (Asia/Aden) before the previous day may be settled (the default grace).
+const GRACE_MINUTES: u32 = 10;
+/// A short lease, so a restart after a kill waits about a second.
+const LEASE_SECONDS: i64 = 1;
+/// How long a restart may take beyond the crashed run's lease expiry.
+const TAKEOVER_MARGIN: Duration = Duration::from_secs(30);
+/// Random kills per store in a normal run: with the named points, 50+ runs over both stores.
+const DEFAULT_RANDOM_RUNS: usize = 15;
+const DEFAULT_SEED: u64 = 0x5e77_1e;
+
+/// Every named point between durable writes, with the hit to die at (`point=kill@N`).
+const NAMED_KILLS: &[(&str, u32)] = &[
+    ("settlement.after_claim", 1),
+    ("settlement.after_page", 1),
+    ("settlement.after_page", 2),
+    ("settlement.after_plan", 1),
+    ("payout.before_send", 1),
+    ("payout.before_send", 4),
+    ("payout.after_send", 1),
+    ("payout.after_send", 4),
+    ("payout.after_send", 9),
+    ("settlement.before_complete", 1),
+    ("settlement.after_complete", 1),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    Sqlite,
+    Mongo,
+}
+
+/// Twelve merchants over two currencies, 20 payments each, failures and refunds: 244 rows, so
+/// three pages of 100 (the smallest page the configuration allows).
+fn rows(date: NaiveDate) -> Vec<String> {
+    let mut rows = Vec::new();
+    for merchant in 1..=12 {
+        let currency = if merchant % 3 == 0 { "SAR" } else { "USD" };
+        for n in 0..20 {
+            let method = if n % 2 == 0 { "card" } else { "wallet" };
+            rows.push(format!(
+                "p{merchant}-{n},m-{merchant},payment,completed,{}.{:02},{currency},{method},\
+                 {date}T{:02}:{:02}:00+03:00,",
+                merchant + n,
+                (merchant * 7 + n * 13) % 100,
+                1 + n,
+                merchant * 4
+            ));
+        }
+    }
+    rows.push(format!(
+        "f1,m-1,payment,failed,99.00,USD,card,{date}T10:00:00+03:00,"
+    ));
+    rows.push(format!(
+        "f2,m-2,payment,failed,5.00,USD,card,{date}T10:05:00+03:00,"
+    ));
+    rows.push(format!(
+        "r1,m-4,refund,completed,4.00,USD,card,{date}T22:00:00+03:00,p4-0"
+    ));
+    rows.push(format!(
+        "r2,m-6,refund,completed,1.00,SAR,card,{date}T22:30:00+03:00,p6-0"
+    ));
+    rows
+}
+
+/// A store with the day imported, paid through its own provider.
+struct World {
+    setup: Setup,
+    provider: ProviderServer,
+    database: Option<FreshDatabase>,
+}
+
+impl World {
+    /// `scheduler`: the `[scheduler]` table (the nightly job is off unless it says otherwise).
+    fn new(store: Store, scheduler: &str) -> World {
+        let provider = ProviderServer::start();
+        let config = format!(
+            "{scheduler}\n[settlement]\nlease_seconds = {LEASE_SECONDS}\n\
+             page_size = 100\n[payouts]\nprovider_url = \"{}\"\n[fees.default]\npercent = \"2\"\n\
+             fixed = {{ USD = \"0.10\" }}\n",
+            provider.base_url()
+        );
+        let (setup, database) = match store {
+            Store::Sqlite => (Setup::sqlite(&config), None),
+            Store::Mongo => {
+                let database = FreshDatabase::new();
+                (
+                    Setup::with_options(&config, database.options()),
+                    Some(database),
+                )
+            }
+        };
+        World {
+            setup,
+            provider,
+            database,
+        }
+    }
+
+    fn import(&self, date: NaiveDate) {
+        let rows = rows(date);
+        let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let file = self.setup.sandbox.write("day.csv", transactions_csv(&rows));
+        self.setup
+            .settle(&["import", file.to_str().expect("a UTF-8 path")])
+            .assert_ok();
+    }
+
+    async fn store(&self) -> SharedStore {
+        match &self.database {
+            Some(database) => database.store().await,
+            None => self.setup.sandbox.store().await,
+        }
+    }
+
+    fn export(&self, date: NaiveDate) -> String {
+        let day = date.to_string();
+        let ran = self.setup.settle(&["export", "--date", &day]);
+        ran.assert_ok();
+        ran.stdout
+    }
+}
+
+/// What the run settles and pays when nothing crashes.
+struct Expected {
+    export: String,
+    /// Payout reference → amount in minor units.
+    paid: BTreeMap<String, i64>,
+    run_ms: u64,
+}
+
+async fn expected(store: Store, date: NaiveDate) -> Expected {
+    let world = World::new(store, SCHEDULER_OFF);
+    world.import(date);
+    let day = date.to_string();
+    let started = Instant::now();
+    world.setup.settle(&["run", "--date", &day]).assert_ok();
+    let run_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let paid: BTreeMap<String, i64> = world
+        .provider
+        .ledger()
+        .into_iter()
+        .map(|entry| (entry.reference, entry.amount_minor))
+        .collect();
+    assert_eq!(paid.len(), 12, "every merchant is owed a payout: {paid:?}");
+    Expected {
+        export: world.export(date),
+        paid,
+        run_ms,
+    }
+}
+
+/// Runs `settle run` until the date is settled, waiting out a crashed run's lease; panics if a
+/// lease blocks progress past its expiry (plus a margin for a loaded machine).
+async fn settle_until_done(world: &World, date: NaiveDate, what: &str) {
+    let day = date.to_string();
+    let store = world.store().await;
+    let expiry = match store.settlement(date, None).await.expect("read the date") {
+        Some(settlement) => settlement.lease.map(|lease| lease.expires_at),
+        None => None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(LEASE_SECONDS as u64) + TAKEOVER_MARGIN;
+    loop {
+        let ran = world.setup.settle(&["run", "--date", &day]);
+        match ran.code {
+            0 => return,
+            3 if ran.stderr.contains("already settled") => return,
+            3 if ran.stderr.contains("already running") => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: still blocked {TAKEOVER_MARGIN:?} after the lease ({expiry:?}) \
+                     expired: {}",
+                    ran.stderr
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => panic!("{what}: the restart failed ({}): {}", ran.code, ran.stderr),
+        }
+    }
+}
+
+/// The invariants after a crash and a restart.
+async fn check(world: &World, date: NaiveDate, expected: &Expected, what: &str) {
+    let store = world.store().await;
+    let revisions = store.settlement_revisions(date).await.expect("revisions");
+    assert_eq!(
+        revisions.len(),
+        1,
+        "{what}: one requested run, one revision"
+    );
+    assert_eq!(revisions[0].status, SettlementStatus::Completed, "{what}");
+    assert_eq!(
+        world.export(date),
+        expected.export,
+        "{what}: the lines differ from the uncrashed run's"
+    );
+    let ledger = world.provider.ledger();
+    let mut paid = BTreeMap::new();
+    for entry in &ledger {
+        assert!(
+            paid.insert(entry.reference.clone(), entry.amount_minor)
+                .is_none(),
+            "{what}: {} paid twice",
+            entry.reference
+        );
+    }
+    assert_eq!(
+        paid, expected.paid,
+        "{what}: the provider paid something else"
+    );
+    let payouts = store.payouts(date).await.expect("payouts");
+    assert_eq!(payouts.len(), expected.paid.len(), "{what}");
+    for payout in payouts {
+        assert_eq!(
+            payout.status,
+            PayoutStatus::Sent,
+            "{what}: {}",
+            payout.reference
+        );
+        let at_provider = ledger
+            .iter()
+            .find(|entry| entry.reference == payout.reference)
+            .expect("at the provider");
+        assert_eq!(
+            payout.provider_payout_id.as_deref(),
+            Some(at_provider.id.as_str()),
+            "{what}"
+        );
+    }
+}
+
+fn crash_runs() -> usize {
+    std::env::var("SETTLE_CRASH_RUNS")
+        .ok()
+        .and_then(|runs| runs.parse::<usize>().ok())
+        .map(|runs| runs.saturating_sub(NAMED_KILLS.len() * 2) / 2)
+        .unwrap_or(DEFAULT_RANDOM_RUNS)
+}
+
+fn seed() -> u64 {
+    std::env::var("SETTLE_CRASH_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(DEFAULT_SEED)
+}
+
+fn date() -> NaiveDate {
+    DATE.parse().expect("a date")
+}
+
+/// Waits for a spawned process to exit (it kills itself at its failpoint, or finishes).
+async fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: the run neither died nor finished within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn killed_by_sigkill(status: &std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(9)
+}
+
+/// `settle run` killed at each named point, restarted, checked.
+async fn named_kills(store: Store) {
+    let date = date();
+    let expected = expected(store, date).await;
+    for (point, hit) in NAMED_KILLS {
+        let what = format!("{store:?}: SIGKILL at {point} (hit {hit})");
+        let world = World::new(store, SCHEDULER_OFF);
+        world.import(date);
+        let failpoint = format!("{point}=kill@{hit}");
+        let mut child = world.setup.spawn(
+            &["run", "--date", DATE],
+            &[("SETTLE_FAILPOINTS", &failpoint)],
+        );
+        let status = wait_exit(&mut child, &what).await;
+        assert!(
+            killed_by_sigkill(&status),
+            "{what}: the point was not reached ({status})"
+        );
+        settle_until_done(&world, date, &what).await;
+        check(&world, date, &expected, &what).await;
+    }
+}
+
+/// `settle run` killed by the test at seeded random moments of a run, restarted, checked.
+async fn random_kills(store: Store, seed: u64) {
+    let date = date();
+    let expected = expected(store, date).await;
+    let mut random = ChaCha8Rng::seed_from_u64(seed);
+    // Past the end of a run too: a kill that comes too late is a run that finished.
+    let longest_ms = expected.run_ms.max(50) * 5 / 4;
+    for run in 0..crash_runs() {
+        let delay_ms = random.random_range(0..=longest_ms);
+        let what =
+            format!("{store:?}: SIGKILL {delay_ms} ms into run {run} (SETTLE_CRASH_SEED={seed})");
+        let world = World::new(store, SCHEDULER_OFF);
+        world.import(date);
+        let mut child = world.setup.spawn(&["run", "--date", DATE], &[]);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        settle_until_done(&world, date, &what).await;
+        check(&world, date, &expected, &what).await;
+    }
+}
+
+/// The latest date the nightly job may settle now (Asia/Aden, after the grace minutes).
+fn latest_settleable() -> NaiveDate {
+    let local = Utc::now().with_timezone(&chrono_tz::Asia::Aden);
+    let opens = NaiveTime::from_hms_opt(0, GRACE_MINUTES, 0).expect("a time");
+    let days_back = if local.time() >= opens { 1 } else { 2 };
+    local.date_naive() - Days::new(days_back)
+}
+
+/// The daemon's nightly job (its catch-up when it starts) killed at named points; the daemon
+/// started again finishes the date, once.
+async fn nightly_kills(store: Store) {
+    let date = latest_settleable();
+    let expected = expected(store, date).await;
+    for (point, hit) in [
+        ("settlement.after_claim", 1),
+        ("settlement.after_page", 1),
+        ("payout.after_send", 4),
+        ("settlement.before_complete", 1),
+    ] {
+        let what = format!("{store:?}: the daemon killed at {point} (hit {hit})");
+        let world = World::new(store, SCHEDULER_ON);
+        world.import(date);
+        let token = world.setup.token("nightly-check", "viewer");
+        let failpoint = format!("{point}=kill@{hit}");
+        let mut daemon = world
+            .setup
+            .start_with_env(&[("SETTLE_FAILPOINTS", &failpoint)]);
+        let status = tokio::task::block_in_place(|| daemon.wait(Duration::from_secs(60)));
+        assert!(
+            killed_by_sigkill(&status),
+            "{what}: not killed ({status})\n{}",
+            daemon.output()
+        );
+        let restarted = world.setup.start();
+        restarted
+            .wait_for_status(&token, &date.to_string(), &["completed"])
+            .await;
+        check(&world, date, &expected, &what).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightly_runs_killed_in_the_daemon_settle_once_on_both_stores() {
+    nightly_kills(Store::Sqlite).await;
+    nightly_kills(Store::Mongo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_runs_killed_at_every_named_point_settle_once() {
+    named_kills(Store::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_runs_killed_at_every_named_point_settle_once() {
+    named_kills(Store::Mongo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_runs_killed_at_random_moments_settle_once() {
+    random_kills(Store::Sqlite, seed()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_runs_killed_at_random_moments_settle_once() {
+    random_kills(Store::Mongo, seed().wrapping_add(1)).await;
+}
+
+/// A run frozen (SIGSTOP) at `failpoint` past its lease, taken over and finished by another
+/// process, then continued (SIGCONT): it must write nothing, to the store or the provider.
+async fn frozen_run_writes_nothing(store: Store, failpoint: &str) {
+    let date = date();
+    let expected = expected(store, date).await;
+    let what = format!("{store:?}: frozen at {failpoint}");
+    let world = World::new(store, SCHEDULER_OFF);
+    world.import(date);
+    let store_handle = world.store().await;
+    let mut frozen = world.setup.spawn(
+        &["run", "--date", DATE],
+        &[("SETTLE_FAILPOINTS", failpoint)],
+    );
+    // The failpoint holds the run for 3 s: freeze it while it holds, once it has claimed.
+    let claimed = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = store_handle.settlement(date, None).await.expect("read");
+        if state.is_some_and(|s| s.status == SettlementStatus::Running) {
+            break;
+        }
+        assert!(Instant::now() < claimed, "{what}: never claimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&frozen, "-STOP");
+    settle_until_done(&world, date, &what).await;
+    check(&world, date, &expected, &what).await;
+    let export_before = world.export(date);
+    let posts_before = world.provider.post_count();
+    let payouts_before = store_handle.payouts(date).await.expect("payouts");
+    let revisions_before = store_handle
+        .settlement_revisions(date)
+        .await
+        .expect("revisions");
+
+    signal(&frozen, "-CONT");
+    let status = wait_exit(&mut frozen, &what).await;
+    assert!(!status.success(), "{what}: the fenced run reported success");
+    assert_eq!(
+        world.export(date),
+        export_before,
+        "{what}: the lines changed"
+    );
+    assert_eq!(
+        store_handle.payouts(date).await.expect("payouts"),
+        payouts_before,
+        "{what}: a payout record changed"
+    );
+    assert_eq!(
+        store_handle
+            .settlement_revisions(date)
+            .await
+            .expect("revisions"),
+        revisions_before,
+        "{what}: the revision changed"
+    );
+    assert_eq!(
+        world.provider.post_count(),
+        posts_before,
+        "{what}: the provider was called"
+    );
+    check(&world, date, &expected, &what).await;
+}
+
+fn signal(child: &Child, which: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([which, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill {which}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_frozen_past_its_lease_writes_nothing_when_it_wakes() {
+    for store in [Store::Sqlite, Store::Mongo] {
+        frozen_run_writes_nothing(store, "settlement.after_claim=sleep(3000)").await;
+        frozen_run_writes_nothing(store, "payout.before_send=sleep(3000)@1").await;
+    }
+}
