@@ -301,9 +301,10 @@ async fn the_scheduler_catches_up_recent_dates_once_at_start_and_leaves_older_on
     assert_eq!(ready["scheduler"], "alive", "{ready}");
 }
 
-/// Two daemons on one store start together with the scheduler on and a payout provider: each due
+/// Three daemons on one store start together with the scheduler on and a payout provider: each due
 /// date is settled once, each merchant paid once, and the audit trail shows one run per date.
-async fn two_daemons_race_for_the_nightly_job(options: Vec<String>) {
+async fn daemons_race_for_the_nightly_job(options: Vec<String>) {
+    const DAEMONS: usize = 3;
     const MAX_CATCH_UP_DAYS: u64 = 4;
     // Each run holds its date a little after paying, so that the two passes overlap.
     const HOLD: &[(&str, &str)] = &[("SETTLE_FAILPOINTS", "settlement.before_complete=sleep(200)")];
@@ -341,15 +342,14 @@ async fn two_daemons_race_for_the_nightly_job(options: Vec<String>) {
     import(&setup, &rows);
     let viewer = setup.token("viewer", "viewer");
 
-    let (first, second) = {
-        let (one, two) = (setup.clone(), setup.clone());
-        let (first, second) = tokio::join!(
-            tokio::task::spawn_blocking(move || one.start_with_env(HOLD)),
-            tokio::task::spawn_blocking(move || two.start_with_env(HOLD)),
-        );
-        (first.expect("first daemon"), second.expect("second daemon"))
-    };
-    let mut daemons = [first, second];
+    let mut daemons: Vec<_> = futures::future::join_all((0..DAEMONS).map(|_| {
+        let setup = setup.clone();
+        tokio::task::spawn_blocking(move || setup.start_with_env(HOLD))
+    }))
+    .await
+    .into_iter()
+    .map(|daemon| daemon.expect("a daemon"))
+    .collect();
     for daemon in &daemons {
         wait_for_log(daemon, TICK_DONE, PATIENCE).await;
     }
@@ -367,17 +367,17 @@ async fn two_daemons_race_for_the_nightly_job(options: Vec<String>) {
         settled.is_superset(&paid_dates.iter().copied().collect()),
         "{settled:?}"
     );
-    // Each date was settled by exactly one of the two processes.
+    // Each date was settled by exactly one of the processes.
     let settled_by_processes: usize = daemons
         .iter()
         .map(|d| plain_output(d).matches("scheduler settled a date").count())
         .sum();
+    let outputs: Vec<String> = daemons.iter().map(plain_output).collect();
     assert_eq!(
         settled_by_processes,
         settled.len(),
-        "first:\n{}\nsecond:\n{}",
-        plain_output(&daemons[0]),
-        plain_output(&daemons[1])
+        "{}",
+        outputs.join("\n---\n")
     );
 
     // The provider's ledger: one payout per merchant and date, of the line's net, and no other POST.
@@ -428,14 +428,14 @@ async fn two_daemons_race_for_the_nightly_job(options: Vec<String>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_daemons_on_one_sqlite_store_settle_and_pay_each_due_date_once() {
-    two_daemons_race_for_the_nightly_job(Vec::new()).await;
+async fn three_daemons_on_one_sqlite_store_settle_and_pay_each_due_date_once() {
+    daemons_race_for_the_nightly_job(Vec::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_daemons_on_one_mongodb_database_settle_and_pay_each_due_date_once() {
+async fn three_daemons_on_one_mongodb_database_settle_and_pay_each_due_date_once() {
     let database = FreshDatabase::new();
-    two_daemons_race_for_the_nightly_job(database.options()).await;
+    daemons_race_for_the_nightly_job(database.options()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,6 @@
 //! `settle run | rerun | retry | show | history` on the real binary: exact figures, exactly-once
 //! under racing processes, crash takeover after lease expiry, late arrivals, refusals.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use settle_core::model::SettlementStatus;
@@ -271,46 +270,6 @@ async fn a_failed_run_keeps_its_error_and_retry_resumes_it() {
         (revisions[0].status, revisions[0].attempts),
         (SettlementStatus::Completed, 2)
     );
-}
-
-#[tokio::test]
-async fn two_processes_racing_for_one_date_settle_it_exactly_once() {
-    let sandbox = settled_sandbox();
-    // Each process holds the claim for a while, so the two certainly overlap.
-    let spawn = || {
-        sandbox
-            .command(&["run", "--date", "2024-03-10"])
-            .env("SETTLE_FAILPOINTS", "settlement.after_claim=sleep(1500)")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn settle")
-    };
-    let (first, second) = (spawn(), spawn());
-    let outputs = [
-        first.wait_with_output().unwrap(),
-        second.wait_with_output().unwrap(),
-    ];
-    let codes: Vec<i32> = outputs.iter().map(|o| o.status.code().unwrap()).collect();
-    assert_eq!(
-        codes.iter().filter(|c| **c == 0).count(),
-        1,
-        "exactly one winner: {codes:?}"
-    );
-    let loser = outputs.iter().find(|o| o.status.code() != Some(0)).unwrap();
-    assert_eq!(loser.status.code(), Some(3));
-    let message = String::from_utf8_lossy(&loser.stderr);
-    assert!(
-        message.contains("already running") || message.contains("already settled"),
-        "{message}"
-    );
-    let store = sandbox.store().await;
-    let revisions = store
-        .settlement_revisions("2024-03-10".parse().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(revisions.len(), 1);
-    assert_eq!(revisions[0].status, SettlementStatus::Completed);
 }
 
 #[tokio::test]

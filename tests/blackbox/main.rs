@@ -18,6 +18,7 @@ mod crash;
 mod ops_rules;
 mod ops_scrape;
 mod payments;
+mod races;
 mod service;
 mod store_contract;
 mod telemetry;
