@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod csv;
 pub mod demo;
+pub mod excerpt;
 pub mod failpoint;
 pub mod fees;
 pub mod idempotency;

@@ -7,6 +7,8 @@ use std::str::FromStr;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::excerpt::excerpt;
+
 /// More integer digits than `i64::MAX` has (19) can never fit; longer inputs are refused before
 /// any arithmetic, whatever the currency.
 const MAX_INTEGER_DIGITS: usize = 19;
@@ -93,18 +95,18 @@ impl<'de> Deserialize<'de> for Currency {
 /// Why an amount or currency was refused. Every message names the offending value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
-    #[error("unknown currency {0:?} (expected an ISO 4217 code such as USD, SAR or YER)")]
+    #[error("unknown currency {} (expected an ISO 4217 code such as USD, SAR or YER)", excerpt(.0))]
     UnknownCurrency(String),
-    #[error("{value:?} is not a decimal amount: {reason}")]
+    #[error("{} is not a decimal amount: {reason}", excerpt(.value))]
     Malformed { value: String, reason: &'static str },
-    #[error("{value:?} has {decimals} decimal places but {currency} allows {allowed}")]
+    #[error("{} has {decimals} decimal places but {currency} allows {allowed}", excerpt(.value))]
     TooManyDecimals {
         value: String,
         decimals: usize,
         currency: Currency,
         allowed: u32,
     },
-    #[error("{value:?} is too large to be stored as {currency} minor units")]
+    #[error("{} is too large to be stored as {currency} minor units", excerpt(.value))]
     TooLarge { value: String, currency: Currency },
     #[error("cannot combine {left} with {right}")]
     CurrencyMismatch { left: Currency, right: Currency },

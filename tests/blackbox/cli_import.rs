@@ -192,6 +192,14 @@ fn bad_files() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "unbalanced quote",
         ),
         (
+            "a 10 MB line",
+            with_row(&format!(
+                "p-9,{},payment,completed,1.00,USD,card,2024-03-10T10:00:00Z,",
+                "m".repeat(10 * 1024 * 1024)
+            )),
+            "line 3, column merchant_id: \"mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm…\" (10485760 bytes) is longer than 64",
+        ),
+        (
             "same reference twice with different content",
             with_row("p-1,m-1,payment,completed,99.00,USD,card,2024-03-10T10:00:00+03:00,"),
             "line 3, column external_ref: merchant m-1 reference \"p-1\" already appears on line 2",
@@ -206,6 +214,11 @@ async fn every_bad_file_is_refused_with_a_clear_message_and_nothing_written() {
         let file = sandbox.write("bad.csv", &contents);
         let ran = sandbox.run(&["import", file.to_str().unwrap()]);
         assert_eq!(ran.code, 2, "{name}: exit status\n{}", ran.stderr);
+        assert!(
+            ran.stderr.len() < 2_000,
+            "{name}: a message of {} bytes",
+            ran.stderr.len()
+        );
         assert!(
             ran.stderr.contains(expected),
             "{name}: expected {expected:?} in\n{}",

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::calendar::BusinessCalendar;
+use crate::excerpt::excerpt;
 use crate::ingest;
 use crate::model::NewTransaction;
 use crate::money::{Currency, Money};
@@ -139,13 +140,17 @@ impl Columns {
                 .find(|known| **known == name)
                 .ok_or_else(|| {
                     format!(
-                        "unknown column {name:?} in the header (expected {} and optionally {})",
+                        "unknown column {} in the header (expected {} and optionally {})",
+                        excerpt(&name),
                         REQUIRED_COLUMNS.join(", "),
                         OPTIONAL_COLUMNS.join(", ")
                     )
                 })?;
             if index.insert(*known, position).is_some() {
-                return Err(format!("column {name:?} appears twice in the header"));
+                return Err(format!(
+                    "column {} appears twice in the header",
+                    excerpt(&name)
+                ));
             }
             names.push(name);
         }
@@ -233,7 +238,8 @@ fn parse_row(columns: &Columns, record: &csv::ByteRecord) -> Result<NewTransacti
     let id = columns
         .field(record, "id")?
         .map(|text| {
-            Uuid::parse_str(text).map_err(|_| column_error("id", format!("{text:?} is not a UUID")))
+            Uuid::parse_str(text)
+                .map_err(|_| column_error("id", format!("{} is not a UUID", excerpt(text))))
         })
         .transpose()?;
     let occurred_at: DateTime<Utc> = parse_rfc3339(columns.required(record, "occurred_at")?)

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::calendar::SettlementDate;
+use crate::excerpt::excerpt;
 use crate::money::{Currency, Money};
 
 /// The longest merchant id and external reference accepted, in bytes.
@@ -40,9 +41,9 @@ macro_rules! named_enum {
                 match s {
                     $($text => Ok($name::$variant),)+
                     _ => Err(format!(
-                        "unknown {} {:?} (expected one of: {})",
+                        "unknown {} {} (expected one of: {})",
                         $what,
-                        s,
+                        $crate::excerpt::excerpt(s),
                         [$($text),+].join(", ")
                     )),
                 }
@@ -276,14 +277,17 @@ pub fn validate_merchant_id(value: &str) -> Result<(), FieldError> {
     if value.len() > MAX_MERCHANT_ID_BYTES {
         return Err(FieldError::new(
             field,
-            format!("{value:?} is longer than {MAX_MERCHANT_ID_BYTES} characters"),
+            format!(
+                "{} is longer than {MAX_MERCHANT_ID_BYTES} characters",
+                excerpt(value)
+            ),
         ));
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
     if !value.chars().all(allowed) || !value.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(FieldError::new(
             field,
-            format!("{value:?} must start with a letter or digit and hold only letters, digits, '.', '_', ':' or '-'"),
+            format!("{} must start with a letter or digit and hold only letters, digits, '.', '_', ':' or '-'", excerpt(value)),
         ));
     }
     Ok(())
@@ -303,7 +307,10 @@ pub fn validate_external_ref(field: &'static str, value: &str) -> Result<(), Fie
     if value.chars().any(char::is_control) || value.trim() != value {
         return Err(FieldError::new(
             field,
-            format!("{value:?} must not contain control characters or surrounding spaces"),
+            format!(
+                "{} must not contain control characters or surrounding spaces",
+                excerpt(value)
+            ),
         ));
     }
     Ok(())
