@@ -12,6 +12,8 @@ pub struct FreshDatabase {
 }
 
 impl FreshDatabase {
+    // Making one names a new database on a server: not what `Default` suggests.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> FreshDatabase {
         let uri = std::env::var("MONGODB_URI")
             .or_else(|_| std::env::var("SETTLE_TEST_MONGODB_URI"))
