@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use crate::model::{Payout, PayoutStatus};
+use chrono::Duration;
+
+use crate::model::{Fence, Payout, PayoutStatus};
 use crate::provider::{PayoutInstruction, PayoutProvider, ProviderError};
 use crate::store::{PayoutUpdate, SharedStore, StoreError};
 use crate::telemetry;
@@ -23,6 +25,15 @@ pub struct SendReport {
     pub rejected: u32,
     /// Still pending or unknown, with why: the run that sent them is not finished.
     pub unsettled: Vec<(String, String)>,
+}
+
+/// The settlement run a sending pass belongs to: before each request leaves, the pass renews the
+/// run's lease under its fence, so a run that lost its lease (frozen, then taken over) stops
+/// before it calls the provider, and a long pass keeps its lease alive.
+#[derive(Debug, Clone)]
+pub struct RunLease {
+    pub fence: Fence,
+    pub lease_duration: Duration,
 }
 
 /// Sends payouts through the provider and records what happened.
@@ -41,11 +52,13 @@ impl PayoutSender {
         }
     }
 
-    /// Sends every payout awaiting sending, optionally of one date or one merchant.
+    /// Sends every payout awaiting sending, optionally of one date or one merchant; under a
+    /// settlement run's `lease` when one is sending (`LeaseLost` once another run took over).
     pub async fn send_awaiting(
         &self,
         settlement_date: Option<chrono::NaiveDate>,
         merchant_id: Option<String>,
+        lease: Option<&RunLease>,
     ) -> Result<SendReport, StoreError> {
         let mut report = SendReport::default();
         for payout in self
@@ -53,7 +66,7 @@ impl PayoutSender {
             .payouts_awaiting(settlement_date, merchant_id)
             .await?
         {
-            match self.settle_one(&payout).await? {
+            match self.settle_one(&payout, lease).await? {
                 Some(PayoutStatus::Failed) => report.rejected += 1,
                 Some(_) => report.settled += 1,
                 None => report.unsettled.push((
@@ -125,7 +138,11 @@ impl PayoutSender {
 
     /// Brings one payout to a settled status if it can; `None` when it is still unsettled. Each
     /// status Settle records through the provider is counted in `settle.payouts`.
-    async fn settle_one(&self, payout: &Payout) -> Result<Option<PayoutStatus>, StoreError> {
+    async fn settle_one(
+        &self,
+        payout: &Payout,
+        lease: Option<&RunLease>,
+    ) -> Result<Option<PayoutStatus>, StoreError> {
         let span = tracing::info_span!(
             telemetry::spans::PAYOUT_SEND,
             settlement_date = %payout.settlement_date,
@@ -133,14 +150,21 @@ impl PayoutSender {
             currency = payout.currency.code(),
             outcome = tracing::field::Empty,
         );
-        let settled = self.bring_to_settled(payout).instrument(span.clone()).await;
+        let settled = self
+            .bring_to_settled(payout, lease)
+            .instrument(span.clone())
+            .await;
         if let Ok(status) = &settled {
             span.record("outcome", status.unwrap_or(PayoutStatus::Unknown).as_str());
         }
         settled
     }
 
-    async fn bring_to_settled(&self, payout: &Payout) -> Result<Option<PayoutStatus>, StoreError> {
+    async fn bring_to_settled(
+        &self,
+        payout: &Payout,
+        lease: Option<&RunLease>,
+    ) -> Result<Option<PayoutStatus>, StoreError> {
         if payout.status == PayoutStatus::Unknown {
             match self.provider.lookup(&payout.reference).await {
                 Ok(Some(found)) => {
@@ -190,6 +214,13 @@ impl PayoutSender {
         }
         crate::failpoint::hit("payout.before_send")
             .map_err(|e| StoreError::Backend(e.to_string()))?;
+        if let Some(lease) = lease {
+            // Still this run's? A run taken over stops here: the payout stays `unknown` and the
+            // run that holds the lease looks it up before it sends anything.
+            self.store
+                .renew_lease(&lease.fence, self.clock.now() + lease.lease_duration)
+                .await?;
+        }
         let instruction = PayoutInstruction {
             reference: payout.reference.clone(),
             merchant_id: payout.merchant_id.clone(),

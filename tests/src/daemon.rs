@@ -462,6 +462,20 @@ impl Setup {
             .expect("spawn settle")
     }
 
+    /// As `spawn`, with standard error piped for the caller to read (and drain).
+    pub fn spawn_with_stderr(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        let mut command = self.command(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn settle")
+    }
+
     /// Runs a `settle` command (e.g. a `serve` expected to fail at start-up) and waits up to
     /// `within` for it to exit; kills it and panics with its output if it does not.
     pub fn settle_within(&self, args: &[&str], within: Duration) -> Ran {

@@ -18,7 +18,7 @@ use crate::model::{
 };
 use crate::money::MoneyError;
 use crate::notify::{Notifier, NotifyError, SettlementEvent};
-use crate::payout::PayoutSender;
+use crate::payout::{PayoutSender, RunLease};
 use crate::settlement::compute::{
     ComputedSettlement, PaymentKey, RefundedPayment, SettlementComputation,
 };
@@ -426,8 +426,12 @@ impl SettlementRunner {
             "payouts planned"
         );
         failpoint::hit("settlement.after_plan").map_err(|e| e.to_string())?;
+        let lease = RunLease {
+            fence: settlement.fence(),
+            lease_duration: self.lease_duration,
+        };
         let report = sender
-            .send_awaiting(Some(settlement.settlement_date), None)
+            .send_awaiting(Some(settlement.settlement_date), None, Some(&lease))
             .await
             .map_err(|e| e.to_string())?;
         match report.unsettled.first() {

@@ -59,7 +59,7 @@ pub async fn run(context: Context, command: MerchantCommand) -> Result<()> {
             match context.payout_sender(store.clone())? {
                 Some(sender) => {
                     let report = sender
-                        .send_awaiting(None, Some(merchant_id.clone()))
+                        .send_awaiting(None, Some(merchant_id.clone()), None)
                         .await?;
                     println!(
                         "sent: {} settled, {} rejected, {} still unsettled",
