@@ -81,10 +81,10 @@ RAW_SQL="SELECT merchant_id, currency, COUNT(*), \
 cat >"$WORK/pandas_settle.py" <<'PY'
 import sys
 import pandas as pd
-frame = pd.read_csv(sys.argv[1], dtype={"amount": str})
+frame = pd.read_csv(sys.argv[1], dtype={"amount": str, "refund_of": str})
 # Integer minor units from the decimal text, as an analyst who knows floats would do.
-whole, _, cents = frame["amount"].str.partition(".")
-frame["amount_minor"] = whole.astype("int64") * 100 + cents.str.ljust(2, "0").astype("int64")
+parts = frame["amount"].str.partition(".")
+frame["amount_minor"] = parts[0].astype("int64") * 100 + parts[2].str.ljust(2, "0").astype("int64")
 completed = frame[frame["status"] == "completed"]
 signed = completed["amount_minor"].where(completed["kind"] == "payment", -completed["amount_minor"])
 lines = completed.assign(signed=signed).groupby(["merchant_id", "currency"]).agg(
