@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use settle_core::store::mongo::MongoStore;
+use settle_tests::mongo::FreshDatabase;
 
 use crate::support::{read_export, transactions_csv, Ran, Sandbox};
 
@@ -53,57 +53,6 @@ fn day_csv() -> String {
 /// Imported after 2024-03-10 is settled: it lands late on 2024-03-11.
 fn late_csv() -> String {
     transactions_csv(&["p-late,m-2,payment,completed,20.00,USD,card,2024-03-10T20:00:00+03:00,"])
-}
-
-/// The suite's MongoDB server.
-fn mongodb_uri() -> String {
-    std::env::var("MONGODB_URI")
-        .or_else(|_| std::env::var("SETTLE_TEST_MONGODB_URI"))
-        .expect(
-            "the MongoDB CLI tests need a server: run ./scripts/test.sh (it starts SecantusDB), \
-             or set MONGODB_URI",
-        )
-}
-
-/// A fresh database on the suite's server, dropped when the test ends (pass or fail).
-struct FreshDatabase {
-    uri: String,
-    name: String,
-}
-
-impl FreshDatabase {
-    fn new() -> FreshDatabase {
-        FreshDatabase {
-            uri: mongodb_uri(),
-            name: format!("settle_cli_{}", uuid::Uuid::new_v4().simple()),
-        }
-    }
-
-    /// `--store mongodb --mongo-uri URI --mongo-db NAME`.
-    fn options(&self) -> Vec<String> {
-        vec![
-            "--store".into(),
-            "mongodb".into(),
-            "--mongo-uri".into(),
-            self.uri.clone(),
-            "--mongo-db".into(),
-            self.name.clone(),
-        ]
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
-            if let Ok(store) = MongoStore::connect(&self.uri, &self.name).await {
-                let _ = store.drop_database().await;
-            }
-        });
-    }
 }
 
 /// Runs `settle` in the sandbox with the store variables cleared, then `env` set.

@@ -450,20 +450,15 @@ impl Setup {
     /// Starts a `settle` command with extra environment and returns at once (output discarded),
     /// for tests that kill, stop or continue it.
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
-        let mut command = self.command(args);
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn settle")
+        self.spawn_with(args, env, Stdio::null())
     }
 
     /// As `spawn`, with standard error piped for the caller to read (and drain).
     pub fn spawn_with_stderr(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        self.spawn_with(args, env, Stdio::piped())
+    }
+
+    fn spawn_with(&self, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Child {
         let mut command = self.command(args);
         for (name, value) in env {
             command.env(name, value);
@@ -471,7 +466,7 @@ impl Setup {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("spawn settle")
     }

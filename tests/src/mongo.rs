@@ -18,12 +18,12 @@ impl FreshDatabase {
         let uri = std::env::var("MONGODB_URI")
             .or_else(|_| std::env::var("SETTLE_TEST_MONGODB_URI"))
             .expect(
-                "the MongoDB daemon tests need a server: run ./scripts/test.sh (it starts \
+                "the MongoDB tests need a server: run ./scripts/test.sh (it starts \
                  SecantusDB), or set MONGODB_URI",
             );
         FreshDatabase {
             uri,
-            name: format!("settle_daemon_{}", uuid::Uuid::new_v4().simple()),
+            name: format!("settle_test_{}", uuid::Uuid::new_v4().simple()),
         }
     }
 

@@ -9,8 +9,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use rust_decimal::Decimal;
 
 use super::{
-    draw_error, ensure_font, ChartError, ChartFormat, FONT_FAMILY, LABEL_FONT_PX, MAX_SIDE_PX,
-    MIN_HEIGHT_PX, MIN_WIDTH_PX, TITLE_FONT_PX,
+    check_size, draw_error, render as render_chart, ChartError, ChartFormat, Drawing, FONT_FAMILY,
+    LABEL_FONT_PX, TITLE_FONT_PX,
 };
 use crate::money::Money;
 use crate::stats::{CurrencySummary, MerchantVolume};
@@ -125,14 +125,7 @@ fn render(
     width_px: u32,
     height_px: u32,
 ) -> Result<Vec<u8>, ChartError> {
-    if !(MIN_WIDTH_PX..=MAX_SIDE_PX).contains(&width_px)
-        || !(MIN_HEIGHT_PX..=MAX_SIDE_PX).contains(&height_px)
-    {
-        return Err(ChartError::InvalidSize {
-            width: width_px,
-            height: height_px,
-        });
-    }
+    check_size(width_px, height_px)?;
     if panels.iter().all(|panel| panel.bars.is_empty()) {
         return Err(ChartError::NoData);
     }
@@ -146,38 +139,15 @@ fn render(
             panels: panels.len(),
         });
     }
-    ensure_font()?;
-    match format {
-        ChartFormat::Png => {
-            let pixels = u64::from(width_px) * u64::from(height_px) * 3;
-            let mut rgb = vec![0_u8; usize::try_from(pixels).unwrap_or(usize::MAX)];
-            {
-                let root =
-                    BitMapBackend::with_buffer(&mut rgb, (width_px, height_px)).into_drawing_area();
-                draw(&root, panels)?;
-                root.present().map_err(draw_error)?;
-            }
-            let mut png = Vec::new();
-            image::ImageEncoder::write_image(
-                image::codecs::png::PngEncoder::new(&mut png),
-                &rgb,
-                width_px,
-                height_px,
-                image::ExtendedColorType::Rgb8,
-            )
-            .map_err(ChartError::Encode)?;
-            Ok(png)
-        }
-        ChartFormat::Svg => {
-            let mut svg = String::new();
-            {
-                let root =
-                    SVGBackend::with_string(&mut svg, (width_px, height_px)).into_drawing_area();
-                draw(&root, panels)?;
-                root.present().map_err(draw_error)?;
-            }
-            Ok(svg.into_bytes())
-        }
+    render_chart(&Bars(panels), format, width_px, height_px)
+}
+
+/// The panels of a bar chart, drawn one below the other.
+struct Bars<'a>(&'a [Panel]);
+
+impl Drawing for Bars<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), ChartError> {
+        draw(root, self.0)
     }
 }
 

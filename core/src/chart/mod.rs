@@ -28,9 +28,9 @@ pub(crate) const FONT_FAMILY: &str = "sans-serif";
 pub(crate) const TITLE_FONT_PX: u32 = 18;
 pub(crate) const LABEL_FONT_PX: u32 = 12;
 /// The smallest and largest sizes, in pixels, a chart may have.
-pub(crate) const MIN_WIDTH_PX: u32 = 320;
-pub(crate) const MIN_HEIGHT_PX: u32 = 100;
-pub(crate) const MAX_SIDE_PX: u32 = 8192;
+const MIN_WIDTH_PX: u32 = 320;
+const MIN_HEIGHT_PX: u32 = 100;
+const MAX_SIDE_PX: u32 = 8192;
 /// The strip to the right of each panel's plot that holds its legend.
 const LEGEND_WIDTH_PX: u32 = 80;
 /// The smallest panel height that still leaves room for a title, a plot and the date labels.
@@ -136,7 +136,7 @@ pub enum ChartError {
 }
 
 /// Registers the embedded font with plotters, once per process.
-pub(crate) fn ensure_font() -> Result<(), ChartError> {
+fn ensure_font() -> Result<(), ChartError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).is_ok()
@@ -157,15 +157,45 @@ pub fn render_daily_chart(
     height_px: u32,
 ) -> Result<Vec<u8>, ChartError> {
     let plan = ChartPlan::new(points, width_px, height_px)?;
+    render(&plan, format, width_px, height_px)
+}
+
+/// Refuses a chart size outside what the charts can draw.
+pub(crate) fn check_size(width_px: u32, height_px: u32) -> Result<(), ChartError> {
+    if (MIN_WIDTH_PX..=MAX_SIDE_PX).contains(&width_px)
+        && (MIN_HEIGHT_PX..=MAX_SIDE_PX).contains(&height_px)
+    {
+        Ok(())
+    } else {
+        Err(ChartError::InvalidSize {
+            width: width_px,
+            height: height_px,
+        })
+    }
+}
+
+/// A chart that can draw itself on any plotters backend.
+pub(crate) trait Drawing {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), ChartError>;
+}
+
+/// Draws `chart` on a `width_px` × `height_px` area of the backend of `format` and returns the
+/// document's bytes: PNG encoded from an RGB buffer, or SVG text. Registers the font first.
+pub(crate) fn render(
+    chart: &impl Drawing,
+    format: ChartFormat,
+    width_px: u32,
+    height_px: u32,
+) -> Result<Vec<u8>, ChartError> {
     ensure_font()?;
     match format {
         ChartFormat::Png => {
             let pixels = u64::from(width_px) * u64::from(height_px) * 3;
-            let mut rgb = vec![0_u8; pixels as usize];
+            let mut rgb = vec![0_u8; usize::try_from(pixels).unwrap_or(usize::MAX)];
             {
                 let root =
                     BitMapBackend::with_buffer(&mut rgb, (width_px, height_px)).into_drawing_area();
-                plan.draw(&root)?;
+                chart.draw(&root)?;
                 root.present().map_err(draw_error)?;
             }
             let mut png = Vec::new();
@@ -184,7 +214,7 @@ pub fn render_daily_chart(
             {
                 let root =
                     SVGBackend::with_string(&mut svg, (width_px, height_px)).into_drawing_area();
-                plan.draw(&root)?;
+                chart.draw(&root)?;
                 root.present().map_err(draw_error)?;
             }
             Ok(svg.into_bytes())
@@ -211,14 +241,7 @@ struct ChartPlan<'a> {
 
 impl<'a> ChartPlan<'a> {
     fn new(points: &'a [DailyPoint], width_px: u32, height_px: u32) -> Result<Self, ChartError> {
-        if !(MIN_WIDTH_PX..=MAX_SIDE_PX).contains(&width_px)
-            || !(MIN_HEIGHT_PX..=MAX_SIDE_PX).contains(&height_px)
-        {
-            return Err(ChartError::InvalidSize {
-                width: width_px,
-                height: height_px,
-            });
-        }
+        check_size(width_px, height_px)?;
         let (Some(first_date), Some(last_date)) = (
             points.iter().map(|p| p.settlement_date).min(),
             points.iter().map(|p| p.settlement_date).max(),
@@ -286,7 +309,10 @@ impl<'a> ChartPlan<'a> {
             .unwrap_or_default()
     }
 
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), ChartError> {
+    fn draw_panels<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), ChartError> {
         root.fill(&WHITE).map_err(draw_error)?;
         let areas = root.split_evenly((self.panels.len(), 1));
         for (area, (currency, series)) in areas.iter().zip(&self.panels) {
@@ -368,6 +394,12 @@ impl<'a> ChartPlan<'a> {
                 .map_err(draw_error)?;
         }
         Ok(())
+    }
+}
+
+impl Drawing for ChartPlan<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), ChartError> {
+        self.draw_panels(root)
     }
 }
 

@@ -201,6 +201,15 @@ async fn screenshot(client: &Client, name: &str) {
         .expect("the screenshot saved");
 }
 
+/// The text of the element `css` once it is displayed.
+async fn text_of(client: &Client, css: &str) -> String {
+    visible(client, css)
+        .await
+        .text()
+        .await
+        .expect("the element's text")
+}
+
 async fn type_into(client: &Client, css: &str, text: &str) {
     let element = visible(client, css).await;
     element.clear().await.expect("cleared");
@@ -266,11 +275,7 @@ async fn scenario(client: &Client, server: &DemoServer, home: &Path) {
     type_into(client, "#server-url", &server.daemon.base_url).await;
     type_into(client, "#token", &format!("stl_{}", "0".repeat(64))).await;
     click(client, "#connect-button").await;
-    let message = visible(client, "#connect-error")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let message = text_of(client, "#connect-error").await;
     assert!(message.contains("refused the token"), "{message}");
     type_into(client, "#token", &server.operator_token).await;
     click(client, "#connect-button").await;
@@ -291,11 +296,7 @@ async fn scenario(client: &Client, server: &DemoServer, home: &Path) {
     )
     .await;
     assert!(chips.as_u64().unwrap() >= 1);
-    let keyring = visible(client, "#connected-keyring")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let keyring = text_of(client, "#connected-keyring").await;
     assert_eq!(keyring, "Secret Service");
     screenshot(client, "02-history").await;
 
@@ -356,11 +357,7 @@ async fn scenario(client: &Client, server: &DemoServer, home: &Path) {
             .unwrap(),
         json!("ar")
     );
-    let heading = visible(client, "#detail-view h3")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let heading = text_of(client, "#detail-view h3").await;
     assert_eq!(heading, "الإجماليات حسب العملة");
     screenshot(client, "04-detail-arabic").await;
     visible(client, "#app-language")
@@ -374,7 +371,7 @@ async fn scenario(client: &Client, server: &DemoServer, home: &Path) {
     click(client, "#rerun-button").await;
     visible(client, "#action-dialog").await;
     click(client, "#action-submit").await;
-    let refusal = visible(client, "#action-error").await.text().await.unwrap();
+    let refusal = text_of(client, "#action-error").await;
     assert!(refusal.contains("Say why"), "{refusal}");
     type_into(client, "#action-reason", "bank file corrected").await;
     click(client, "#action-confirm").await;
@@ -515,11 +512,7 @@ async fn scenario(client: &Client, server: &DemoServer, home: &Path) {
     );
     type_into(client, "#token", "").await;
     click(client, "#connect-button").await;
-    let message = visible(client, "#connect-error")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let message = text_of(client, "#connect-error").await;
     assert!(message.contains("none is kept"), "{message}");
 
     // A token revoked while connected: the next call returns to the connect screen, saying why.
@@ -528,11 +521,7 @@ async fn scenario(client: &Client, server: &DemoServer, home: &Path) {
     visible(client, "#history-rows tr[data-date]").await;
     server.setup.settle(&["token", "revoke", "ana"]).assert_ok();
     click(client, "#history-apply").await;
-    let message = visible(client, "#connect-error")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let message = text_of(client, "#connect-error").await;
     assert!(message.contains("refused the token"), "{message}");
     screenshot(client, "08-token-revoked").await;
 }
