@@ -56,8 +56,18 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 fmt() { printf '%.3f' "$1"; }
 
 # --- ingest -------------------------------------------------------------------------------------
-step "ingest: settle import vs sqlite3 .import ($RUNS runs each)"
-settle_import=() raw_import=()
+step "ingest: settle import vs sqlite3 .import vs SQLite's own insert into Settle's schema ($RUNS runs each)"
+# The floor: the rows .import loaded, inserted by sqlite3 itself into a table with Settle's schema
+# and indexes, in one transaction, with the store's settings. No validation, no business dates.
+FLOOR_SQL="PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -65536;
+ATTACH '$WORK/raw.db' AS raw; BEGIN;
+INSERT INTO transactions (id, merchant_id, kind, status, amount_minor, currency, method, occurred_at,
+  external_ref, refund_of, created_at, settlement_date, late)
+SELECT printf('%08x-0000-7000-8000-%012x', 1700000000, rowid), merchant_id, kind, status,
+  CAST(replace(amount, '.', '') AS INTEGER), currency, method, occurred_at, external_ref,
+  NULLIF(refund_of, ''), '$DATE""T00:00:00.000Z', '$DATE', 0 FROM raw.raw;
+COMMIT;"
+settle_import=() raw_import=() floor_import=()
 for run in $(seq "$RUNS"); do
     rm -rf "$WORK/import"
     started=$(now)
@@ -67,9 +77,15 @@ for run in $(seq "$RUNS"); do
     started=$(now)
     sqlite3 "$WORK/raw.db" ".mode csv" ".import $CSV raw"
     raw_import+=("$(elapsed "$started")")
+    rm -f "$WORK/floor.db"*
+    sqlite3 "$WORK/import/settle.db" ".schema transactions" | sqlite3 "$WORK/floor.db"
+    started=$(now)
+    sqlite3 "$WORK/floor.db" "$FLOOR_SQL" >/dev/null
+    floor_import+=("$(elapsed "$started")")
 done
 settle_import_s=$(printf '%s\n' "${settle_import[@]}" | median)
 raw_import_s=$(printf '%s\n' "${raw_import[@]}" | median)
+floor_import_s=$(printf '%s\n' "${floor_import[@]}" | median)
 
 # --- settle -------------------------------------------------------------------------------------
 step "settle: settle run vs the raw SQL vs pandas ($RUNS runs each)"
@@ -183,6 +199,38 @@ rss_mb=$(printf '%s\n' "${rss[@]}" | median)
 settle_size_mb=$(echo "$(stat -c %s target/release/settle) / 1048576" | bc -l)
 console_size_mb=$(echo "$(stat -c %s target/release/settle-console) / 1048576" | bc -l)
 
+# --- profiles -----------------------------------------------------------------------------------
+# Where the time goes in one import and one run: the top entries of a `perf` sampling profile,
+# written into RESULTS.md so a missed target shows what limits it. Skipped without perf.
+top_entries() {  # perf.data file -> markdown rows "| share | where | symbol |" (reads it all: no SIGPIPE)
+    perf report -i "$1" --no-children --sort dso,sym --stdio 2>/dev/null \
+        | awk '/^ +[0-9.]+%/ && ++n <= 12 { share = $1; dso = $2; $1 = ""; $2 = ""; $3 = ""; \
+                sub(/^ +/, ""); printf "| %s | %s | `%s` |\n", share, dso, $0 }'
+}
+profiles=""
+if command -v perf >/dev/null && perf record -o /dev/null -q true 2>/dev/null; then
+    step "profiles: perf record of one import and one run"
+    rm -rf "$WORK/profiled"
+    perf record -q -o "$WORK/import.perf" "$SETTLE" --data-dir "$WORK/profiled" import "$CSV" >/dev/null 2>&1
+    rm -rf "$WORK/profiled" && cp -r "$WORK/imported" "$WORK/profiled"
+    perf record -q -o "$WORK/run.perf" "$SETTLE" --data-dir "$WORK/profiled" run --date "$DATE" >/dev/null 2>&1
+    profiles=$(
+        echo "### Profile of \`settle import\` (top entries, perf, $TRANSACTIONS rows)"
+        echo
+        echo "| Share | Object | Symbol |"
+        echo "|---|---|---|"
+        top_entries "$WORK/import.perf"
+        echo
+        echo "### Profile of \`settle run\` (top entries, perf)"
+        echo
+        echo "| Share | Object | Symbol |"
+        echo "|---|---|---|"
+        top_entries "$WORK/run.perf"
+    )
+else
+    profiles="Profiles skipped: \`perf\` is not installed or not permitted here (package linux-perf)."
+fi
+
 # --- results ------------------------------------------------------------------------------------
 ratio() { echo "$1 / $2" | bc -l; }
 verdict() { if [ "$(echo "$1" | bc -l)" -eq 1 ]; then echo "met"; else echo "**missed**"; fi; }
@@ -207,6 +255,7 @@ os=$(. /etc/os-release && echo "$PRETTY_NAME")
     echo "| Figure | Settle | Baseline | Ratio | Target | |"
     echo "|---|---|---|---|---|---|"
     echo "| Ingest: \`settle import\` vs \`sqlite3 .import\` (s) | $(fmt "$settle_import_s") | $(fmt "$raw_import_s") | speed $(fmt "$import_speed")× | ≥ 0.5× | $(verdict "$import_speed >= 0.5") |"
+    echo "| Ingest floor: \`sqlite3\` INSERT…SELECT of the same rows into Settle's schema (s) | $(fmt "$settle_import_s") | $(fmt "$floor_import_s") | speed $(fmt "$(ratio "$floor_import_s" "$settle_import_s")")× | (reference) | |"
     echo "| Settle: \`settle run\` vs raw SQL GROUP BY (s) | $(fmt "$settle_run_s") | $(fmt "$raw_run_s") | $(fmt "$settle_vs_raw")× the time | ≤ 1.5× | $(verdict "$settle_vs_raw <= 1.5") |"
     echo "| Settle: \`settle run\` vs pandas read_csv + groupby (s) | $(fmt "$settle_run_s") | $(fmt "$pandas_run_s") | $(fmt "$pandas_vs_settle")× faster | ≥ 3× | $(verdict "$pandas_vs_settle >= 3") |"
     echo "| API, SQLite: new-key POST vs /healthz (req/s) | $(fmt "$sq_n_rps") | $(fmt "$sq_h_rps") | $(fmt "$new_vs_health")× | ≥ 0.3× | $(verdict "$new_vs_health >= 0.3") |"
@@ -225,6 +274,11 @@ os=$(. /etc/os-release && echo "$PRETTY_NAME")
     echo "| SecantusDB (reference) | POST /payments, replay | $(fmt "$mg_r_rps") | $(fmt "$mg_r_p50") | $(fmt "$mg_r_p99") |"
     echo
     echo "Footprint: start to ready $(fmt "$ready_ms") ms; idle RSS $(fmt "$rss_mb") MB; release binaries \`settle\` $(fmt "$settle_size_mb") MB, \`settle-console\` $(fmt "$console_size_mb") MB."
+    echo
+    echo "$profiles"
+    echo
+    # What the profiles mean and why a missed target's limit is where it is: kept by hand.
+    cat bench/ANALYSIS.md
 } >"$RESULTS.new"
 mv "$RESULTS.new" "$RESULTS"
 cat "$RESULTS"

@@ -8,7 +8,8 @@ use crate::calendar::{BusinessCalendar, CalendarError};
 use crate::model::NewTransaction;
 use crate::store::{InsertOutcome, StoreError, TransactionRecord, TransactionStore};
 
-/// Turns a validated transaction into a record ready for the store.
+/// Turns a validated transaction into a record ready for the store. A new id is a UUIDv7: ids
+/// given in one process ascend, so the store's id indexes grow at their end, not at random pages.
 pub fn prepare(
     transaction: NewTransaction,
     calendar: &BusinessCalendar,
@@ -16,7 +17,7 @@ pub fn prepare(
 ) -> Result<TransactionRecord, CalendarError> {
     let natural_date = calendar.date_of(transaction.occurred_at)?;
     Ok(TransactionRecord {
-        id: transaction.id.unwrap_or_else(Uuid::new_v4),
+        id: transaction.id.unwrap_or_else(Uuid::now_v7),
         transaction,
         created_at: now,
         natural_date,

@@ -86,7 +86,10 @@ async fn main() -> Result<()> {
         })
         .await?;
     let fence = settlement.fence();
-    let frozen = shared.freeze_transactions(&fence).await?;
+    let frozen = shared
+        .freeze_transactions(&fence)
+        .await?
+        .context("the MongoDB store counts what it freezes")?;
 
     // 1. Streaming: pages of frozen transactions folded in Rust (what a run does).
     let started = Instant::now();

@@ -34,14 +34,16 @@ pub struct ComputedSettlement {
 #[derive(Debug)]
 pub struct SettlementComputation<'a> {
     schedule: &'a FeeSchedule,
-    lines: BTreeMap<(String, Currency), SettlementFigures>,
+    /// Figures by merchant, then currency: looked up by `&str`, so a known line costs no allocation.
+    /// Hashed while folding; `finish` sorts.
+    lines: HashMap<String, BTreeMap<Currency, SettlementFigures>>,
 }
 
 impl<'a> SettlementComputation<'a> {
     pub fn new(schedule: &'a FeeSchedule) -> Self {
         SettlementComputation {
             schedule,
-            lines: BTreeMap::new(),
+            lines: HashMap::new(),
         }
     }
 
@@ -53,10 +55,6 @@ impl<'a> SettlementComputation<'a> {
     ) -> Result<(), MoneyError> {
         let currency = tx.currency;
         let fee_minor = self.fee_effect_minor(tx, refunded)?;
-        let line = self
-            .lines
-            .entry((tx.merchant_id.clone(), currency))
-            .or_default();
         let mut delta = SettlementFigures {
             transaction_count: 1,
             late_count: u64::from(tx.late),
@@ -89,7 +87,18 @@ impl<'a> SettlementComputation<'a> {
             }
             delta.fees_minor = fee_minor;
         }
-        line.accumulate(&delta, currency)
+        if let Some(by_currency) = self.lines.get_mut(tx.merchant_id.as_str()) {
+            return by_currency
+                .entry(currency)
+                .or_default()
+                .accumulate(&delta, currency);
+        }
+        self.lines
+            .entry(tx.merchant_id.clone())
+            .or_default()
+            .entry(currency)
+            .or_default()
+            .accumulate(&delta, currency)
     }
 
     /// The fee a completed transaction adds (payments) or gives back (refunds, negative).
@@ -120,7 +129,16 @@ impl<'a> SettlementComputation<'a> {
     pub fn finish(self) -> Result<ComputedSettlement, MoneyError> {
         let mut lines = Vec::with_capacity(self.lines.len());
         let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
-        for ((merchant_id, currency), mut figures) in self.lines {
+        let mut by_merchant: Vec<_> = self.lines.into_iter().collect();
+        by_merchant.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let lines_by_key = by_merchant
+            .into_iter()
+            .flat_map(|(merchant_id, by_currency)| {
+                by_currency
+                    .into_iter()
+                    .map(move |(currency, figures)| (merchant_id.clone(), currency, figures))
+            });
+        for (merchant_id, currency, mut figures) in lines_by_key {
             figures.net_minor = figures
                 .expected_net_minor()
                 .ok_or(MoneyError::Overflow(currency))?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use tracing::Instrument as _;
 
@@ -32,6 +32,8 @@ pub const DEFAULT_LEASE_SECONDS: i64 = 300;
 pub const DEFAULT_PAGE_SIZE: u32 = 5_000;
 /// Refund look-ups per store call.
 const REFUND_LOOKUP_BATCH: usize = 500;
+/// Refund look-up calls in flight at once (the SQLite store reads on two connections).
+const REFUND_LOOKUPS_IN_FLIGHT: usize = 2;
 
 /// What a person or the scheduler asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -587,9 +589,10 @@ impl SettlementRunner {
             .map(|lease| lease.expires_at)
             .unwrap_or_else(|| self.clock.now());
         let frozen = self.store.freeze_transactions(&fence).await?;
-        tracing::debug!(settlement_date = %settlement.settlement_date, frozen, "transactions frozen for the run");
+        tracing::debug!(settlement_date = %settlement.settlement_date, ?frozen, "transactions frozen for the run");
         let mut computation = SettlementComputation::new(&settlement.fee_schedule);
-        let mut refunds: Vec<Transaction> = Vec::new();
+        // Refunds that return a fee, in chunks of REFUND_LOOKUP_BATCH for the payment look-ups.
+        let mut refund_chunks: Vec<Vec<Transaction>> = Vec::new();
         let mut transactions = self.store.run_transactions(&fence, self.page_size);
         let mut read: u64 = 0;
         while let Some(tx) = transactions.try_next().await? {
@@ -597,7 +600,10 @@ impl SettlementRunner {
                 && tx.status == TransactionStatus::Completed
                 && tx.refund_of.is_some();
             if returns_a_fee {
-                refunds.push(tx);
+                match refund_chunks.last_mut() {
+                    Some(chunk) if chunk.len() < REFUND_LOOKUP_BATCH => chunk.push(tx),
+                    _ => refund_chunks.push(vec![tx]),
+                }
             } else {
                 computation.add(&tx, None)?;
             }
@@ -611,32 +617,12 @@ impl SettlementRunner {
             }
         }
         drop(transactions);
-        for chunk in refunds.chunks(REFUND_LOOKUP_BATCH) {
+        let mut lookups = futures::stream::iter(refund_chunks)
+            .map(|chunk| self.refunded_payments_of(chunk))
+            .buffered(REFUND_LOOKUPS_IN_FLIGHT);
+        while let Some((chunk, refunded)) = lookups.try_next().await? {
             self.keep_lease(&fence, &mut lease_expires_at).await?;
-            let keys: BTreeSet<PaymentKey> = chunk
-                .iter()
-                .filter_map(|r| {
-                    r.refund_of
-                        .clone()
-                        .map(|reference| (r.merchant_id.clone(), reference))
-                })
-                .collect();
-            let refunded: HashMap<PaymentKey, RefundedPayment> = self
-                .store
-                .refunded_payments(keys.into_iter().collect())
-                .await?
-                .into_iter()
-                .map(|found| {
-                    (
-                        (
-                            found.payment.merchant_id.clone(),
-                            found.payment.external_ref.clone(),
-                        ),
-                        found,
-                    )
-                })
-                .collect();
-            for refund in chunk {
+            for refund in &chunk {
                 let key = (
                     refund.merchant_id.clone(),
                     refund.refund_of.clone().unwrap_or_default(),
@@ -645,6 +631,37 @@ impl SettlementRunner {
             }
         }
         Ok(computation.finish()?)
+    }
+
+    /// The payments a chunk of refunds returns, with all their refunds, by payment key.
+    async fn refunded_payments_of(
+        &self,
+        chunk: Vec<Transaction>,
+    ) -> Result<(Vec<Transaction>, HashMap<PaymentKey, RefundedPayment>), StoreError> {
+        let keys: BTreeSet<PaymentKey> = chunk
+            .iter()
+            .filter_map(|r| {
+                r.refund_of
+                    .clone()
+                    .map(|reference| (r.merchant_id.clone(), reference))
+            })
+            .collect();
+        let refunded = self
+            .store
+            .refunded_payments(keys.into_iter().collect())
+            .await?
+            .into_iter()
+            .map(|found| {
+                (
+                    (
+                        found.payment.merchant_id.clone(),
+                        found.payment.external_ref.clone(),
+                    ),
+                    found,
+                )
+            })
+            .collect();
+        Ok((chunk, refunded))
     }
 
     /// Renews the lease once half of it has passed. Fails with `LeaseLost` if another run took over.

@@ -255,11 +255,13 @@ pub trait TransactionStore: Send + Sync {
     /// first revision every transaction assigned to the date (and stragglers of earlier settled
     /// dates, which it takes as late); for a rerun exactly what the earlier revisions settled. A
     /// store that assigns dates atomically with claims (SQLite) has nothing to do. Returns how many
-    /// transactions the run will read.
-    async fn freeze_transactions(&self, fence: &Fence) -> Result<u64, StoreError>;
+    /// transactions the run will read, when the store counted them while freezing (SQLite does
+    /// not: counting would cost a pass over the date's index and serve only a log line).
+    async fn freeze_transactions(&self, fence: &Fence) -> Result<Option<u64>, StoreError>;
 
-    /// The transactions frozen for the run holding `fence`, ordered by id, streamed with bounded
-    /// memory (`batch_size` per round trip): a day of a million transactions is never all in memory.
+    /// The transactions frozen for the run holding `fence`, each exactly once, in no promised order
+    /// (the fold does not depend on it), streamed with bounded memory (`batch_size` per round
+    /// trip): a day of a million transactions is never all in memory.
     fn run_transactions<'a>(
         &'a self,
         fence: &Fence,

@@ -91,7 +91,7 @@ impl TransactionStore for TimedStore {
         .await
     }
 
-    async fn freeze_transactions(&self, fence: &Fence) -> Result<u64, StoreError> {
+    async fn freeze_transactions(&self, fence: &Fence) -> Result<Option<u64>, StoreError> {
         self.timed("freeze_transactions", self.inner.freeze_transactions(fence))
             .await
     }
@@ -441,7 +441,7 @@ struct TimedStream<'a> {
     operation: &'static str,
     store: &'static str,
     waited: Duration,
-    /// When the item being waited for was first asked for.
+    /// When the consumer started waiting for the item it asked for (its first pending poll).
     asked_at: Option<Instant>,
     recorded: bool,
 }
@@ -459,11 +459,16 @@ impl Stream for TimedStream<'_> {
     type Item = Result<Transaction, StoreError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let asked_at = *self.asked_at.get_or_insert_with(Instant::now);
+        // The clock is read only around waits: an item already buffered (most of a page) costs
+        // no time worth measuring, and a million clock reads would.
         let polled = self.inner.as_mut().poll_next(cx);
-        if polled.is_ready() {
-            self.waited += asked_at.elapsed();
-            self.asked_at = None;
+        match (&polled, self.asked_at) {
+            (Poll::Pending, None) => self.asked_at = Some(Instant::now()),
+            (Poll::Ready(_), Some(asked_at)) => {
+                self.waited += asked_at.elapsed();
+                self.asked_at = None;
+            }
+            _ => {}
         }
         if let Poll::Ready(None) = polled {
             self.record();

@@ -15,6 +15,11 @@ use settle_core::model::{ApiToken, Role};
 use super::problem::{types, Problem};
 use super::state::AppState;
 
+/// The token the audit layer already authenticated for this request, so the handler's `Caller`
+/// does not look it up a second time.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub ApiToken);
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -80,6 +85,11 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(Authenticated(token)) = parts.extensions.get::<Authenticated>() {
+            return Ok(Caller {
+                token: token.clone(),
+            });
+        }
         let header = parts
             .headers
             .get(header::AUTHORIZATION)

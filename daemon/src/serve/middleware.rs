@@ -15,7 +15,7 @@ use settle_core::telemetry::{self, ActiveRequest};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::extract::authenticate;
+use super::extract::{authenticate, Authenticated};
 use super::problem::{types, Problem};
 use super::state::AppState;
 
@@ -158,7 +158,7 @@ pub async fn with_timeout(State(state): State<AppState>, request: Request, next:
 /// Writes one audit event per mutating request, whatever its outcome.
 pub async fn audit_mutations(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if matches!(
@@ -181,7 +181,11 @@ pub async fn audit_mutations(
     // Who is asking is decided before the request runs: a request that revokes its own token
     // is still its token's doing.
     let actor = match authenticate(&state, authorization).await {
-        Ok(token) => token.principal(),
+        Ok(token) => {
+            let actor = token.principal();
+            request.extensions_mut().insert(Authenticated(token));
+            actor
+        }
         Err(_) => "anonymous".to_string(),
     };
     let response = next.run(request).await;

@@ -587,7 +587,7 @@ impl TransactionStore for MongoStore {
             .ok_or_else(|| StoreError::Backend("a recorded transaction vanished".into()))
     }
 
-    async fn freeze_transactions(&self, fence: &Fence) -> Result<u64, StoreError> {
+    async fn freeze_transactions(&self, fence: &Fence) -> Result<Option<u64>, StoreError> {
         self.check_fence(fence).await?;
         let date = date_text(fence.settlement_date);
         let token = token(fence);
@@ -642,6 +642,7 @@ impl TransactionStore for MongoStore {
                 doc! { "settlement_date": &date, "state": FROZEN, "freeze_token": token },
             )
             .await
+            .map(Some)
             .map_err(backend)
     }
 

@@ -41,6 +41,21 @@ fn record(row: &rusqlite::Row) -> Result<Record, StoreError> {
     })
 }
 
+/// The record of one key, if any.
+fn find(
+    connection: &rusqlite::Connection,
+    principal: &str,
+    key: &str,
+) -> Result<Option<Record>, StoreError> {
+    query_one(
+        connection,
+        "SELECT fingerprint, state, response_status, response_body, response_headers, locked_until, expires_at \
+         FROM idempotency_records WHERE principal = ?1 AND key = ?2",
+        params![principal, key],
+        record,
+    )
+}
+
 /// Unlinks transactions from expired keys (selected by `condition` on idempotency_records): after
 /// expiry a key counts as new, and must not find what it recorded before.
 fn forget_links(
@@ -63,14 +78,26 @@ fn forget_links(
 #[async_trait]
 impl IdempotencyStore for SqliteStore {
     async fn idempotency_begin(&self, begin: IdempotencyBegin) -> Result<BeginOutcome, StoreError> {
+        // A completed record with this fingerprint stays as it is until it expires: a replay is
+        // answered from the reader connection, without queueing a write.
+        let (principal, key) = (begin.principal.clone(), begin.key.clone());
+        let found = self
+            .read(move |connection| find(connection, &principal, &key))
+            .await?;
+        if let Some(Record {
+            completed: true,
+            response: Some(response),
+            fingerprint,
+            expires_at,
+            ..
+        }) = found
+        {
+            if expires_at > begin.now && fingerprint == begin.fingerprint {
+                return Ok(BeginOutcome::Replay(response));
+            }
+        }
         self.write(move |tx| {
-            let found = query_one(
-                tx,
-                "SELECT fingerprint, state, response_status, response_body, response_headers, locked_until, expires_at \
-                 FROM idempotency_records WHERE principal = ?1 AND key = ?2",
-                params![begin.principal, begin.key],
-                record,
-            )?;
+            let found = find(tx, &begin.principal, &begin.key)?;
             let claim_new = |tx: &rusqlite::Transaction| -> Result<BeginOutcome, StoreError> {
                 tx.execute(
                     "INSERT OR REPLACE INTO idempotency_records \

@@ -1,5 +1,5 @@
-//! The embedded store: one SQLite file (WAL, full sync), a writer and a reader connection, every
-//! multi-row write in one `BEGIN IMMEDIATE` transaction. Blocking work runs on tokio's blocking pool.
+//! The embedded store: one SQLite file (WAL, full sync), a writer thread (group commit: writes queued
+//! together share one `BEGIN IMMEDIATE` transaction) and reader connections on tokio's blocking pool.
 
 mod access;
 mod audit;
@@ -10,12 +10,13 @@ mod rows;
 mod schema;
 mod settlements;
 mod transactions;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 use super::{Store, StoreError};
 
@@ -23,12 +24,20 @@ pub use schema::SCHEMA_VERSION;
 
 /// How long a connection waits for another process's write lock before giving up.
 const BUSY_TIMEOUT_MS: u64 = 30_000;
+/// Reader connections: reads run side by side (WAL readers do not block each other or the writer).
+const READER_CONNECTIONS: usize = 2;
+
+/// Page cache per connection, in KiB (SQLite's default is 2 MiB). Imports and settlement runs
+/// touch index pages all over the file; a larger cache keeps them in memory instead of re-reading
+/// them from the OS. It is filled only as pages are used, so an idle daemon stays small.
+const CACHE_SIZE_KIB: i64 = 65_536;
 
 pub(crate) fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
 /// Whether a write transaction keeps its changes.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Decision {
     Commit,
     RollBack,
@@ -38,8 +47,36 @@ pub(crate) enum Decision {
 #[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    writer: writer::GroupWriter,
+    readers: Arc<Readers>,
+}
+
+/// The reader connections; a read takes a free one, or waits its turn on one.
+struct Readers {
+    connections: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Readers {
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let poisoned =
+            || StoreError::Backend("a database connection was poisoned by a panic".into());
+        for connection in &self.connections {
+            match connection.try_lock() {
+                Ok(guard) => return work(&guard),
+                Err(std::sync::TryLockError::WouldBlock) => continue,
+                Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
+            }
+        }
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let guard = self.connections[turn % self.connections.len()]
+            .lock()
+            .map_err(|_| poisoned())?;
+        work(&guard)
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -67,6 +104,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     connection
         .pragma_update(None, "foreign_keys", "ON")
         .map_err(backend)?;
+    // A negative cache_size is in KiB.
+    connection
+        .pragma_update(None, "cache_size", -CACHE_SIZE_KIB)
+        .map_err(backend)?;
     Ok(connection)
 }
 
@@ -75,39 +116,28 @@ impl SqliteStore {
     pub async fn open(path: impl Into<PathBuf>) -> Result<SqliteStore, StoreError> {
         let path = path.into();
         let opened_path = path.clone();
-        let (writer, reader) = tokio::task::spawn_blocking(move || {
+        let (writer, readers) = tokio::task::spawn_blocking(move || {
             let mut writer = open_connection(&opened_path)?;
             schema::migrate(&mut writer)?;
-            let reader = open_connection(&opened_path)?;
-            Ok::<_, StoreError>((writer, reader))
+            let readers = (0..READER_CONNECTIONS)
+                .map(|_| open_connection(&opened_path).map(Mutex::new))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, StoreError>((writer, readers))
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))??;
         Ok(SqliteStore {
             path,
-            writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            writer: writer::GroupWriter::start(writer)?,
+            readers: Arc::new(Readers {
+                connections: readers,
+                next: std::sync::atomic::AtomicUsize::new(0),
+            }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    async fn with<T, F>(connection: &Arc<Mutex<Connection>>, work: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let connection = Arc::clone(connection);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = connection.lock().map_err(|_| {
-                StoreError::Backend("a database connection was poisoned by a panic".into())
-            })?;
-            work(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
     /// Runs `work` inside one write transaction; it commits only if `work` succeeds.
@@ -120,24 +150,14 @@ impl SqliteStore {
             .await
     }
 
-    /// Like `write`, but `work` decides whether its changes are kept.
+    /// Like `write`, but `work` decides whether its changes are kept. Writes queued at the same
+    /// time share one transaction and one commit (see `writer`); each is answered after it.
     pub(crate) async fn write_deciding<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction) -> Result<(T, Decision), StoreError> + Send + 'static,
     {
-        Self::with(&self.writer, move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let (value, decision) = work(&tx)?;
-            match decision {
-                Decision::Commit => tx.commit().map_err(backend)?,
-                Decision::RollBack => tx.rollback().map_err(backend)?,
-            }
-            Ok(value)
-        })
-        .await
+        self.writer.write(work).await
     }
 
     pub(crate) async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
@@ -145,7 +165,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        Self::with(&self.reader, move |connection| work(connection)).await
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(work))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 }
 

@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::types::ValueRef;
 use rusqlite::Row;
 use uuid::Uuid;
 
@@ -22,6 +23,7 @@ pub const FIGURE_COLUMNS: &str =
      pending_count, payment_count, refund_count, chargeback_count, adjustment_count, late_count, \
      gross_minor, refunds_minor, chargebacks_minor, adjustments_minor, fees_minor, net_minor";
 
+/// The transaction columns, in the order `transaction` reads them by position.
 pub const TRANSACTION_COLUMNS: &str =
     "id, merchant_id, kind, status, amount_minor, currency, method, \
      occurred_at, external_ref, refund_of, created_at, settlement_date, late";
@@ -31,53 +33,107 @@ pub const SETTLEMENT_COLUMNS: &str =
      reason, calendar, fee_schedule, window_start, window_end, lease_owner, lease_expires_at, \
      lease_version, attempts, created_at, started_at, completed_at, error, computed_at";
 
-fn corrupt(column: &str, detail: impl std::fmt::Display) -> StoreError {
+/// A column of a row: its name, or `At` (its position and name). Names are looked up per row;
+/// positions are not, which matters on hot paths such as a settlement run's millions of rows.
+pub(super) trait Column: std::fmt::Display + Copy {
+    fn get<T: rusqlite::types::FromSql>(self, row: &Row) -> rusqlite::Result<T>;
+    fn get_ref<'r>(self, row: &'r Row) -> rusqlite::Result<ValueRef<'r>>;
+}
+
+impl Column for &str {
+    fn get<T: rusqlite::types::FromSql>(self, row: &Row) -> rusqlite::Result<T> {
+        row.get(self)
+    }
+
+    fn get_ref<'r>(self, row: &'r Row) -> rusqlite::Result<ValueRef<'r>> {
+        row.get_ref(self)
+    }
+}
+
+/// A column by position in the select list, named for error messages.
+#[derive(Clone, Copy)]
+pub(super) struct At(pub usize, pub &'static str);
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.1)
+    }
+}
+
+impl Column for At {
+    fn get<T: rusqlite::types::FromSql>(self, row: &Row) -> rusqlite::Result<T> {
+        row.get(self.0)
+    }
+
+    fn get_ref<'r>(self, row: &'r Row) -> rusqlite::Result<ValueRef<'r>> {
+        row.get_ref(self.0)
+    }
+}
+
+fn corrupt(column: impl std::fmt::Display, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("column {column}: {detail}"))
 }
 
-pub(super) fn text(row: &Row, column: &str) -> Result<String, StoreError> {
-    row.get::<_, String>(column).map_err(|e| corrupt(column, e))
+pub(super) fn text(row: &Row, column: impl Column) -> Result<String, StoreError> {
+    column.get::<String>(row).map_err(|e| corrupt(column, e))
 }
 
-pub(super) fn optional_text(row: &Row, column: &str) -> Result<Option<String>, StoreError> {
-    row.get::<_, Option<String>>(column)
+pub(super) fn optional_text(row: &Row, column: impl Column) -> Result<Option<String>, StoreError> {
+    column
+        .get::<Option<String>>(row)
         .map_err(|e| corrupt(column, e))
 }
 
-pub(super) fn integer(row: &Row, column: &str) -> Result<i64, StoreError> {
-    row.get::<_, i64>(column).map_err(|e| corrupt(column, e))
+pub(super) fn integer(row: &Row, column: impl Column) -> Result<i64, StoreError> {
+    column.get::<i64>(row).map_err(|e| corrupt(column, e))
 }
 
-pub(super) fn count(row: &Row, column: &str) -> Result<u64, StoreError> {
+pub(super) fn count(row: &Row, column: impl Column) -> Result<u64, StoreError> {
     u64::try_from(integer(row, column)?).map_err(|e| corrupt(column, e))
 }
 
-pub(super) fn parsed<T: FromStr>(row: &Row, column: &str) -> Result<T, StoreError>
+/// Reads the column's text where it lies in the row (no copy), for values parsed right away.
+fn with_text<C: Column, T>(
+    row: &Row,
+    column: C,
+    read: impl FnOnce(&str) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let value = column.get_ref(row).map_err(|e| corrupt(column, e))?;
+    read(value.as_str().map_err(|e| corrupt(column, e))?)
+}
+
+pub(super) fn parsed<T: FromStr>(row: &Row, column: impl Column) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,
 {
-    text(row, column)?
-        .parse()
-        .map_err(|e: T::Err| corrupt(column, e))
+    with_text(row, column, |text| {
+        text.parse().map_err(|e: T::Err| corrupt(column, e))
+    })
 }
 
-pub(super) fn instant(row: &Row, column: &str) -> Result<DateTime<Utc>, StoreError> {
-    parse_instant(column, &text(row, column)?)
+pub(super) fn instant(row: &Row, column: impl Column) -> Result<DateTime<Utc>, StoreError> {
+    with_text(row, column, |text| parse_instant(column, text))
 }
 
 pub(super) fn optional_instant(
     row: &Row,
-    column: &str,
+    column: impl Column,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     optional_text(row, column)?
         .map(|value| parse_instant(column, &value))
         .transpose()
 }
 
-fn parse_instant(column: &str, value: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|instant| instant.with_timezone(&Utc))
-        .map_err(|e| corrupt(column, e))
+fn parse_instant(column: impl Column, value: &str) -> Result<DateTime<Utc>, StoreError> {
+    crate::time::parse_stored_utc(value).map_err(|e| corrupt(column, e))
+}
+
+/// A stored `YYYY-MM-DD` date.
+pub(super) fn date(row: &Row, column: impl Column) -> Result<NaiveDate, StoreError> {
+    with_text(row, column, |value| {
+        crate::time::parse_fixed_date(value)
+            .ok_or_else(|| corrupt(column, format!("{value:?} is not a YYYY-MM-DD date")))
+    })
 }
 
 pub(super) fn json<T: serde::de::DeserializeOwned>(
@@ -89,28 +145,29 @@ pub(super) fn json<T: serde::de::DeserializeOwned>(
 
 /// A date as stored: `YYYY-MM-DD`.
 pub fn date_text(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
+    crate::time::format_date(date)
 }
 
 pub fn instant_text(instant: DateTime<Utc>) -> String {
     format_utc(instant)
 }
 
+/// Decodes a row selected as `TRANSACTION_COLUMNS` (first in the select list), by position.
 pub fn transaction(row: &Row) -> Result<Transaction, StoreError> {
     Ok(Transaction {
-        id: parsed::<Uuid>(row, "id")?,
-        merchant_id: text(row, "merchant_id")?,
-        kind: parsed(row, "kind")?,
-        status: parsed(row, "status")?,
-        amount_minor: integer(row, "amount_minor")?,
-        currency: parsed::<Currency>(row, "currency")?,
-        method: parsed(row, "method")?,
-        occurred_at: instant(row, "occurred_at")?,
-        external_ref: text(row, "external_ref")?,
-        refund_of: optional_text(row, "refund_of")?,
-        created_at: instant(row, "created_at")?,
-        settlement_date: parsed(row, "settlement_date")?,
-        late: integer(row, "late")? != 0,
+        id: parsed::<Uuid>(row, At(0, "id"))?,
+        merchant_id: text(row, At(1, "merchant_id"))?,
+        kind: parsed(row, At(2, "kind"))?,
+        status: parsed(row, At(3, "status"))?,
+        amount_minor: integer(row, At(4, "amount_minor"))?,
+        currency: parsed::<Currency>(row, At(5, "currency"))?,
+        method: parsed(row, At(6, "method"))?,
+        occurred_at: instant(row, At(7, "occurred_at"))?,
+        external_ref: text(row, At(8, "external_ref"))?,
+        refund_of: optional_text(row, At(9, "refund_of"))?,
+        created_at: instant(row, At(10, "created_at"))?,
+        settlement_date: date(row, At(11, "settlement_date"))?,
+        late: integer(row, At(12, "late"))? != 0,
     })
 }
 

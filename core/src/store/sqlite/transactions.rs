@@ -56,13 +56,31 @@ fn sealed_dates(connection: &Connection) -> Result<BTreeSet<NaiveDate>, StoreErr
     .map(|dates| dates.into_iter().collect())
 }
 
+/// Where a stored transaction landed.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    settlement_date: NaiveDate,
+    late: bool,
+}
+
+/// The insert of one transaction; a row that would repeat an id, reference or idempotency key
+/// is left out (`ON CONFLICT DO NOTHING`).
+static INSERT_TRANSACTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO transactions ({TRANSACTION_COLUMNS}, idempotency_principal, idempotency_key) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+         ON CONFLICT DO NOTHING"
+    )
+});
+
 /// Stores one transaction on its date: the natural one, or the first unsealed date after it
-/// (marked late). Returns the stored transaction.
+/// (marked late). Returns where it landed, or `None` when a row with the same id, reference or
+/// idempotency key is already there (nothing is written then; the caller looks at that row).
 fn insert_transaction(
     tx: &rusqlite::Transaction,
     record: &TransactionRecord,
     sealed: &BTreeSet<NaiveDate>,
-) -> Result<Transaction, StoreError> {
+) -> Result<Option<Placement>, StoreError> {
     let mut settlement_date = record.natural_date;
     while sealed.contains(&settlement_date) {
         settlement_date = settlement_date.succ_opt().ok_or_else(|| {
@@ -75,31 +93,41 @@ fn insert_transaction(
         Some(tag) => (Some(tag.principal.as_str()), Some(tag.key.as_str())),
         None => (None, None),
     };
-    tx.prepare_cached(&format!(
-        "INSERT INTO transactions ({TRANSACTION_COLUMNS}, idempotency_principal, idempotency_key) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-    ))
-    .and_then(|mut statement| {
-        statement.execute(params![
-            record.id.to_string(),
-            t.merchant_id,
-            t.kind.as_str(),
-            t.status.as_str(),
-            t.amount_minor,
-            t.currency.code(),
-            t.method.as_str(),
-            instant_text(t.occurred_at),
-            t.external_ref,
-            t.refund_of,
-            instant_text(record.created_at),
-            date_text(settlement_date),
-            i64::from(late),
-            principal,
-            key,
-        ])
-    })
-    .map_err(backend)?;
-    Ok(Transaction {
+    let inserted_rows = tx
+        .prepare_cached(&INSERT_TRANSACTION)
+        .and_then(|mut statement| {
+            statement.execute(params![
+                record
+                    .id
+                    .hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer()) as &str,
+                t.merchant_id,
+                t.kind.as_str(),
+                t.status.as_str(),
+                t.amount_minor,
+                t.currency.code(),
+                t.method.as_str(),
+                instant_text(t.occurred_at),
+                t.external_ref,
+                t.refund_of,
+                instant_text(record.created_at),
+                date_text(settlement_date),
+                i64::from(late),
+                principal,
+                key,
+            ])
+        })
+        .map_err(backend)?;
+    Ok((inserted_rows > 0).then_some(Placement {
+        settlement_date,
+        late,
+    }))
+}
+
+/// The transaction as stored by `insert_transaction`.
+fn stored(record: &TransactionRecord, placement: Placement) -> Transaction {
+    let t = &record.transaction;
+    Transaction {
         id: record.id,
         merchant_id: t.merchant_id.clone(),
         kind: t.kind,
@@ -111,9 +139,17 @@ fn insert_transaction(
         external_ref: t.external_ref.clone(),
         refund_of: t.refund_of.clone(),
         created_at: record.created_at,
-        settlement_date,
-        late,
-    })
+        settlement_date: placement.settlement_date,
+        late: placement.late,
+    }
+}
+
+/// A row the database refused as a duplicate although no row shares its id or reference.
+fn unexplained_refusal(record: &TransactionRecord) -> StoreError {
+    StoreError::Backend(format!(
+        "transaction {} (merchant {} reference {:?}) was refused as a duplicate, but no stored row has its id or reference",
+        record.id, record.transaction.merchant_id, record.transaction.external_ref
+    ))
 }
 
 /// What is already stored under the record's reference or id, if anything.
@@ -191,6 +227,79 @@ fn refund_refusal(
     Ok(None)
 }
 
+/// How many parts a run's read is cut into (one reader connection each).
+const SCAN_PARTS: usize = 2;
+
+impl SqliteStore {
+    /// Cuts the date's id range into `(after, until)` parts: ids `> after` (all if `None`) and
+    /// `<= until`. Two index seeks, no scan.
+    async fn scan_parts(&self, date: NaiveDate) -> Result<Vec<(Option<Uuid>, Uuid)>, StoreError> {
+        let bounds = self
+            .read(move |connection| {
+                connection
+                    .query_row(
+                        "SELECT MIN(id), MAX(id) FROM transactions WHERE settlement_date = ?1",
+                        params![date_text(date)],
+                        |row| {
+                            Ok((
+                                row.get::<_, Option<String>>(0)?,
+                                row.get::<_, Option<String>>(1)?,
+                            ))
+                        },
+                    )
+                    .map_err(backend)
+            })
+            .await?;
+        let parse = |text: String| {
+            Uuid::parse_str(&text).map_err(|e| StoreError::Corrupt(format!("column id: {e}")))
+        };
+        let (Some(low), Some(high)) = bounds else {
+            return Ok(Vec::new());
+        };
+        let (low, high) = (parse(low)?, parse(high)?);
+        // Stored ids are lowercase hyphenated UUIDs: their text order is their numeric order.
+        let (low, span) = (low.as_u128(), high.as_u128() - low.as_u128());
+        let mut parts = Vec::with_capacity(SCAN_PARTS);
+        let mut after: Option<Uuid> = None;
+        for part in 1..SCAN_PARTS as u128 {
+            let until = Uuid::from_u128(low + span / SCAN_PARTS as u128 * part);
+            if after.is_none_or(|after| until > after) {
+                parts.push((after, until));
+                after = Some(until);
+            }
+        }
+        parts.push((after, high));
+        Ok(parts)
+    }
+
+    /// One keyset page of the date's rows with ids in `(after, until]`, ordered by id.
+    async fn page_in_range(
+        &self,
+        date: NaiveDate,
+        after: Option<Uuid>,
+        until: Uuid,
+        limit: u32,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        self.read(move |connection| {
+            query_all(
+                connection,
+                &format!(
+                    "SELECT {TRANSACTION_COLUMNS} FROM transactions \
+                     WHERE settlement_date = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"
+                ),
+                params![
+                    date_text(date),
+                    after.map(|id| id.to_string()).unwrap_or_default(),
+                    until.to_string(),
+                    limit
+                ],
+                rows::transaction,
+            )
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl TransactionStore for SqliteStore {
     async fn insert_transactions(
@@ -201,16 +310,19 @@ impl TransactionStore for SqliteStore {
             let sealed = sealed_dates(tx)?;
             let mut outcome = InsertOutcome::default();
             for (index, record) in batch.iter().enumerate() {
+                // Insert first and look only when the row was refused: a new row costs one
+                // statement, not two lookups and an insert.
+                if let Some(placement) = insert_transaction(tx, record, &sealed)? {
+                    outcome.inserted += 1;
+                    outcome.late += u64::from(placement.late);
+                    continue;
+                }
                 match existing(tx, record)? {
                     Existing::Identical(_) => outcome.duplicates += 1,
                     Existing::Different(existing) => {
                         outcome.conflicts.push(InsertConflict { index, existing })
                     }
-                    Existing::None => {
-                        let stored = insert_transaction(tx, record, &sealed)?;
-                        outcome.inserted += 1;
-                        outcome.late += u64::from(stored.late);
-                    }
+                    Existing::None => return Err(unexplained_refusal(record)),
                 }
             }
             if outcome.conflicts.is_empty() {
@@ -231,9 +343,11 @@ impl TransactionStore for SqliteStore {
         keys: Vec<PaymentKey>,
     ) -> Result<Vec<Transaction>, StoreError> {
         self.read(move |connection| {
+            // One read transaction for the whole batch: one snapshot, and no lock taken per lookup.
+            let snapshot = connection.unchecked_transaction().map_err(backend)?;
             let mut found = Vec::new();
             for (merchant_id, external_ref) in &keys {
-                found.extend(transaction_by_ref(connection, merchant_id, external_ref)?);
+                found.extend(transaction_by_ref(&snapshot, merchant_id, external_ref)?);
             }
             Ok(found)
         })
@@ -292,6 +406,8 @@ impl TransactionStore for SqliteStore {
         keys: Vec<PaymentKey>,
     ) -> Result<Vec<RefundedPayment>, StoreError> {
         self.read(move |connection| {
+            let snapshot = connection.unchecked_transaction().map_err(backend)?;
+            let connection: &Connection = &snapshot;
             let mut found = Vec::new();
             for (merchant_id, external_ref) in &keys {
                 let Some(payment) = transaction_by_ref(connection, merchant_id, external_ref)? else {
@@ -336,27 +452,17 @@ impl TransactionStore for SqliteStore {
                 return Ok(refusal);
             }
             let sealed = sealed_dates(tx)?;
-            Ok(RecordOutcome::Inserted(insert_transaction(
-                tx, &record, &sealed,
-            )?))
+            match insert_transaction(tx, &record, &sealed)? {
+                Some(placement) => Ok(RecordOutcome::Inserted(stored(&record, placement))),
+                None => Err(unexplained_refusal(&record)),
+            }
         })
         .await
     }
 
-    async fn freeze_transactions(&self, fence: &Fence) -> Result<u64, StoreError> {
+    async fn freeze_transactions(&self, _fence: &Fence) -> Result<Option<u64>, StoreError> {
         // Dates are assigned atomically with claims here: the date's rows are already final.
-        let date = date_text(fence.settlement_date);
-        self.read(move |connection| {
-            let count: i64 = connection
-                .query_row(
-                    "SELECT COUNT(*) FROM transactions WHERE settlement_date = ?1",
-                    params![date],
-                    |row| row.get(0),
-                )
-                .map_err(backend)?;
-            Ok(count as u64)
-        })
-        .await
+        Ok(None)
     }
 
     fn run_transactions<'a>(
@@ -364,26 +470,46 @@ impl TransactionStore for SqliteStore {
         fence: &Fence,
         batch_size: u32,
     ) -> BoxStream<'a, Result<Transaction, StoreError>> {
-        // Keyset pages of the date (its rows are final once claimed), flattened into one stream.
+        // The date's rows are final once claimed. Its id range is cut in `SCAN_PARTS` parts; a task
+        // per part reads keyset pages on its own reader connection, a page ahead of the fold, so
+        // the reads run side by side and overlap the fold (which does not depend on order).
         let date = fence.settlement_date;
-        let pages = futures::stream::try_unfold(
-            Some(None),
-            move |after: Option<Option<Uuid>>| async move {
-                let Some(after) = after else { return Ok(None) };
-                let page = self
-                    .transactions_page(date, after, batch_size.max(1))
-                    .await?;
-                let next = page.last().map(|last| Some(last.id));
-                Ok::<_, StoreError>(if page.is_empty() {
-                    None
-                } else {
-                    Some((page, next))
-                })
-            },
-        );
-        pages
-            .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
-            .try_flatten()
-            .boxed()
+        let page_rows = batch_size.max(1);
+        let (pages_tx, pages_rx) = tokio::sync::mpsc::channel(SCAN_PARTS);
+        let store = self.clone();
+        tokio::spawn(async move {
+            let parts = match store.scan_parts(date).await {
+                Ok(parts) => parts,
+                Err(error) => {
+                    let _ = pages_tx.send(Err(error)).await;
+                    return;
+                }
+            };
+            for (after, until) in parts {
+                let (store, pages_tx) = (store.clone(), pages_tx.clone());
+                tokio::spawn(async move {
+                    let mut after = after;
+                    loop {
+                        let page = store.page_in_range(date, after, until, page_rows).await;
+                        let last = match &page {
+                            Ok(rows) if rows.is_empty() => return,
+                            Ok(rows) => rows.last().map(|row| row.id),
+                            Err(_) => None,
+                        };
+                        // The reader went away (it finished or failed): stop reading.
+                        if pages_tx.send(page).await.is_err() || last.is_none() {
+                            return;
+                        }
+                        after = last;
+                    }
+                });
+            }
+        });
+        futures::stream::unfold(pages_rx, |mut pages_rx| async move {
+            pages_rx.recv().await.map(|page| (page, pages_rx))
+        })
+        .map_ok(|page: Vec<Transaction>| futures::stream::iter(page.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
     }
 }
