@@ -110,19 +110,12 @@ fn parse_fixed_utc(value: &str) -> Option<DateTime<Utc>> {
     if bytes.len() != 24 || separators.iter().any(|(at, byte)| bytes[*at] != *byte) {
         return None;
     }
-    let number = |from: usize, to: usize| -> Option<u32> {
-        bytes[from..to].iter().try_fold(0_u32, |sum, digit| {
-            digit
-                .is_ascii_digit()
-                .then(|| sum * 10 + u32::from(digit - b'0'))
-        })
-    };
     let date = parse_fixed_date(&value[..10])?;
     let time = chrono::NaiveTime::from_hms_milli_opt(
-        number(11, 13)?,
-        number(14, 16)?,
-        number(17, 19)?,
-        number(20, 23)?,
+        digits(bytes, 11, 13)?,
+        digits(bytes, 14, 16)?,
+        digits(bytes, 17, 19)?,
+        digits(bytes, 20, 23)?,
     )?;
     Some(date.and_time(time).and_utc())
 }
@@ -133,18 +126,20 @@ pub fn parse_fixed_date(value: &str) -> Option<chrono::NaiveDate> {
     if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
         return None;
     }
-    let number = |from: usize, to: usize| -> Option<u32> {
-        bytes[from..to].iter().try_fold(0_u32, |sum, digit| {
-            digit
-                .is_ascii_digit()
-                .then(|| sum * 10 + u32::from(digit - b'0'))
-        })
-    };
     chrono::NaiveDate::from_ymd_opt(
-        i32::try_from(number(0, 4)?).ok()?,
-        number(5, 7)?,
-        number(8, 10)?,
+        i32::try_from(digits(bytes, 0, 4)?).ok()?,
+        digits(bytes, 5, 7)?,
+        digits(bytes, 8, 10)?,
     )
+}
+
+/// The decimal number `bytes[from..to]` spells, or `None` unless they are all ASCII digits.
+fn digits(bytes: &[u8], from: usize, to: usize) -> Option<u32> {
+    bytes[from..to].iter().try_fold(0_u32, |sum, digit| {
+        digit
+            .is_ascii_digit()
+            .then(|| sum * 10 + u32::from(digit - b'0'))
+    })
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ fn corrupt(field: &str, detail: impl std::fmt::Display) -> StoreError {
 }
 
 pub fn date_text(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
+    crate::time::format_date(date)
 }
 
 pub fn instant(value: DateTime<Utc>) -> bson::DateTime {

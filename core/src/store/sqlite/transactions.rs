@@ -365,22 +365,8 @@ impl TransactionStore for SqliteStore {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<Transaction>, StoreError> {
-        self.read(move |connection| {
-            query_all(
-                connection,
-                &format!(
-                    "SELECT {TRANSACTION_COLUMNS} FROM transactions \
-                     WHERE settlement_date = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-                ),
-                params![
-                    date_text(settlement_date),
-                    after.map(|id| id.to_string()).unwrap_or_default(),
-                    limit
-                ],
-                rows::transaction,
-            )
-        })
-        .await
+        self.page_in_range(settlement_date, after, Uuid::max(), limit)
+            .await
     }
 
     async fn late_transactions(
