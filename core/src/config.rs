@@ -11,6 +11,7 @@ use toml::{Table, Value};
 use crate::calendar::{parse_timezone, BusinessCalendar, Cutoff, DEFAULT_GRACE_MINUTES};
 use crate::fees::{AmountByCurrency, FeeRule, FeeSchedule, MerchantFees};
 use crate::idempotency::IdempotencySettings;
+use crate::limits::{AmountLimits, MAX_AMOUNT_MINOR_CEILING};
 use crate::model::PaymentMethod;
 use crate::money::{Currency, Money};
 use crate::retry::{PolicyName, RetryPolicy};
@@ -28,6 +29,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "settlement",
     "data_dir",
     "idempotency",
+    "payments",
     "payouts",
     "notifications",
     "retry",
@@ -46,6 +48,7 @@ pub struct Settings {
     /// `data_dir` from the file, if set; command-line and environment take precedence.
     pub data_dir: Option<PathBuf>,
     pub idempotency: IdempotencySettings,
+    pub payments: PaymentSettings,
     /// The payout provider's base URL; payouts are off without one.
     pub provider_url: Option<String>,
     /// Where settlement notifications are posted; off without one.
@@ -54,6 +57,13 @@ pub struct Settings {
     pub server: ServerSettings,
     pub scheduler: SchedulerSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// `[payments]`: rules every way of recording a transaction applies (API, CLI, import).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentSettings {
+    /// The per-transaction maximum per currency (`max_amount_minor`, `max_amount.CODE`).
+    pub amount_limits: AmountLimits,
 }
 
 /// `settle serve`: where it listens and how it treats requests.
@@ -298,6 +308,7 @@ impl Default for Settings {
             },
             data_dir: None,
             idempotency: IdempotencySettings::default(),
+            payments: PaymentSettings::default(),
             provider_url: None,
             webhook_url: None,
             retry: RetrySettings::default(),
@@ -426,9 +437,9 @@ impl Reader {
         }
         let mut segments: Vec<String> = Vec::new();
         for raw in path.split(ENV_SEPARATOR) {
-            let currency_position = segments
-                .last()
-                .is_some_and(|parent| matches!(parent.as_str(), "fixed" | "min" | "max"));
+            let currency_position = segments.last().is_some_and(|parent| {
+                matches!(parent.as_str(), "fixed" | "min" | "max" | "max_amount")
+            });
             segments.push(if currency_position {
                 raw.to_ascii_uppercase()
             } else {
@@ -493,6 +504,9 @@ impl Reader {
         settings.data_dir = self.string(table, "data_dir").map(PathBuf::from);
         if let Some(idempotency) = self.section(table, "idempotency") {
             settings.idempotency = self.idempotency(&idempotency);
+        }
+        if let Some(payments) = self.section(table, "payments") {
+            settings.payments = self.payments(&payments);
         }
         if let Some(payouts) = self.section(table, "payouts") {
             self.known_keys("payouts", &payouts, &["provider_url"]);
@@ -646,6 +660,43 @@ impl Reader {
             .integer(table, "telemetry.export_interval_ms", 100, 3_600_000)
             .map(|ms| ms as u64);
         telemetry
+    }
+
+    fn payments(&mut self, table: &Table) -> PaymentSettings {
+        self.known_keys("payments", table, &["max_amount_minor", "max_amount"]);
+        let mut limits = AmountLimits::default();
+        if let Some(minor) = self.integer(
+            table,
+            "payments.max_amount_minor",
+            1,
+            MAX_AMOUNT_MINOR_CEILING,
+        ) {
+            limits.default_max_minor = minor;
+        }
+        let per_currency = self.amounts(table, "payments.max_amount", "max_amount");
+        for (currency, minor) in per_currency.0 {
+            let key = format!("payments.max_amount.{}", currency.code());
+            if minor <= 0 {
+                self.problem(&key, "the maximum must be greater than zero");
+            } else if minor > MAX_AMOUNT_MINOR_CEILING {
+                self.problem(
+                    &key,
+                    format!(
+                        "{} {code} is above the largest maximum Settle allows, {} {code} \
+                         ({MAX_AMOUNT_MINOR_CEILING} minor units), which keeps a day's sums far \
+                         from overflowing",
+                        Money::new(minor, currency),
+                        Money::new(MAX_AMOUNT_MINOR_CEILING, currency),
+                        code = currency.code(),
+                    ),
+                );
+            } else {
+                limits.per_currency.0.insert(currency, minor);
+            }
+        }
+        PaymentSettings {
+            amount_limits: limits,
+        }
     }
 
     fn idempotency(&mut self, table: &Table) -> IdempotencySettings {
@@ -1029,6 +1080,66 @@ mod tests {
         assert_eq!(
             settings.fee_schedule.default.percent,
             Some(Decimal::new(25, 1))
+        );
+    }
+
+    #[test]
+    fn payments_limits_default_far_below_overflow_and_take_per_currency_overrides() {
+        let usd = Currency::from_code("USD").unwrap();
+        let jpy = Currency::from_code("JPY").unwrap();
+        let defaults = parse("", "defaults", no_env()).unwrap();
+        assert_eq!(
+            defaults.payments.amount_limits.max_minor(usd),
+            crate::limits::DEFAULT_MAX_AMOUNT_MINOR
+        );
+        let text = r#"
+            [payments]
+            max_amount_minor = 5000000
+            max_amount = { USD = "250000.00" }
+        "#;
+        let env = vec![(
+            "SETTLE_PAYMENTS__MAX_AMOUNT__JPY".to_string(),
+            "9000".to_string(),
+        )];
+        let limits = parse(text, "limits", env).unwrap().payments.amount_limits;
+        assert_eq!(limits.max_minor(usd), 25_000_000);
+        assert_eq!(limits.key(usd), "payments.max_amount.USD");
+        assert_eq!(limits.max_minor(jpy), 9_000);
+        let sar = Currency::from_code("SAR").unwrap();
+        assert_eq!(limits.max_minor(sar), 5_000_000);
+        assert_eq!(limits.key(sar), "payments.max_amount_minor");
+    }
+
+    #[test]
+    fn bad_payments_limits_are_reported_by_key() {
+        let text = r#"
+            [payments]
+            max_amount_minor = 0
+            max_amount = { USD = "0", EUR = "20000000000000.00", SAR = "1.234", XYZ = "1", JPY = 1.5 }
+            maximum = 3
+        "#;
+        let found = problems(text, no_env());
+        for key in [
+            "payments.max_amount_minor: 0 is out of range",
+            "payments.max_amount.USD: the maximum must be greater than zero",
+            "payments.max_amount.EUR: 20000000000000.00 EUR is above the largest maximum",
+            "payments.max_amount.SAR:",
+            "payments.max_amount.XYZ:",
+            "payments.max_amount.JPY:",
+            "payments.maximum: unknown key",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(key)),
+                "{key} in {found:#?}"
+            );
+        }
+        let too_big = problems(
+            "[payments]\nmax_amount_minor = 1000000000000001\n",
+            no_env(),
+        );
+        assert!(
+            too_big[0].starts_with("payments.max_amount_minor: 1000000000000001 is out of range"),
+            "{too_big:?}"
         );
     }
 

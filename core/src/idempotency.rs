@@ -273,6 +273,7 @@ impl Idempotency {
             locked_until: now + self.settings.lock,
             expires_at: now + self.settings.retention,
         };
+        let lock = begin.lock();
         let outcome = self.store.idempotency_begin(begin).await?;
         tracing::debug!(principal, outcome = ?outcome_name(&outcome), "idempotency begin");
         crate::telemetry::idempotency_outcome(outcome_of(&outcome));
@@ -313,15 +314,25 @@ impl Idempotency {
                     .map_err(|e| StoreError::Backend(e.to_string()))?;
                 let response = match handled {
                     HandlerOutcome::Completed(response) => {
-                        self.store
-                            .idempotency_complete(principal, key.as_str(), fingerprint, &response)
-                            .await?;
+                        if !self.store.idempotency_complete(&lock, &response).await? {
+                            // Our lock passed and another request took the key over: what we
+                            // wrote carries the key, so the taker finds it; its record stands.
+                            tracing::warn!(
+                                principal,
+                                "idempotency lock passed before completing; the request that \
+                                 took the key over keeps it"
+                            );
+                        }
                         response
                     }
                     HandlerOutcome::NothingChanged(response) => {
-                        self.store
-                            .idempotency_release(principal, key.as_str(), fingerprint)
-                            .await?;
+                        if !self.store.idempotency_release(&lock).await? {
+                            tracing::warn!(
+                                principal,
+                                "idempotency lock passed before releasing; the request that \
+                                 took the key over keeps it"
+                            );
+                        }
                         response
                     }
                 };

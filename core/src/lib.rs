@@ -14,6 +14,7 @@ pub mod failpoint;
 pub mod fees;
 pub mod idempotency;
 pub mod ingest;
+pub mod limits;
 pub mod model;
 pub mod money;
 pub mod notify;

@@ -13,6 +13,7 @@ use crate::idempotency::{
     fingerprint, problem, Answer, HandlerOutcome, Idempotency, IdempotencyKey, StoredResponse,
 };
 use crate::ingest;
+use crate::limits::{check_amount_limit, AmountLimits};
 use crate::model::{
     AuditEvent, NewTransaction, PaymentMethod, Transaction, TransactionKind, TransactionStatus,
 };
@@ -160,6 +161,7 @@ pub struct PaymentService {
     idempotency: Idempotency,
     calendar: BusinessCalendar,
     clock: Arc<dyn Clock>,
+    limits: AmountLimits,
 }
 
 impl PaymentService {
@@ -174,7 +176,14 @@ impl PaymentService {
             idempotency,
             calendar,
             clock,
+            limits: AmountLimits::default(),
         }
+    }
+
+    /// The per-transaction maxima (`[payments]`) instead of the defaults.
+    pub fn with_amount_limits(mut self, limits: AmountLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Runs one operation for `principal` under its idempotency key and audits the answer.
@@ -346,7 +355,11 @@ impl PaymentService {
                 }
             }
         };
-        Ok(parsed.and_then(|t| t.validated().map_err(|e| invalid(e.field, e.message))))
+        Ok(parsed.and_then(|t| {
+            let t = t.validated().map_err(|e| invalid(e.field, &e.message))?;
+            check_amount_limit(&t, &self.limits).map_err(|e| invalid(e.field, &e.message))?;
+            Ok(t)
+        }))
     }
 }
 

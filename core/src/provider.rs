@@ -12,8 +12,10 @@
 //! - `GET {base_url}/payouts/{reference}` answers 200 with the same JSON, or 404 when the provider
 //!   has never seen the reference.
 //!
-//! 408, 429, 5xx, connection failures and attempt timeouts are retried with the same key, honouring
-//! `Retry-After`; any other 4xx is a refusal. The token is never logged nor put in an error.
+//! 408, 409 (in progress), 423, 425, 429, 5xx, connection failures and attempt timeouts are retried
+//! with the same key, honouring `Retry-After`. Only another 4xx (400, 401, 403, 404, 422…) is a
+//! refusal ([`ProviderError::Rejected`]: not paid); retries exhausted, a lost or untrustworthy answer
+//! leave the outcome unknown. The token is never logged nor put in an error.
 
 use std::fmt;
 
@@ -24,8 +26,8 @@ use crate::model::{Payout, PayoutStatus};
 use crate::money::{format_minor, Currency};
 use crate::notify::{http_client, truncate_detail, validate_url};
 use crate::retry::{
-    classify_http_status, classify_reqwest_error, retry, Classification, Classify, Idempotence,
-    RetryError, RetryPolicy,
+    classify_payment_http_status, classify_reqwest_error, is_payment_refusal, retry,
+    Classification, Classify, Idempotence, RetryError, RetryPolicy,
 };
 use crate::secret::Secret;
 
@@ -117,15 +119,18 @@ pub struct ProviderPayout {
 /// Why a provider call did not give an answer to trust. Messages never include the token.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    /// A permanent refusal (a 4xx other than 408/429): the provider did not take the payout.
+    /// An explicit refusal (a 4xx other than 408, 409, 423, 425 and 429): the provider did not
+    /// take the payout. The only error that means "not paid".
     #[error("the payout provider refused the request with HTTP {status}: {detail}")]
     Rejected { status: u16, detail: String },
-    /// Retries exhausted, attempts timed out or the provider unreachable: a payout being created
-    /// may or may not exist now; look it up before sending it again.
+    /// Retries exhausted (5xx, 409 in progress, 423, 425…), attempts timed out or the provider
+    /// unreachable: a payout being created may or may not exist now; look it up before sending it
+    /// again.
     #[error("the payout provider was unavailable after {attempts} attempt(s): {detail}")]
     Unavailable { attempts: u32, detail: String },
-    /// An answer that cannot be trusted: unparseable, or not echoing the reference, amount or
-    /// currency asked for. A payout being created may exist.
+    /// An answer that cannot be trusted: unparseable, not echoing the reference, amount or
+    /// currency asked for, or an HTTP status that is neither a success nor a refusal (a redirect).
+    /// A payout being created may exist.
     #[error("the payout provider answered unexpectedly: {0}")]
     Protocol(String),
     /// Settings or an instruction that cannot work, found before anything was sent.
@@ -216,7 +221,7 @@ impl Classify for AttemptError {
                 status,
                 retry_after,
                 ..
-            } => classify_http_status(*status, retry_after.as_deref()),
+            } => classify_payment_http_status(*status, retry_after.as_deref()),
             AttemptError::Transport(error) => classify_reqwest_error(error),
             // The same request would get the same answer.
             AttemptError::Protocol(_) => Classification::Permanent,
@@ -231,7 +236,13 @@ impl From<RetryError<AttemptError>> for ProviderError {
             RetryError::Permanent {
                 error: AttemptError::Status { status, detail, .. },
                 ..
-            } => ProviderError::Rejected { status, detail },
+            } if is_payment_refusal(status) => ProviderError::Rejected { status, detail },
+            RetryError::Permanent {
+                error: AttemptError::Status { status, detail, .. },
+                ..
+            } => ProviderError::Protocol(format!(
+                "HTTP {status} is neither a success nor a refusal: {detail}"
+            )),
             RetryError::Permanent {
                 error: AttemptError::Protocol(message),
                 ..
@@ -302,6 +313,13 @@ impl PayoutProvider {
         })
     }
 
+    /// The longest one call (a create or a lookup, with all its retries) can have a request in
+    /// flight: the retry policy's deadline.
+    pub fn call_deadline(&self) -> chrono::Duration {
+        let deadline_ms = u32::try_from(self.policy.deadline_ms).unwrap_or(u32::MAX);
+        chrono::Duration::milliseconds(i64::from(deadline_ms))
+    }
+
     /// `{base_url}/payouts[/{reference}]`, the reference percent-encoded as one path segment.
     fn endpoint(&self, reference: Option<&str>) -> reqwest::Url {
         let mut url = self.base_url.clone();
@@ -349,8 +367,9 @@ impl PayoutProvider {
 
     /// Creates the payout, or returns the one the provider already has under this reference.
     ///
-    /// Retried per the settings' policy with the reference as idempotency key. `Rejected` means
-    /// the provider did not take it; `Unavailable` and `Protocol` mean it may exist (look it up).
+    /// Retried per the settings' policy with the reference as idempotency key. Only `Rejected`
+    /// means the provider did not take it; `Unavailable` and `Protocol` mean it may exist (look it
+    /// up).
     pub async fn create(
         &self,
         instruction: &PayoutInstruction,
@@ -531,6 +550,52 @@ mod tests {
             amount_minor: 1250,
             settlement_date: "2024-03-10".parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn only_an_explicit_refusal_is_rejected() {
+        use crate::retry::PolicyName;
+        let status = |status: u16| AttemptError::Status {
+            status,
+            retry_after: None,
+            detail: "x".into(),
+        };
+        let permanent = |error| RetryError::Permanent {
+            policy: PolicyName::Payment,
+            operation: "payout create".into(),
+            attempts: 1,
+            error,
+        };
+        let exhausted = |error| RetryError::Exhausted {
+            policy: PolicyName::Payment,
+            operation: "payout create".into(),
+            attempts: 3,
+            error,
+        };
+        for refusal in [400, 401, 403, 404, 422] {
+            assert!(
+                matches!(
+                    ProviderError::from(permanent(status(refusal))),
+                    ProviderError::Rejected { status, .. } if status == refusal
+                ),
+                "{refusal}"
+            );
+        }
+        for unknown in [409, 423, 425, 429, 500, 503] {
+            assert!(status(unknown).classify().is_retryable(), "{unknown}");
+            assert!(
+                matches!(
+                    ProviderError::from(exhausted(status(unknown))),
+                    ProviderError::Unavailable { attempts: 3, .. }
+                ),
+                "{unknown}"
+            );
+        }
+        // A redirect is not a refusal: the outcome is unknown.
+        assert!(matches!(
+            ProviderError::from(permanent(status(302))),
+            ProviderError::Protocol(_)
+        ));
     }
 
     #[test]

@@ -695,6 +695,34 @@ fn classify_http_status_at(
     }
 }
 
+/// Classifies a payment provider's HTTP status. A money movement is `failed` only on an explicit
+/// refusal, so besides what [`classify_http_status`] retries, 409 (a request with this key is in
+/// progress), 423 (locked) and 425 (too early) are retried with the same key, honouring
+/// `Retry-After`: none of them says "rejected, not paid". Webhooks keep [`classify_http_status`].
+pub fn classify_payment_http_status(status: u16, retry_after: Option<&str>) -> Classification {
+    classify_payment_http_status_at(status, retry_after, Utc::now())
+}
+
+fn classify_payment_http_status_at(
+    status: u16,
+    retry_after: Option<&str>,
+    now: DateTime<Utc>,
+) -> Classification {
+    match status {
+        409 | 423 | 425 => Classification::Retryable {
+            retry_after: retry_after.and_then(|value| parse_retry_after(value, now)),
+        },
+        _ => classify_http_status_at(status, retry_after, now),
+    }
+}
+
+/// Whether a payment provider's HTTP status is its explicit refusal ("rejected, not paid"): a 4xx
+/// other than 408, 409, 423, 425 and 429. Anything else that is not a success leaves the outcome
+/// unknown.
+pub fn is_payment_refusal(status: u16) -> bool {
+    (400..=499).contains(&status) && !matches!(status, 408 | 409 | 423 | 425 | 429)
+}
+
 /// Reads a `Retry-After` value relative to `now`.
 fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
@@ -1223,6 +1251,40 @@ mod tests {
             classify_http_status(400, Some("5")),
             Classification::Permanent
         );
+    }
+
+    #[test]
+    fn payment_statuses() {
+        for status in [408, 409, 423, 425, 429, 500, 502, 503, 504] {
+            assert_eq!(
+                classify_payment_http_status(status, None),
+                Classification::Retryable { retry_after: None },
+                "{status}"
+            );
+            assert!(!is_payment_refusal(status), "{status}");
+        }
+        for status in [400, 401, 403, 404, 410, 422] {
+            assert_eq!(
+                classify_payment_http_status(status, None),
+                Classification::Permanent,
+                "{status}"
+            );
+            assert!(is_payment_refusal(status), "{status}");
+        }
+        // Not an answer at all, so not a refusal either.
+        for status in [200, 301, 302] {
+            assert!(!is_payment_refusal(status), "{status}");
+        }
+        // 409 in progress honours the provider's Retry-After.
+        let now = Utc.with_ymd_and_hms(2015, 10, 21, 7, 26, 0).unwrap();
+        assert_eq!(
+            classify_payment_http_status_at(409, Some("2"), now),
+            Classification::Retryable {
+                retry_after: Some(Duration::from_secs(2))
+            }
+        );
+        // Webhooks keep their own: a 409 there is permanent.
+        assert_eq!(classify_http_status(409, None), Classification::Permanent);
     }
 
     #[test]

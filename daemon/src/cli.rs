@@ -84,7 +84,7 @@ pub enum Command {
     /// Hold or release a merchant's payouts; list holds and amounts carried forward.
     #[command(subcommand)]
     Merchant(MerchantCommand),
-    /// Ask the provider about a date's sent payouts and record which are confirmed.
+    /// Ask the provider about sent payouts (and ones failed over a day ago) and record what it says.
     #[command(subcommand)]
     Payouts(PayoutsCommand),
     /// Create, list and revoke API tokens (each shown once; the store keeps only its SHA-256).
@@ -150,8 +150,17 @@ pub enum ServiceCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PayoutsCommand {
-    /// Look up the date's sent payouts at the provider: `confirmed` once paid.
-    Check(DateArgs),
+    /// Look up sent payouts at the provider (`confirmed` once paid), and recheck payouts failed
+    /// more than a day ago: one the provider reports paid or accepted after all is believed
+    /// (`confirmed` / `sent`, audited as `payout.recheck`).
+    Check(PayoutsCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PayoutsCheckArgs {
+    /// Only this business date's payouts (YYYY-MM-DD); every date's without it.
+    #[arg(long, value_parser = parse_date)]
+    pub date: Option<NaiveDate>,
 }
 
 #[derive(Debug, Subcommand)]

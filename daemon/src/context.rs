@@ -195,6 +195,7 @@ impl Context {
             self.settings.calendar,
             Arc::clone(&self.clock),
         )
+        .with_amount_limits(self.settings.payments.amount_limits.clone())
     }
 }
 

@@ -1301,3 +1301,164 @@ async fn every_mutating_request_is_audited_with_its_actor_request_id_and_outcome
         assert!(!trail.contains(secret.as_str()), "a secret in the trail");
     }
 }
+
+/// `GET {path}` with `page` and `per_page` set from `query`, read with `token`.
+async fn page_of(daemon: &Daemon, token: &str, path: &str, query: &str) -> Reply {
+    daemon
+        .get(&format!("{path}?{query}"))
+        .bearer(token)
+        .send()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_past_the_end_is_empty_and_an_absurd_page_is_refused_naming_its_parameter() {
+    let setup = Setup::sqlite(CONFIG);
+    let viewer = setup.token("pager", "viewer");
+    setup
+        .settle(&[
+            "payment",
+            "record",
+            "--merchant",
+            "m-0042",
+            "--amount",
+            "12.50",
+            "--currency",
+            "USD",
+            "--method",
+            "card",
+            "--external-ref",
+            "ord-paging",
+            "--occurred-at",
+            OCCURRED_AT,
+            "--idempotency-key",
+            &key(),
+        ])
+        .assert_ok();
+    setup.settle(&["run", "--date", PAST_DATE]).assert_ok();
+    let daemon = setup.start();
+    let lines_path = format!("/api/v2/finance/settlement/{PAST_DATE}/lines");
+    let paths = [
+        "/api/v2/finance/audit",
+        "/api/v2/finance/settlement/history",
+        lines_path.as_str(),
+    ];
+    for path in paths {
+        let first = page_of(&daemon, &viewer, path, "page=1&per_page=256")
+            .await
+            .expect(200);
+        assert!(
+            !first["items"].as_array().expect("items").is_empty(),
+            "{path}: the first page has items: {first}"
+        );
+        // (page − 1) × per_page = 2^32, 0 in 32-bit arithmetic: the first page again before the
+        // fix. Far past the end it is an empty page, as is any page past the end.
+        for query in [
+            "page=16777217&per_page=256",
+            "page=4294967295&per_page=500",
+            "page=1000&per_page=1",
+        ] {
+            let past = page_of(&daemon, &viewer, path, query).await.expect(200);
+            assert_eq!(past["items"], json!([]), "{path}?{query}: {past}");
+            if past.get("has_more").is_some() {
+                assert_eq!(past["has_more"], false, "{path}?{query}: {past}");
+            }
+        }
+        for (query, parameter) in [
+            ("page=0", "page"),
+            ("page=-1", "page"),
+            ("page=abc", "page"),
+            ("page=1.5", "page"),
+            ("page=4294967296", "page"),
+            ("page=99999999999999999999999", "page"),
+            ("per_page=0", "per_page"),
+            ("per_page=501", "per_page"),
+            ("per_page=-5", "per_page"),
+            ("page=2&per_page=x", "per_page"),
+        ] {
+            let reply = page_of(&daemon, &viewer, path, query).await;
+            let problem = reply.expect_problem(400, "invalid-request");
+            let detail = problem["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.starts_with(&format!("{parameter} ")),
+                "{path}?{query}: the problem names {parameter}: {problem}"
+            );
+            assert_clean(&reply, &[&viewer]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amount_above_the_per_transaction_maximum_is_a_422_naming_the_field_and_the_limit() {
+    let setup = Setup::sqlite(&format!(
+        "{CONFIG}[payments]\nmax_amount = {{ SAR = \"500.00\" }}\n"
+    ));
+    let operator = setup.token("limits-operator", "operator");
+    let daemon = setup.start();
+    // Each fits i64, two of them do not: refused before anything is stored.
+    let huge = daemon
+        .post("/api/v2/payments")
+        .bearer(&operator)
+        .key(&key())
+        .json(&payment_body(
+            "m-0042",
+            "50000000000000000.00",
+            "ord-huge",
+            OCCURRED_AT,
+        ))
+        .send()
+        .await;
+    let problem = huge.expect_problem(422, "invalid-request");
+    assert_eq!(problem["field"], "amount", "{problem}");
+    assert_eq!(
+        problem["detail"],
+        "amount: 50000000000000000.00 USD is above the per-transaction maximum 10000000000.00 \
+         USD (payments.max_amount_minor)",
+        "{problem}"
+    );
+    let debit = daemon
+        .post("/api/v2/adjustments")
+        .bearer(&operator)
+        .key(&key())
+        .json(&adjustment_body("-10000000000.01", "adj-huge", "reversal"))
+        .send()
+        .await;
+    let problem = debit.expect_problem(422, "invalid-request");
+    assert_eq!(problem["field"], "amount", "{problem}");
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.contains(
+            "-10000000000.01 USD is above the per-transaction maximum 10000000000.00 USD"
+        )),
+        "{problem}"
+    );
+    let mut riyals = payment_body("m-0042", "500.01", "ord-sar", OCCURRED_AT);
+    riyals["currency"] = json!("SAR");
+    let problem = daemon
+        .post("/api/v2/payments")
+        .bearer(&operator)
+        .key(&key())
+        .json(&riyals)
+        .send()
+        .await
+        .expect_problem(422, "invalid-request");
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.ends_with(
+            "500.01 SAR is above the per-transaction maximum 500.00 SAR (payments.max_amount.SAR)"
+        )),
+        "{problem}"
+    );
+    assert_eq!(
+        transactions_on(&setup, PAST_DATE).await,
+        0,
+        "nothing stored"
+    );
+    riyals["amount"] = json!("500.00");
+    daemon
+        .post("/api/v2/payments")
+        .bearer(&operator)
+        .key(&key())
+        .json(&riyals)
+        .send()
+        .await
+        .expect(201);
+}

@@ -688,6 +688,9 @@ async fn runs_that_cannot_stop_keep_their_leases_and_the_exit_stays_within_shutd
     const SHUTDOWN_TIMEOUT_MS: u64 = 3_000;
     const EXIT_MARGIN: Duration = Duration::from_millis(1_500);
     const LEASE_SECONDS: i64 = 8;
+    // A payout's send claim outlasts the longest provider call by a margin: a stopped sender's
+    // claims expire within the lease, so the fresh daemon below need not wait minutes for them.
+    const PAYMENT_DEADLINE_MS: u64 = 4_000;
     // Both runs get stuck sending their payout: the provider records it, then answers far later.
     let provider = ProviderServer::start();
     provider.script([
@@ -697,7 +700,8 @@ async fn runs_that_cannot_stop_keep_their_leases_and_the_exit_stays_within_shutd
     let config = |scheduler: bool| {
         format!(
             "[scheduler]\nenabled = {scheduler}\nmax_catch_up_days = 1\n[settlement]\nlease_seconds = {LEASE_SECONDS}\n\
-             [server]\nshutdown_timeout_ms = {SHUTDOWN_TIMEOUT_MS}\n[payouts]\nprovider_url = \"{}\"\n",
+             [server]\nshutdown_timeout_ms = {SHUTDOWN_TIMEOUT_MS}\n[payouts]\nprovider_url = \"{}\"\n\
+             [retry.payment]\nattempt_timeout_ms = {PAYMENT_DEADLINE_MS}\ndeadline_ms = {PAYMENT_DEADLINE_MS}\n",
             provider.base_url()
         )
     };

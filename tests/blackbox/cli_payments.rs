@@ -153,3 +153,126 @@ fn bad_input_and_key_reuse_are_refused_with_their_own_exit_status() {
         generated.stderr
     );
 }
+
+/// `settle payment record` for `merchant` with its own reference and key.
+fn record<'a>(merchant: &'a str, reference: &'a str, amount: &'a str) -> Vec<&'a str> {
+    vec![
+        "--config",
+        "settle.toml",
+        "payment",
+        "record",
+        "--merchant",
+        merchant,
+        "--amount",
+        amount,
+        "--currency",
+        "USD",
+        "--method",
+        "card",
+        "--external-ref",
+        reference,
+        "--occurred-at",
+        "2026-11-20T12:00:00+03:00",
+        "--idempotency-key",
+        reference,
+    ]
+}
+
+/// `settle payment adjust` for m-1, with its own reference.
+fn adjust<'a>(reference: &'a str, amount: &'a str) -> Vec<&'a str> {
+    vec![
+        "--config",
+        "settle.toml",
+        "payment",
+        "adjust",
+        "--merchant",
+        "m-1",
+        "--amount",
+        amount,
+        "--currency",
+        "USD",
+        "--external-ref",
+        reference,
+        "--occurred-at",
+        "2026-11-20T12:00:00+03:00",
+        "--reason",
+        "goodwill",
+        "--idempotency-key",
+        reference,
+    ]
+}
+
+#[test]
+fn a_huge_payment_is_refused_when_recorded_so_the_day_still_settles_for_every_merchant() {
+    let sandbox = sandbox();
+    // Two amounts whose sum passes i64 (each 5 × 10^18 minor units): they used to be recorded,
+    // and the run of their day then failed for every merchant.
+    for reference in ["huge-1", "huge-2"] {
+        let refused = sandbox.run(&record("m-big", reference, "50000000000000000.00"));
+        refused.assert_code(2);
+        assert!(refused.stderr.contains("422"), "{}", refused.stderr);
+        let body: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
+        assert_eq!(body["field"], "amount", "{body}");
+        assert_eq!(
+            body["detail"],
+            "amount: 50000000000000000.00 USD is above the per-transaction maximum \
+             10000000000.00 USD (payments.max_amount_minor)",
+            "{body}"
+        );
+    }
+    sandbox.run(&record("m-1", "ordinary", "12.50")).assert_ok();
+    // The maximum itself is accepted.
+    sandbox
+        .run(&record("m-big", "largest", "10000000000.00"))
+        .assert_ok();
+    let run = sandbox.run(&["--config", "settle.toml", "run", "--date", "2026-11-20"]);
+    run.assert_ok();
+    let shown = sandbox.run(&["--config", "settle.toml", "show", "--date", "2026-11-20"]);
+    shown.assert_ok();
+    assert!(
+        shown.stdout.contains("m-1") && shown.stdout.contains("m-big"),
+        "both merchants are settled: {}",
+        shown.stdout
+    );
+}
+
+#[test]
+fn a_configured_maximum_per_currency_limits_payments_and_both_signs_of_adjustments() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "settle.toml",
+        "[payments]\nmax_amount_minor = 5000000\nmax_amount = { USD = \"1000.00\" }\n",
+    );
+    sandbox
+        .run(&record("m-1", "at-limit", "1000.00"))
+        .assert_ok();
+    for (args, amount) in [
+        (record("m-1", "above", "1000.01"), "1000.01"),
+        (adjust("credit", "1000.01"), "1000.01"),
+        (adjust("debit", "-1000.01"), "-1000.01"),
+    ] {
+        let refused = sandbox.run(&args);
+        refused.assert_code(2);
+        let body: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
+        assert_eq!(body["field"], "amount", "{body}");
+        assert_eq!(
+            body["detail"],
+            format!(
+                "amount: {amount} USD is above the per-transaction maximum 1000.00 USD \
+                 (payments.max_amount.USD)"
+            ),
+            "{body}"
+        );
+    }
+    sandbox.run(&adjust("debit-ok", "-1000.00")).assert_ok();
+    let bad = sandbox.run_with_env(
+        &["--config", "settle.toml", "check-config"],
+        &[("SETTLE_PAYMENTS__MAX_AMOUNT__EUR", "-5.00")],
+    );
+    bad.assert_code(2);
+    let output = format!("{}{}", bad.stdout, bad.stderr);
+    assert!(
+        output.contains("payments.max_amount.EUR (from SETTLE_PAYMENTS__MAX_AMOUNT__EUR)"),
+        "{output}"
+    );
+}

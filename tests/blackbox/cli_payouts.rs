@@ -414,3 +414,283 @@ async fn a_failing_webhook_never_fails_the_settlement() {
         no_secret.stderr
     );
 }
+
+/// A sandbox like `sandbox` whose payment attempts may take 5 s (a slow provider is not a lost answer).
+fn patient_sandbox(provider: &ProviderServer, receiver: &WebhookReceiver) -> Sandbox {
+    let sandbox = sandbox(provider, receiver, "2.5");
+    let config = std::fs::read_to_string(sandbox.path().join("settle.toml"))
+        .unwrap()
+        .replacen("attempt_timeout_ms = 300", "attempt_timeout_ms = 5000", 1)
+        .replacen("deadline_ms = 5000", "deadline_ms = 10000", 1);
+    sandbox.write("settle.toml", config);
+    sandbox
+}
+
+/// The payout of `reference`, as the store has it.
+async fn stored_payout(sandbox: &Sandbox, reference: &str) -> settle_core::model::Payout {
+    let date = reference[..10].parse().unwrap();
+    sandbox
+        .store()
+        .await
+        .payouts(date)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.reference == reference)
+        .unwrap_or_else(|| panic!("no payout {reference}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_409_after_a_timed_out_attempt_leaves_the_payout_unknown_and_a_rerun_pays_nothing_twice()
+{
+    let (provider, receiver) = peers();
+    let sandbox = sandbox(&provider, &receiver, "2.5");
+    import(
+        &sandbox,
+        &["p-1,m-1,payment,completed,100.00,USD,card,2024-03-10T10:00:00+03:00,"],
+    );
+    // Attempt 1: the provider commits the payout but is still working when the client's 300 ms
+    // attempt timeout passes; both retries with the same key get 409 "in progress".
+    provider.script([Behaviour::CommitThenConflict409 { hang_ms: 3_000 }]);
+    let run = settle(&sandbox, &["run", "--date", "2024-03-10"]);
+    let posts_after_run = provider.post_count();
+    let reference = "2024-03-10.USD.r1.m-1";
+    let after_run = stored_payout(&sandbox, reference).await;
+    let rerun = settle(
+        &sandbox,
+        &[
+            "rerun",
+            "--date",
+            "2024-03-10",
+            "--reason",
+            "payout said failed",
+        ],
+    );
+
+    let ledger: Vec<_> = provider
+        .ledger()
+        .into_iter()
+        .map(|e| (e.reference, e.amount_minor))
+        .collect();
+    assert_eq!(
+        ledger,
+        [(reference.to_string(), 9_750)],
+        "the rerun must not pay the committed payout again"
+    );
+    assert_eq!(
+        after_run.status,
+        PayoutStatus::Unknown,
+        "a 409 is not a refusal: {after_run:?}"
+    );
+    assert!(
+        after_run
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("409"),
+        "{after_run:?}"
+    );
+    assert_eq!(posts_after_run, 3, "one attempt and two retries");
+    run.assert_code(1);
+    assert!(run.stderr.contains("not confirmed sent"), "{}", run.stderr);
+    rerun.assert_ok();
+    let store = sandbox.store().await;
+    let payouts = store.payouts("2024-03-10".parse().unwrap()).await.unwrap();
+    assert_eq!(
+        payouts.len(),
+        1,
+        "revision 2 owes nothing more: {payouts:?}"
+    );
+    assert_eq!(
+        (payouts[0].status, payouts[0].provider_payout_id.as_deref()),
+        (PayoutStatus::Sent, Some("po_1")),
+        "the rerun looked the unknown payout up"
+    );
+    assert_eq!(provider.post_count(), 3, "the rerun sent nothing");
+
+    // The provider pays; a lookup confirms it.
+    assert!(provider.set_status(reference, ProviderPayoutStatus::Paid));
+    settle(&sandbox, &["payouts", "check", "--date", "2024-03-10"]).assert_ok();
+    assert_eq!(
+        stored_payout(&sandbox, reference).await.status,
+        PayoutStatus::Confirmed
+    );
+    assert_eq!(provider.paid_total(usd()), 9_750);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_payout_older_than_a_day_is_rechecked_and_a_provider_that_paid_is_believed() {
+    let (provider, receiver) = peers();
+    let sandbox = sandbox(&provider, &receiver, "2.5");
+    import(
+        &sandbox,
+        &[
+            "p-1,m-1,payment,completed,100.00,USD,card,2024-03-10T10:00:00+03:00,",
+            "p-2,m-2,payment,completed,40.00,USD,card,2024-03-10T10:00:00+03:00,",
+            "p-3,m-3,payment,completed,20.00,USD,card,2024-03-10T10:00:00+03:00,",
+        ],
+    );
+    // m-1 and m-2: the provider takes them but reports them failed; m-3: refused outright.
+    provider.script([
+        Behaviour::Status(ProviderPayoutStatus::Failed),
+        Behaviour::Status(ProviderPayoutStatus::Failed),
+        Behaviour::Reject422,
+    ]);
+    settle(&sandbox, &["run", "--date", "2024-03-10"]).assert_ok();
+    let store = sandbox.store().await;
+    let date: chrono::NaiveDate = "2024-03-10".parse().unwrap();
+    let statuses = |payouts: Vec<settle_core::model::Payout>| -> Vec<(String, PayoutStatus)> {
+        payouts
+            .into_iter()
+            .map(|p| (p.merchant_id, p.status))
+            .collect()
+    };
+    assert!(statuses(store.payouts(date).await.unwrap())
+        .iter()
+        .all(|(_, status)| *status == PayoutStatus::Failed));
+    // Later the provider says m-1 was paid after all and m-2 accepted.
+    assert!(provider.set_status("2024-03-10.USD.r1.m-1", ProviderPayoutStatus::Paid));
+    assert!(provider.set_status("2024-03-10.USD.r1.m-2", ProviderPayoutStatus::Accepted));
+
+    // Failed less than a day ago: not rechecked yet.
+    let gets = provider.get_count();
+    settle(&sandbox, &["payouts", "check", "--date", "2024-03-10"]).assert_ok();
+    assert_eq!(provider.get_count(), gets, "too recent to recheck");
+    assert!(statuses(store.payouts(date).await.unwrap())
+        .iter()
+        .all(|(_, status)| *status == PayoutStatus::Failed));
+
+    // Two days pass (the failures are back-dated in the store).
+    for payout in store.payouts(date).await.unwrap() {
+        store
+            .update_payout(&settle_core::store::PayoutUpdate {
+                reference: payout.reference.clone(),
+                from: PayoutStatus::Failed,
+                to: PayoutStatus::Failed,
+                provider_payout_id: None,
+                attempts: 0,
+                last_error: payout.last_error.clone(),
+                now: chrono::Utc::now() - chrono::Duration::days(2),
+            })
+            .await
+            .unwrap()
+            .expect("still failed");
+    }
+    // Without --date: every date's sent and long-failed payouts.
+    let checked = settle(&sandbox, &["payouts", "check"]);
+    checked.assert_ok();
+    assert_eq!(
+        statuses(store.payouts(date).await.unwrap()),
+        [
+            ("m-1".to_string(), PayoutStatus::Confirmed),
+            ("m-2".to_string(), PayoutStatus::Sent),
+            ("m-3".to_string(), PayoutStatus::Failed),
+        ],
+        "{}",
+        checked.stdout
+    );
+    assert!(
+        checked.stdout.contains("2024-03-10.USD.r1.m-1"),
+        "{}",
+        checked.stdout
+    );
+    let rechecks: Vec<_> = store
+        .audit_events(50, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "payout.recheck")
+        .map(|e| (e.subject, e.detail["from"].clone(), e.detail["to"].clone()))
+        .collect();
+    assert_eq!(rechecks.len(), 2, "{rechecks:?}");
+    assert!(rechecks.contains(&(
+        "payout=2024-03-10.USD.r1.m-1".to_string(),
+        serde_json::json!("failed"),
+        serde_json::json!("confirmed")
+    )));
+    // What the provider paid now counts: a rerun pays only m-3 again.
+    settle(
+        &sandbox,
+        &[
+            "rerun",
+            "--date",
+            "2024-03-10",
+            "--reason",
+            "m-3 bank details fixed",
+        ],
+    )
+    .assert_ok();
+    let revision_2: Vec<_> = provider
+        .ledger()
+        .into_iter()
+        .filter(|e| e.reference.contains(".r2."))
+        .map(|e| (e.merchant_id, e.amount_minor))
+        .collect();
+    assert_eq!(revision_2, [("m-3".to_string(), 1_950)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_and_a_merchant_release_never_have_one_payout_in_flight_at_once() {
+    let (provider, receiver) = peers();
+    let sandbox = patient_sandbox(&provider, &receiver);
+    import(
+        &sandbox,
+        &["p-1,m-1,payment,completed,100.00,USD,card,2024-03-10T10:00:00+03:00,"],
+    );
+    // Nothing reaches the provider's ledger: the payout is left unknown and the run failed.
+    provider.script(std::iter::repeat_n(Behaviour::Fail500, 3));
+    settle(&sandbox, &["run", "--date", "2024-03-10"]).assert_code(1);
+    let reference = "2024-03-10.USD.r1.m-1";
+    assert_eq!(
+        stored_payout(&sandbox, reference).await.status,
+        PayoutStatus::Unknown
+    );
+    settle(
+        &sandbox,
+        &["merchant", "hold", "m-1", "--reason", "bank check"],
+    )
+    .assert_ok();
+
+    // Both look the unknown payout up (404) at about the same moment; the provider takes 2 s.
+    provider.script([Behaviour::SlowCommit { delay_ms: 2_000 }]);
+    let spawn = |args: &[&str]| {
+        let mut full = vec!["--config", "settle.toml"];
+        full.extend_from_slice(args);
+        let mut command = sandbox.command(&full);
+        command
+            .env("SETTLE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command.spawn().expect("spawn settle")
+    };
+    let retry = spawn(&["retry", "--date", "2024-03-10"]);
+    let release = spawn(&["merchant", "release", "m-1"]);
+    let (retry, release) = tokio::task::block_in_place(|| {
+        (
+            retry.wait_with_output().unwrap(),
+            release.wait_with_output().unwrap(),
+        )
+    });
+    let shown = |output: &std::process::Output| {
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    assert_eq!(
+        provider.max_in_flight_per_key(),
+        1,
+        "two processes had the payout in flight at once\nretry: {}\nrelease: {}",
+        shown(&retry),
+        shown(&release)
+    );
+    assert_eq!(provider.ledger().len(), 1);
+    assert!(retry.status.success(), "{}", shown(&retry));
+    assert!(release.status.success(), "{}", shown(&release));
+    let payout = stored_payout(&sandbox, reference).await;
+    assert_eq!(
+        (payout.status, payout.provider_payout_id.as_deref()),
+        (PayoutStatus::Sent, Some("po_1"))
+    );
+}

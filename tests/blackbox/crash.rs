@@ -32,6 +32,9 @@ const GRACE_MINUTES: u32 = 10;
 const LEASE_SECONDS: i64 = 1;
 /// How long a restart may take beyond the crashed run's lease expiry.
 const TAKEOVER_MARGIN: Duration = Duration::from_secs(30);
+/// Provider calls of at most 4 s: a run killed with a payout in flight leaves that payout claimed
+/// until its claim expires (the longest call plus a margin), and the restart waits for that.
+const PAYMENT_RETRY: &str = "[retry.payment]\nattempt_timeout_ms = 2000\ndeadline_ms = 4000\n";
 /// Random kills per store in a normal run: with the named points, 50+ runs over both stores.
 const DEFAULT_RANDOM_RUNS: usize = 15;
 const DEFAULT_SEED: u64 = 0x005e_771e;
@@ -104,7 +107,7 @@ impl World {
         let config = format!(
             "{scheduler}\n[settlement]\nlease_seconds = {LEASE_SECONDS}\n\
              page_size = 100\n[payouts]\nprovider_url = \"{}\"\n[fees.default]\npercent = \"2\"\n\
-             fixed = {{ USD = \"0.10\" }}\n",
+             fixed = {{ USD = \"0.10\" }}\n{PAYMENT_RETRY}",
             provider.base_url()
         );
         let (setup, database) = match store {

@@ -15,6 +15,7 @@ mod cli_stores;
 mod cli_tokens;
 mod client;
 mod crash;
+mod fee_returns;
 mod ops_rules;
 mod ops_scrape;
 mod payments;

@@ -813,7 +813,7 @@ pub async fn idempotency_keys_begin_once_replay_and_expire(t: TestStore) {
         headers: vec![("location".into(), "/x".into())],
     };
     store
-        .idempotency_complete("token-1", "k-1", "fp-a", &response)
+        .idempotency_complete(&begin("fp-a", t0 + Duration::seconds(61)).lock(), &response)
         .await
         .unwrap();
     assert_eq!(
@@ -839,7 +839,7 @@ pub async fn idempotency_keys_begin_once_replay_and_expire(t: TestStore) {
         BeginOutcome::New
     );
     store
-        .idempotency_release("token-1", "k-1", "fp-b")
+        .idempotency_release(&begin("fp-b", later).lock())
         .await
         .unwrap();
     let mut again = begin("fp-c", later);
@@ -1535,4 +1535,640 @@ contract_tests!(mongodb:
     concurrent_creations_of_one_token_name_have_one_winner,
     rerun_requests_are_listed_newest_first_and_decided_once,
     concurrent_decisions_of_a_rerun_request_have_exactly_one_winner,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Payout send claims and payouts by status (issue 14: one sender per payout at a time; failed
+// payouts rechecked by age). Kept apart from the list above: instantiated by their own macro.
+// ---------------------------------------------------------------------------------------------
+
+/// Plans one pending payout per merchant (100.00 USD each) for `day` and returns them.
+async fn planned_payouts(
+    store: &SharedStore,
+    day: &str,
+    merchants: &[&str],
+) -> Vec<settle_core::model::Payout> {
+    use settle_core::model::{SettlementFigures, SettlementLine};
+    let running = store
+        .claim_settlement(claim(
+            date(day),
+            ClaimMode::Run,
+            "claims",
+            at("2024-03-11T00:00:00Z"),
+            60,
+        ))
+        .await
+        .unwrap();
+    let lines: Vec<_> = merchants
+        .iter()
+        .map(|merchant| SettlementLine {
+            merchant_id: merchant.to_string(),
+            currency: usd(),
+            figures: SettlementFigures {
+                net_minor: 10_000,
+                ..SettlementFigures::default()
+            },
+        })
+        .collect();
+    store
+        .plan_payouts(&running.fence(), &lines, at("2024-03-11T00:00:00Z"))
+        .await
+        .unwrap()
+        .created
+}
+
+fn payout_claim(
+    reference: &str,
+    from: settle_core::model::PayoutStatus,
+    claimed_by: &str,
+    now: DateTime<Utc>,
+) -> settle_core::store::PayoutClaim {
+    settle_core::store::PayoutClaim {
+        reference: reference.into(),
+        from,
+        claimed_by: claimed_by.into(),
+        now,
+        expires_at: now + Duration::seconds(60),
+    }
+}
+
+fn payout_step(
+    reference: &str,
+    from: settle_core::model::PayoutStatus,
+    to: settle_core::model::PayoutStatus,
+    now: DateTime<Utc>,
+) -> settle_core::store::PayoutUpdate {
+    settle_core::store::PayoutUpdate {
+        reference: reference.into(),
+        from,
+        to,
+        provider_payout_id: None,
+        attempts: 1,
+        last_error: None,
+        now,
+    }
+}
+
+pub async fn a_payout_is_claimed_for_sending_by_one_sender_at_a_time(t: TestStore) {
+    use settle_core::model::PayoutStatus::{Confirmed, Held, Pending, Sent, Unknown};
+    use settle_core::store::PayoutClaimOutcome::{Claimed, InFlight, Moved};
+    let store = t.store;
+    let payouts = planned_payouts(&store, "2024-03-10", &["m-1", "m-2"]).await;
+    let (one, two) = (payouts[0].reference.as_str(), payouts[1].reference.as_str());
+    let t0 = at("2024-03-11T01:00:00Z");
+
+    // A claims the pending payout: it is unknown before any request leaves.
+    let claimed = store
+        .claim_payout_send(&payout_claim(one, Pending, "sender-a", t0))
+        .await
+        .unwrap();
+    let Claimed(payout) = claimed else {
+        panic!("expected the claim, got {claimed:?}")
+    };
+    assert_eq!((payout.status, payout.updated_at), (Unknown, t0));
+    // B saw it pending: it moved. Seen unknown: A has it in flight until its expiry.
+    assert_eq!(
+        store
+            .claim_payout_send(&payout_claim(one, Pending, "sender-b", t0))
+            .await
+            .unwrap(),
+        Moved
+    );
+    assert_eq!(
+        store
+            .claim_payout_send(&payout_claim(
+                one,
+                Unknown,
+                "sender-b",
+                t0 + Duration::seconds(1)
+            ))
+            .await
+            .unwrap(),
+        InFlight {
+            claimed_by: "sender-a".into(),
+            expires_at: t0 + Duration::seconds(60)
+        }
+    );
+    // A renews its own claim; B cannot finish what it does not hold.
+    assert!(matches!(
+        store
+            .claim_payout_send(&payout_claim(
+                one,
+                Unknown,
+                "sender-a",
+                t0 + Duration::seconds(30)
+            ))
+            .await
+            .unwrap(),
+        Claimed(_)
+    ));
+    assert_eq!(
+        store
+            .finish_payout_send(&payout_step(one, Unknown, Sent, t0), "sender-b")
+            .await
+            .unwrap(),
+        None
+    );
+    // A's answer was lost: it stays unknown and the claim is released, so B may claim it.
+    let mut lost = payout_step(one, Unknown, Unknown, t0 + Duration::seconds(31));
+    lost.last_error = Some("timed out".into());
+    let after_lost = store
+        .finish_payout_send(&lost, "sender-a")
+        .await
+        .unwrap()
+        .expect("A held it");
+    assert_eq!(
+        (
+            after_lost.status,
+            after_lost.attempts,
+            after_lost.last_error.as_deref()
+        ),
+        (Unknown, 1, Some("timed out"))
+    );
+    let t1 = t0 + Duration::seconds(32);
+    assert!(matches!(
+        store
+            .claim_payout_send(&payout_claim(one, Unknown, "sender-b", t1))
+            .await
+            .unwrap(),
+        Claimed(_)
+    ));
+    // B dies holding it; once its claim expired A takes it over, and B is fenced out.
+    assert!(matches!(
+        store
+            .claim_payout_send(&payout_claim(
+                one,
+                Unknown,
+                "sender-a",
+                t1 + Duration::seconds(59)
+            ))
+            .await
+            .unwrap(),
+        InFlight { .. }
+    ));
+    let t2 = t1 + Duration::seconds(60);
+    assert!(matches!(
+        store
+            .claim_payout_send(&payout_claim(one, Unknown, "sender-a", t2))
+            .await
+            .unwrap(),
+        Claimed(_)
+    ));
+    assert_eq!(
+        store
+            .finish_payout_send(&payout_step(one, Unknown, Sent, t2), "sender-b")
+            .await
+            .unwrap(),
+        None
+    );
+    let mut accepted = payout_step(one, Unknown, Sent, t2);
+    accepted.provider_payout_id = Some("po_1".into());
+    let sent = store
+        .finish_payout_send(&accepted, "sender-a")
+        .await
+        .unwrap()
+        .expect("A held it");
+    assert_eq!(
+        (
+            sent.status,
+            sent.attempts,
+            sent.provider_payout_id.as_deref()
+        ),
+        (Sent, 2, Some("po_1"))
+    );
+    // Sent: nothing to claim any more, whatever the sender saw.
+    for seen in [Unknown, Sent, Held] {
+        assert_eq!(
+            store
+                .claim_payout_send(&payout_claim(one, seen, "sender-b", t2))
+                .await
+                .unwrap(),
+            Moved,
+            "{seen:?}"
+        );
+    }
+
+    // The provider's callback moves a claimed payout on: the claim goes with it.
+    assert!(matches!(
+        store
+            .claim_payout_send(&payout_claim(two, Pending, "sender-a", t0))
+            .await
+            .unwrap(),
+        Claimed(_)
+    ));
+    let confirmed = store
+        .update_payout(&payout_step(two, Unknown, Confirmed, t0))
+        .await
+        .unwrap()
+        .expect("unknown");
+    assert_eq!(confirmed.status, Confirmed);
+    assert_eq!(
+        store
+            .finish_payout_send(&payout_step(two, Unknown, Unknown, t0), "sender-a")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .claim_payout_send(&payout_claim(two, Unknown, "sender-b", t0))
+            .await
+            .unwrap(),
+        Moved
+    );
+    // A claim survives reopening the store.
+    let three = planned_payouts(&store, "2024-03-12", &["m-3"]).await;
+    let three = three[0].reference.as_str();
+    assert!(matches!(
+        store
+            .claim_payout_send(&payout_claim(three, Pending, "sender-a", t0))
+            .await
+            .unwrap(),
+        Claimed(_)
+    ));
+    let reopened = (t.reopen)().await;
+    assert!(matches!(
+        reopened
+            .claim_payout_send(&payout_claim(three, Unknown, "sender-b", t0))
+            .await
+            .unwrap(),
+        InFlight { .. }
+    ));
+}
+
+pub async fn concurrent_payout_claims_have_exactly_one_winner(t: TestStore) {
+    use settle_core::model::PayoutStatus::{Pending, Unknown};
+    use settle_core::store::PayoutClaimOutcome::{Claimed, InFlight};
+    let payouts = planned_payouts(&t.store, "2024-03-10", &["m-1"]).await;
+    let reference = payouts[0].reference.clone();
+    let now = at("2024-03-11T01:00:00Z");
+    let mut tasks = Vec::new();
+    for sender in 0..8 {
+        let store = (t.reopen)().await;
+        let reference = reference.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("sender-{sender}");
+            // Each saw it pending; those that lose look again, as a sender does.
+            let first = store
+                .claim_payout_send(&payout_claim(&reference, Pending, &name, now))
+                .await
+                .unwrap();
+            let outcome = match first {
+                Claimed(_) => first,
+                _ => store
+                    .claim_payout_send(&payout_claim(&reference, Unknown, &name, now))
+                    .await
+                    .unwrap(),
+            };
+            (outcome, name)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut holders = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (Claimed(_), name) => winners.push(name),
+            (InFlight { claimed_by, .. }, _) => holders.push(claimed_by),
+            (other, name) => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert!(holders.iter().all(|h| *h == winners[0]), "{holders:?}");
+}
+
+pub async fn payouts_are_listed_by_status_date_and_age(t: TestStore) {
+    use settle_core::model::PayoutStatus::{Failed, Pending, Sent};
+    use settle_core::store::PayoutFilter;
+    let store = t.store;
+    let first = planned_payouts(&store, "2024-03-10", &["m-2", "m-1"]).await;
+    let second = planned_payouts(&store, "2024-03-11", &["m-1"]).await;
+    let failed_at = |reference: &str, now: DateTime<Utc>| {
+        let store = store.clone();
+        let reference = reference.to_string();
+        async move {
+            store
+                .update_payout(&payout_step(&reference, Pending, Failed, now))
+                .await
+                .unwrap()
+                .expect("pending");
+        }
+    };
+    failed_at(&first[0].reference, at("2024-03-11T02:00:00Z")).await;
+    failed_at(&first[1].reference, at("2024-03-12T02:00:00Z")).await;
+    failed_at(&second[0].reference, at("2024-03-11T03:00:00Z")).await;
+    let listed = |status, settlement_date: Option<&str>, updated_before: Option<&str>| {
+        let store = store.clone();
+        let filter = PayoutFilter {
+            status,
+            settlement_date: settlement_date.map(date),
+            updated_before: updated_before.map(at),
+        };
+        async move {
+            store
+                .payouts_with_status(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.reference)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(Failed, None, None).await,
+        [
+            "2024-03-10.USD.r1.m-1",
+            "2024-03-10.USD.r1.m-2",
+            "2024-03-11.USD.r1.m-1"
+        ],
+        "by date, merchant, currency, revision"
+    );
+    assert_eq!(
+        listed(Failed, Some("2024-03-10"), None).await,
+        ["2024-03-10.USD.r1.m-1", "2024-03-10.USD.r1.m-2"]
+    );
+    // Strictly before: one changed at the instant itself is not listed.
+    assert_eq!(
+        listed(Failed, None, Some("2024-03-11T03:00:00Z")).await,
+        ["2024-03-10.USD.r1.m-2"]
+    );
+    assert_eq!(
+        listed(Failed, Some("2024-03-11"), Some("2024-03-11T03:00:00.001Z")).await,
+        ["2024-03-11.USD.r1.m-1"]
+    );
+    assert!(listed(Sent, None, None).await.is_empty());
+}
+
+macro_rules! payout_claim_contract_tests {
+    ($module:ident, $adapter:ident: $($test:ident),+ $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(super::adapters::$adapter().await).await;
+                }
+            )+
+        }
+    };
+}
+
+payout_claim_contract_tests!(payout_claims_sqlite, sqlite:
+    a_payout_is_claimed_for_sending_by_one_sender_at_a_time,
+    concurrent_payout_claims_have_exactly_one_winner,
+    payouts_are_listed_by_status_date_and_age,
+);
+
+payout_claim_contract_tests!(payout_claims_mongodb, mongodb:
+    a_payout_is_claimed_for_sending_by_one_sender_at_a_time,
+    concurrent_payout_claims_have_exactly_one_winner,
+    payouts_are_listed_by_status_date_and_age,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Fee ledgers of refunded payments (issue 14: refunds return from the fee charged, capped by a
+// running amount per payment): written with a revision's result by compare-and-set on a version.
+// ---------------------------------------------------------------------------------------------
+
+fn fee_ledger(version: u64, returns: &[(u128, i64)]) -> settle_core::model::PaymentFeeLedger {
+    use settle_core::model::{FeeCharge, FeeReturn, PaymentFeeLedger};
+    PaymentFeeLedger {
+        merchant_id: "m-1".into(),
+        external_ref: "p-1".into(),
+        payment_id: Uuid::from_u128(1),
+        currency: usd(),
+        charge: FeeCharge {
+            fee_minor: 100,
+            percent: rust_decimal::Decimal::new(25, 1),
+            fixed_minor: 0,
+            refund_returns_percent: true,
+            settlement_date: date("2024-03-10"),
+            revision: 1,
+        },
+        returned_minor: returns.iter().map(|(_, minor)| minor).sum(),
+        returns: returns
+            .iter()
+            .map(|(id, minor)| FeeReturn {
+                refund_id: Uuid::from_u128(*id),
+                returned_minor: *minor,
+                settlement_date: date("2024-03-11"),
+                revision: 1,
+            })
+            .collect(),
+        version,
+    }
+}
+
+pub async fn fee_ledgers_are_written_with_results_by_compare_and_set(t: TestStore) {
+    use settle_core::model::FeeLedgerWrite;
+    let store = t.store;
+    let key = ("m-1".to_string(), "p-1".to_string());
+    assert!(store
+        .fee_ledgers(vec![key.clone()])
+        .await
+        .unwrap()
+        .is_empty());
+    let now = at("2024-03-12T00:00:00Z");
+    let d = date("2024-03-11");
+    let running = store
+        .claim_settlement(claim(d, ClaimMode::Run, "a", now, 60))
+        .await
+        .unwrap();
+    let mut computed = compute(&FeeSchedule::default(), &[], &Default::default()).unwrap();
+    computed.fee_ledgers = vec![FeeLedgerWrite {
+        ledger: fee_ledger(1, &[(7, 60)]),
+        expected_version: None,
+    }];
+    store
+        .save_settlement_result(&running.fence(), &computed, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.fee_ledgers(vec![key.clone()]).await.unwrap(),
+        vec![fee_ledger(1, &[(7, 60)])]
+    );
+
+    // A second run that read no ledger (or an older version) is refused: it must compute again.
+    let d2 = date("2024-03-12");
+    let later = store
+        .claim_settlement(claim(d2, ClaimMode::Run, "b", now, 60))
+        .await
+        .unwrap();
+    for expected_version in [None, Some(0)] {
+        computed.fee_ledgers = vec![FeeLedgerWrite {
+            ledger: fee_ledger(2, &[(7, 60), (8, 40)]),
+            expected_version,
+        }];
+        let refused = store
+            .save_settlement_result(&later.fence(), &computed, now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::FeeLedgerMoved { merchant_id, external_ref }
+                if merchant_id == "m-1" && external_ref == "p-1"),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        store.fee_ledgers(vec![key.clone()]).await.unwrap(),
+        vec![fee_ledger(1, &[(7, 60)])],
+        "a refused write changes no ledger"
+    );
+    computed.fee_ledgers = vec![FeeLedgerWrite {
+        ledger: fee_ledger(2, &[(7, 60), (8, 40)]),
+        expected_version: Some(1),
+    }];
+    store
+        .save_settlement_result(&later.fence(), &computed, now)
+        .await
+        .unwrap();
+    let other = ("m-1".to_string(), "p-unknown".to_string());
+    assert_eq!(
+        store.fee_ledgers(vec![key, other]).await.unwrap(),
+        vec![fee_ledger(2, &[(7, 60), (8, 40)])]
+    );
+}
+
+macro_rules! fee_ledger_contract_tests {
+    ($module:ident, $adapter:ident: $($test:ident),+ $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(super::adapters::$adapter().await).await;
+                }
+            )+
+        }
+    };
+}
+
+fee_ledger_contract_tests!(fee_ledgers_sqlite, sqlite:
+    fee_ledgers_are_written_with_results_by_compare_and_set,
+);
+
+fee_ledger_contract_tests!(fee_ledgers_mongodb, mongodb:
+    fee_ledgers_are_written_with_results_by_compare_and_set,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency locks (issue 14): release and complete present the lock they hold, so a holder
+// that stalled past its lock cannot delete or complete the record of whoever took the key over.
+// ---------------------------------------------------------------------------------------------
+
+pub async fn a_stalled_idempotency_holder_cannot_release_or_complete_the_takers_record(
+    t: TestStore,
+) {
+    use settle_core::idempotency::{BeginOutcome, StoredResponse};
+    use settle_core::store::IdempotencyBegin;
+    let store = t.store;
+    // Far in the future, as above: the server's TTL index must not expire the record mid-test.
+    // Sub-millisecond instants: stores keep milliseconds, and the lock still matches.
+    let t0 = at("2099-05-01T10:00:00.123456789Z");
+    let begin = |now: DateTime<Utc>| IdempotencyBegin {
+        principal: "token-1".into(),
+        key: "k-stall".into(),
+        fingerprint: "fp-a".into(),
+        now,
+        locked_until: now + Duration::seconds(60),
+        expires_at: t0 + Duration::hours(24),
+    };
+    let response = |id: &str| StoredResponse {
+        status: 201,
+        body: serde_json::json!({ "id": id }),
+        headers: vec![],
+    };
+    let stalled = begin(t0);
+    assert_eq!(
+        store.idempotency_begin(stalled.clone()).await.unwrap(),
+        BeginOutcome::New
+    );
+    // The first holder stalls past its lock; a retry takes the key over.
+    let taker = begin(t0 + Duration::seconds(61));
+    assert_eq!(
+        store.idempotency_begin(taker.clone()).await.unwrap(),
+        BeginOutcome::New
+    );
+    // The stalled holder wakes up: its release must not delete the taker's record…
+    assert!(
+        !store.idempotency_release(&stalled.lock()).await.unwrap(),
+        "a stale lock releases nothing"
+    );
+    assert!(
+        matches!(
+            store
+                .idempotency_begin(begin(t0 + Duration::seconds(62)))
+                .await
+                .unwrap(),
+            BeginOutcome::Conflict { .. }
+        ),
+        "the taker still holds the key"
+    );
+    // …nor complete it with its own answer.
+    assert!(
+        !store
+            .idempotency_complete(&stalled.lock(), &response("stale"))
+            .await
+            .unwrap(),
+        "a stale lock completes nothing"
+    );
+    assert!(matches!(
+        store
+            .idempotency_begin(begin(t0 + Duration::seconds(63)))
+            .await
+            .unwrap(),
+        BeginOutcome::Conflict { .. }
+    ));
+    // The taker's own lock works, and its answer is the one replayed.
+    assert!(store
+        .idempotency_complete(&taker.lock(), &response("taker"))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .idempotency_begin(begin(t0 + Duration::seconds(64)))
+            .await
+            .unwrap(),
+        BeginOutcome::Replay(response("taker"))
+    );
+    // A completed record is not released, whoever asks.
+    assert!(!store.idempotency_release(&taker.lock()).await.unwrap());
+
+    // A holder releases its own record while it holds the lock.
+    let mut other = begin(t0);
+    other.key = "k-own".into();
+    assert_eq!(
+        store.idempotency_begin(other.clone()).await.unwrap(),
+        BeginOutcome::New
+    );
+    assert!(store.idempotency_release(&other.lock()).await.unwrap());
+    assert_eq!(
+        store
+            .idempotency_begin(IdempotencyBegin {
+                fingerprint: "fp-b".into(),
+                ..other.clone()
+            })
+            .await
+            .unwrap(),
+        BeginOutcome::New,
+        "a released key is free"
+    );
+}
+
+macro_rules! idempotency_lock_contract_tests {
+    ($module:ident, $adapter:ident: $($test:ident),+ $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(super::adapters::$adapter().await).await;
+                }
+            )+
+        }
+    };
+}
+
+idempotency_lock_contract_tests!(idempotency_locks_sqlite, sqlite:
+    a_stalled_idempotency_holder_cannot_release_or_complete_the_takers_record,
+);
+
+idempotency_lock_contract_tests!(idempotency_locks_mongodb, mongodb:
+    a_stalled_idempotency_holder_cannot_release_or_complete_the_takers_record,
 );

@@ -1,9 +1,9 @@
 //! A fake payout provider on a real loopback socket: its own ledger, idempotency by key, lookups,
 //! optional bearer-token auth, and a script of injected failures consumed one per POST.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -38,6 +38,20 @@ pub enum Behaviour {
     Status(ProviderPayoutStatus),
     /// Record the payout but echo an amount one minor unit higher: a broken provider.
     WrongAmount,
+    /// Record the payout and keep working on it for `hang_ms` before answering (201): past the
+    /// client's attempt timeout, the client sees a timeout although the provider committed. While
+    /// it works, every POST with the same Idempotency-Key gets 409 "in progress" (what the IETF
+    /// Idempotency-Key draft prescribes) without consuming the script.
+    CommitThenConflict409 { hang_ms: u64 },
+    /// Answer 409 "a request with this key is in progress" without recording anything.
+    Conflict409,
+    /// Answer 423 Locked without recording anything.
+    Locked423,
+    /// Answer 425 Too Early without recording anything.
+    TooEarly425,
+    /// Wait `delay_ms` (within the client's attempt timeout) with nothing recorded, then record and
+    /// answer as `Normal`: a slow provider, so a concurrent sender's lookup still finds nothing.
+    SlowCommit { delay_ms: u64 },
 }
 
 /// One payout in the provider's ledger.
@@ -82,6 +96,12 @@ struct ProviderState {
     /// The bearer token every request must carry, once required.
     token: Option<String>,
     next_id: u64,
+    /// Keys the provider is still working on (`CommitThenConflict409`), until when.
+    in_progress: HashMap<String, Instant>,
+    /// POSTs being handled right now, per Idempotency-Key.
+    in_flight: HashMap<String, u32>,
+    /// The most POSTs ever handled at once for one key.
+    max_in_flight: u32,
 }
 
 type Shared = Arc<Mutex<ProviderState>>;
@@ -159,6 +179,13 @@ impl ProviderServer {
     /// Every GET received.
     pub fn get_count(&self) -> u32 {
         lock(&self.state).get_count
+    }
+
+    /// The most POSTs with one Idempotency-Key that were ever being handled at the same time (an
+    /// attempt its client gave up on counts for as long as the server still works on it): 1 when
+    /// no two senders ever had the same payout in flight at once.
+    pub fn max_in_flight_per_key(&self) -> u32 {
+        lock(&self.state).max_in_flight
     }
 
     /// The minor units the ledger pays out in `currency`: every recorded payout but failed ones.
@@ -314,13 +341,60 @@ fn payout_answer(entry: &LedgerEntry, created: bool, amount_minor: i64) -> Respo
     (status, Json(entry.to_json(amount_minor))).into_response()
 }
 
-async fn create_payout(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+/// Counts a POST in flight for its key until dropped (also when the client goes away and the
+/// server abandons the request).
+struct InFlight {
+    state: Shared,
+    key: String,
+}
+
+impl InFlight {
+    /// Takes the state's lock briefly: call it before locking the state for anything else.
+    fn start(state: &Shared, key: &str) -> InFlight {
+        let mut guard = lock(state);
+        let count = guard.in_flight.entry(key.to_string()).or_insert(0);
+        *count += 1;
+        let count = *count;
+        guard.max_in_flight = guard.max_in_flight.max(count);
+        InFlight {
+            state: state.clone(),
+            key: key.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = lock(&self.state);
+        if let Some(count) = state.in_flight.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
+async fn create_payout(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let key = headers
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    // Dropped after every state guard below (declared first, dropped last).
+    let _in_flight = InFlight::start(&shared, &key);
     // Decide everything under the lock, then release it before any deliberate delay.
-    let (answer, hang_ms) = {
-        let mut state = lock(&state);
+    let behaviour = {
+        let mut state = lock(&shared);
         state.post_count += 1;
         if let Some(refused) = unauthorized(&state, &headers) {
             return refused;
+        }
+        let now = Instant::now();
+        state.in_progress.retain(|_, until| *until > now);
+        if state.in_progress.contains_key(&key) {
+            return (
+                StatusCode::CONFLICT,
+                Json(json!({ "error": "a request with this Idempotency-Key is in progress" })),
+            )
+                .into_response();
         }
         let behaviour = state.script.pop_front().unwrap_or(Behaviour::Normal);
         match behaviour {
@@ -338,8 +412,23 @@ async fn create_payout(State(state): State<Shared>, headers: HeaderMap, body: By
             Behaviour::Reject422 => {
                 return error(StatusCode::UNPROCESSABLE_ENTITY, "injected refusal")
             }
+            Behaviour::Conflict409 => {
+                return error(
+                    StatusCode::CONFLICT,
+                    "a request with this Idempotency-Key is in progress",
+                )
+            }
+            Behaviour::Locked423 => return error(StatusCode::LOCKED, "the payout is locked"),
+            Behaviour::TooEarly425 => return error(StatusCode::TOO_EARLY, "too early"),
             _ => {}
         }
+        behaviour
+    };
+    if let Behaviour::SlowCommit { delay_ms } = behaviour {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+    let (answer, hang_ms) = {
+        let mut state = lock(&shared);
         let instruction = match parse_instruction(&headers, &body) {
             Ok(instruction) => instruction,
             Err(refused) => return refused.into_response(),
@@ -355,6 +444,13 @@ async fn create_payout(State(state): State<Shared>, headers: HeaderMap, body: By
         match behaviour {
             Behaviour::CommitThenHang { delay_ms } => {
                 (payout_answer(&entry, created, entry.amount_minor), delay_ms)
+            }
+            Behaviour::CommitThenConflict409 { hang_ms } => {
+                state.in_progress.insert(
+                    entry.reference.clone(),
+                    Instant::now() + Duration::from_millis(hang_ms),
+                );
+                (payout_answer(&entry, created, entry.amount_minor), hang_ms)
             }
             Behaviour::CommitThenFail500 => (
                 error(StatusCode::INTERNAL_SERVER_ERROR, "injected failure"),
@@ -516,6 +612,60 @@ mod tests {
         }
         assert_eq!(server.post_count(), 1);
         assert!(server.ledger().is_empty());
+    }
+
+    #[tokio::test]
+    async fn provider_409_423_425_are_retried_with_the_same_key_never_a_refusal() {
+        for behaviour in [
+            Behaviour::Conflict409,
+            Behaviour::Locked423,
+            Behaviour::TooEarly425,
+        ] {
+            let server = ProviderServer::start();
+            server.script([behaviour.clone()]);
+            let payout = client(&server, None)
+                .create(&instruction("m-1", usd(), 1250))
+                .await
+                .unwrap_or_else(|error| panic!("{behaviour:?}: {error:?}"));
+            assert_eq!(server.post_count(), 2, "{behaviour:?}");
+            assert_eq!(server.ledger().len(), 1, "{behaviour:?}");
+            assert_eq!(server.ledger()[0].id, payout.provider_payout_id);
+        }
+    }
+
+    #[tokio::test]
+    async fn provider_in_progress_after_a_lost_answer_is_unavailable_not_rejected() {
+        let server = ProviderServer::start();
+        // Committed, then busy for 3 s: attempt 1 times out (300 ms), both retries get 409.
+        server.script([Behaviour::CommitThenConflict409 { hang_ms: 3_000 }]);
+        let error = client(&server, None)
+            .create(&instruction("m-1", usd(), 1250))
+            .await
+            .unwrap_err();
+        match &error {
+            ProviderError::Unavailable { attempts, detail } => {
+                assert_eq!(*attempts, 3);
+                assert!(detail.contains("409"), "{detail}");
+            }
+            other => panic!("expected Unavailable (outcome unknown), got {other:?}"),
+        }
+        assert_eq!(server.post_count(), 3);
+        assert_eq!(server.ledger().len(), 1, "the provider did take it");
+    }
+
+    #[tokio::test]
+    async fn provider_in_flight_posts_are_counted_per_key() {
+        let server = ProviderServer::start();
+        server.script([Behaviour::SlowCommit { delay_ms: 200 }]);
+        let provider = client(&server, None);
+        let same = instruction("m-1", usd(), 1250);
+        let (first, second) = tokio::join!(provider.create(&same), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            provider.create(&same).await
+        });
+        assert_eq!(first.unwrap(), second.unwrap());
+        assert_eq!(server.max_in_flight_per_key(), 2);
+        assert_eq!(server.ledger().len(), 1);
     }
 
     #[tokio::test]

@@ -3,12 +3,14 @@
 
 mod access;
 mod audit;
+mod fee_ledger;
 mod payout;
 mod settlement;
 mod transaction;
 
 pub use access::{ApiToken, RerunRequest, RerunRequestStatus, Role};
 pub use audit::AuditEvent;
+pub use fee_ledger::{FeeCharge, FeeLedgerWrite, FeeReturn, PaymentFeeLedger};
 pub use payout::{
     amount_due, initial_payout_status, payout_reference, CarryForward, Notification,
     NotificationStatus, Payout, PayoutStatus,

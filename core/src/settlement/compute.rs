@@ -3,15 +3,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use uuid::Uuid;
+
 use crate::fees::FeeSchedule;
+
 use crate::model::{
-    CurrencyTotals, SettlementFigures, SettlementLine, Transaction, TransactionKind,
-    TransactionStatus,
+    CurrencyTotals, FeeLedgerWrite, SettlementFigures, SettlementLine, Transaction,
+    TransactionKind, TransactionStatus,
 };
 use crate::money::{Currency, MoneyError};
 
-/// A payment that refunds refer to, with every refund of it that the store knows (any date).
-/// Needed because a refund may return part of the payment's fee, never more than was charged.
+/// A payment that refunds refer to, with every refund or chargeback of it that the store knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundedPayment {
     pub payment: Transaction,
@@ -28,6 +30,8 @@ pub struct ComputedSettlement {
     pub lines: Vec<SettlementLine>,
     /// One per currency, sorted by code.
     pub totals: Vec<CurrencyTotals>,
+    /// The fee ledgers of refunded payments this revision changed, written with its result.
+    pub fee_ledgers: Vec<FeeLedgerWrite>,
 }
 
 /// Accumulates transactions one at a time, so a day never has to be in memory at once.
@@ -47,14 +51,15 @@ impl<'a> SettlementComputation<'a> {
         }
     }
 
-    /// Adds one transaction. `refunded` is the payment a refund returns, when it is known.
+    /// Adds one transaction. `fee_returned_minor` is what a completed refund gives back of its
+    /// payment's fee (see `fee_ledger`); `None` for everything else (a refund returning nothing).
     pub fn add(
         &mut self,
         tx: &Transaction,
-        refunded: Option<&RefundedPayment>,
+        fee_returned_minor: Option<i64>,
     ) -> Result<(), MoneyError> {
         let currency = tx.currency;
-        let fee_minor = self.fee_effect_minor(tx, refunded)?;
+        let fee_minor = self.fee_effect_minor(tx, fee_returned_minor)?;
         let mut delta = SettlementFigures {
             transaction_count: 1,
             late_count: u64::from(tx.late),
@@ -105,7 +110,7 @@ impl<'a> SettlementComputation<'a> {
     fn fee_effect_minor(
         &self,
         tx: &Transaction,
-        refunded: Option<&RefundedPayment>,
+        fee_returned_minor: Option<i64>,
     ) -> Result<i64, MoneyError> {
         if tx.status != TransactionStatus::Completed {
             return Ok(0);
@@ -115,12 +120,10 @@ impl<'a> SettlementComputation<'a> {
                 .schedule
                 .resolve(&tx.merchant_id, tx.method, tx.currency)
                 .payment_fee(tx.amount_minor),
-            TransactionKind::Refund => match refunded {
-                Some(refunded) => {
-                    fee_returned_by_refund(self.schedule, refunded, tx).map(|minor| -minor)
-                }
-                None => Ok(0),
-            },
+            TransactionKind::Refund => fee_returned_minor
+                .unwrap_or(0)
+                .checked_neg()
+                .ok_or(MoneyError::Overflow(tx.currency)),
             TransactionKind::Chargeback | TransactionKind::Adjustment => Ok(0),
         }
     }
@@ -158,59 +161,21 @@ impl<'a> SettlementComputation<'a> {
         Ok(ComputedSettlement {
             lines,
             totals: totals.into_values().collect(),
+            fee_ledgers: Vec::new(),
         })
     }
 }
 
-/// The fee a completed refund gives back: the percentage part of the payment's fee on the refunded
-/// amount, if the rule says so, and never more than what earlier refunds of the same payment left.
-/// Earlier means ordered by (occurred_at, id), so the answer is the same in every run.
-pub fn fee_returned_by_refund(
-    schedule: &FeeSchedule,
-    refunded: &RefundedPayment,
-    refund: &Transaction,
-) -> Result<i64, MoneyError> {
-    let payment = &refunded.payment;
-    let applies = payment.kind == TransactionKind::Payment
-        && payment.status == TransactionStatus::Completed
-        && payment.merchant_id == refund.merchant_id
-        && payment.currency == refund.currency;
-    if !applies {
-        return Ok(0);
-    }
-    let rule = schedule.resolve(&payment.merchant_id, payment.method, payment.currency);
-    let mut unreturned_minor = rule.payment_fee(payment.amount_minor)?;
-    let mut refunds: Vec<&Transaction> = refunded
-        .refunds
-        .iter()
-        .filter(|r| r.kind == TransactionKind::Refund && r.status == TransactionStatus::Completed)
-        .filter(|r| r.id != refund.id)
-        .chain(std::iter::once(refund))
-        .collect();
-    refunds.sort_by_key(|r| (r.occurred_at, r.id));
-    for earlier in refunds {
-        let returned = rule.refund_fee_return(earlier.amount_minor, unreturned_minor)?;
-        if earlier.id == refund.id {
-            return Ok(returned);
-        }
-        unreturned_minor -= returned;
-    }
-    unreachable!("the refund is part of its own list")
-}
-
 /// Folds a whole slice; convenient for tests and small days.
+/// `fee_returns` holds what each refund (by id) gives back of its payment's fee.
 pub fn compute(
     schedule: &FeeSchedule,
     transactions: &[Transaction],
-    refunded: &HashMap<PaymentKey, RefundedPayment>,
+    fee_returns: &HashMap<Uuid, i64>,
 ) -> Result<ComputedSettlement, MoneyError> {
     let mut computation = SettlementComputation::new(schedule);
     for tx in transactions {
-        let original = tx
-            .refund_of
-            .as_ref()
-            .and_then(|reference| refunded.get(&(tx.merchant_id.clone(), reference.clone())));
-        computation.add(tx, original)?;
+        computation.add(tx, fee_returns.get(&tx.id).copied())?;
     }
     computation.finish()
 }
@@ -313,64 +278,17 @@ mod tests {
     }
 
     #[test]
-    fn refunds_return_the_fee_only_up_to_what_was_charged() {
-        use TransactionKind::*;
-        use TransactionStatus::*;
-        let mut schedule = returning_schedule();
-        schedule.default.max =
-            crate::fees::AmountByCurrency([(Currency::from_code("USD").unwrap(), 100)].into());
-        // 2.5 % of 100.00 would be 2.50; the max caps the charged fee at 1.00.
-        let payment = tx(1, "m-1", Payment, Completed, 10_000, "USD");
-        let first = refund_of(tx(2, "m-1", Refund, Completed, 6_000, "USD"), &payment);
-        let second = refund_of(tx(3, "m-1", Refund, Completed, 4_000, "USD"), &payment);
-        let refunded = RefundedPayment {
-            payment: payment.clone(),
-            refunds: vec![second.clone(), first.clone()],
-        };
-        // 2.5 % of 60.00 = 1.50, capped at the 1.00 charged; nothing is left for the second.
-        assert_eq!(
-            fee_returned_by_refund(&schedule, &refunded, &first).unwrap(),
-            100
-        );
-        assert_eq!(
-            fee_returned_by_refund(&schedule, &refunded, &second).unwrap(),
-            0
-        );
-    }
-
-    #[test]
-    fn refund_fee_return_is_a_rule_setting() {
+    fn a_refund_gives_back_the_fee_return_it_is_given() {
         use TransactionKind::*;
         use TransactionStatus::*;
         let payment = tx(1, "m-1", Payment, Completed, 10_000, "USD");
         let refund = refund_of(tx(2, "m-1", Refund, Completed, 4_000, "USD"), &payment);
-        let refunded = RefundedPayment {
-            payment,
-            refunds: vec![refund.clone()],
-        };
-        assert_eq!(
-            fee_returned_by_refund(&FeeSchedule::default(), &refunded, &refund).unwrap(),
-            0
-        );
-        assert_eq!(
-            fee_returned_by_refund(&returning_schedule(), &refunded, &refund).unwrap(),
-            100
-        );
-        let mut schedule = returning_schedule();
-        schedule.merchants.insert(
-            "m-1".into(),
-            crate::fees::MerchantFees {
-                rule: FeeRule {
-                    refund_returns_percent: Some(false),
-                    ..FeeRule::default()
-                },
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            fee_returned_by_refund(&schedule, &refunded, &refund).unwrap(),
-            0
-        );
+        let returns: HashMap<Uuid, i64> = [(refund.id, 100)].into();
+        let result = compute(&FeeSchedule::default(), &[payment, refund], &returns).unwrap();
+        let line = &result.lines[0].figures;
+        // 2.5 % of 100.00 charged, 1.00 of it given back.
+        assert_eq!(line.fees_minor, 250 - 100);
+        assert_eq!(line.net_minor, 10_000 - 4_000 - 150);
     }
 
     #[test]
@@ -395,8 +313,7 @@ mod tests {
     }
 
     /// A day of random transactions with refunds that point at payments of the same day.
-    fn any_day() -> impl Strategy<Value = (Vec<Transaction>, HashMap<PaymentKey, RefundedPayment>)>
-    {
+    fn any_day() -> impl Strategy<Value = (Vec<Transaction>, HashMap<Uuid, i64>)> {
         let one = (
             0_usize..6,
             0_usize..CURRENCIES.len(),
@@ -437,25 +354,35 @@ mod tests {
                 }
                 txs.push(t);
             }
-            let mut refunded: HashMap<PaymentKey, RefundedPayment> = HashMap::new();
-            for t in &txs {
-                if let Some(reference) = &t.refund_of {
-                    let payment = txs
-                        .iter()
-                        .find(|p| &p.external_ref == reference)
-                        .unwrap()
-                        .clone();
-                    refunded
-                        .entry((t.merchant_id.clone(), reference.clone()))
-                        .or_insert_with(|| RefundedPayment {
-                            payment,
-                            refunds: vec![],
-                        })
-                        .refunds
-                        .push(t.clone());
-                }
+            // Each refund's return as the runner settles them: in (occurred_at, id) order.
+            let schedule = returning_schedule();
+            let mut book = crate::settlement::fee_ledger::FeeLedgerBook::default();
+            let mut refunds: Vec<&Transaction> = txs
+                .iter()
+                .filter(|t| t.kind == TransactionKind::Refund)
+                .collect();
+            refunds.sort_by_key(|r| (r.occurred_at, r.id));
+            let mut returns: HashMap<Uuid, i64> = HashMap::new();
+            for refund in refunds {
+                let Some(payment) = txs
+                    .iter()
+                    .find(|p| Some(&p.external_ref) == refund.refund_of.as_ref())
+                else {
+                    continue;
+                };
+                let charge = crate::settlement::fee_ledger::charge_of(
+                    &schedule,
+                    payment,
+                    payment.settlement_date,
+                    1,
+                )
+                .unwrap();
+                let returned = book
+                    .settle_refund(payment, Some(charge), refund, refund.settlement_date, 1)
+                    .unwrap();
+                returns.insert(refund.id, returned);
             }
-            (txs, refunded)
+            (txs, returns)
         })
     }
 

@@ -13,8 +13,9 @@ use crate::calendar::{BusinessCalendar, CalendarError, SettlementDate};
 use crate::failpoint;
 use crate::fees::FeeSchedule;
 use crate::model::{
-    AuditEvent, Fence, Notification, NotificationStatus, PayoutStatus, RunTrigger, Settlement,
-    SettlementLine, Transaction, TransactionKind, TransactionStatus,
+    AuditEvent, Fence, Notification, NotificationStatus, PaymentFeeLedger, PayoutStatus,
+    RunTrigger, Settlement, SettlementLine, SettlementStatus, Transaction, TransactionKind,
+    TransactionStatus,
 };
 use crate::money::MoneyError;
 use crate::notify::{Notifier, NotifyError, SettlementEvent};
@@ -22,6 +23,7 @@ use crate::payout::{PayoutSender, RunLease};
 use crate::settlement::compute::{
     ComputedSettlement, PaymentKey, RefundedPayment, SettlementComputation,
 };
+use crate::settlement::fee_ledger::{self, FeeLedgerBook};
 use crate::store::{ClaimMode, ClaimRequest, SharedStore, StoreError};
 use crate::telemetry;
 use crate::time::Clock;
@@ -34,6 +36,9 @@ pub const DEFAULT_PAGE_SIZE: u32 = 5_000;
 const REFUND_LOOKUP_BATCH: usize = 500;
 /// Refund look-up calls in flight at once (the SQLite store reads on two connections).
 const REFUND_LOOKUPS_IN_FLIGHT: usize = 2;
+/// Computations of one revision when fee ledgers keep moving under it (runs racing on refunds of the
+/// same payments), before the revision fails for `retry`.
+const FEE_LEDGER_COMPUTATIONS: u32 = 4;
 
 /// What a person or the scheduler asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,14 +365,28 @@ impl SettlementRunner {
         let fence = settlement.fence();
         // A resumed revision whose result was saved goes straight to its payouts.
         if settlement.computed_at.is_none() {
-            let saved = match self.compute(&settlement).await {
-                Ok(computed) => self
-                    .store
-                    .save_settlement_result(&fence, &computed, self.clock.now())
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(ComputeError::Interrupted) => return Err(self.release(&settlement).await),
-                Err(error) => Err(error.to_string()),
+            let mut computations = 0;
+            let saved = loop {
+                computations += 1;
+                match self.compute(&settlement).await {
+                    Ok(computed) => match self
+                        .store
+                        .save_settlement_result(&fence, &computed, self.clock.now())
+                        .await
+                    {
+                        // Another run settled a refund of the same payment meanwhile: compute
+                        // again from the ledger it wrote.
+                        Err(StoreError::FeeLedgerMoved { .. })
+                            if computations < FEE_LEDGER_COMPUTATIONS =>
+                        {
+                            tracing::info!(%settlement_date, "a fee ledger moved; computing again");
+                            continue;
+                        }
+                        other => break other.map_err(|e| e.to_string()),
+                    },
+                    Err(ComputeError::Interrupted) => return Err(self.release(&settlement).await),
+                    Err(error) => break Err(error.to_string()),
+                }
             };
             if let Err(error) = saved {
                 return Err(self.record_failure(&settlement, error).await);
@@ -579,7 +598,8 @@ impl SettlementRunner {
     }
 
     /// Folds the date's transactions page by page, renewing the lease as it goes. Refunds are
-    /// folded last, once the payments they return have been looked up.
+    /// folded last, in (occurred_at, id) order, once the payments they return and their fee ledgers
+    /// have been looked up: each returns fee from what its payment was actually charged.
     async fn compute(&self, settlement: &Settlement) -> Result<ComputedSettlement, ComputeError> {
         failpoint::hit("settlement.after_claim")?;
         let fence = settlement.fence();
@@ -591,8 +611,8 @@ impl SettlementRunner {
         let frozen = self.store.freeze_transactions(&fence).await?;
         tracing::debug!(settlement_date = %settlement.settlement_date, ?frozen, "transactions frozen for the run");
         let mut computation = SettlementComputation::new(&settlement.fee_schedule);
-        // Refunds that return a fee, in chunks of REFUND_LOOKUP_BATCH for the payment look-ups.
-        let mut refund_chunks: Vec<Vec<Transaction>> = Vec::new();
+        // Refunds that may return a fee: settled after everything else, in a deterministic order.
+        let mut refunds: Vec<Transaction> = Vec::new();
         let mut transactions = self.store.run_transactions(&fence, self.page_size);
         let mut read: u64 = 0;
         while let Some(tx) = transactions.try_next().await? {
@@ -600,10 +620,7 @@ impl SettlementRunner {
                 && tx.status == TransactionStatus::Completed
                 && tx.refund_of.is_some();
             if returns_a_fee {
-                match refund_chunks.last_mut() {
-                    Some(chunk) if chunk.len() < REFUND_LOOKUP_BATCH => chunk.push(tx),
-                    _ => refund_chunks.push(vec![tx]),
-                }
+                refunds.push(tx);
             } else {
                 computation.add(&tx, None)?;
             }
@@ -617,38 +634,81 @@ impl SettlementRunner {
             }
         }
         drop(transactions);
+        refunds.sort_unstable_by_key(|r| (r.occurred_at, r.id));
+        let refund_chunks: Vec<Vec<Transaction>> = refunds
+            .chunks(REFUND_LOOKUP_BATCH)
+            .map(<[Transaction]>::to_vec)
+            .collect();
+        drop(refunds);
+        let mut book = FeeLedgerBook::default();
+        let mut charging = ChargingRevisions::new(settlement);
         let mut lookups = futures::stream::iter(refund_chunks)
             .map(|chunk| self.refunded_payments_of(chunk))
             .buffered(REFUND_LOOKUPS_IN_FLIGHT);
-        while let Some((chunk, refunded)) = lookups.try_next().await? {
+        while let Some((chunk, refunded, ledgers)) = lookups.try_next().await? {
             self.keep_lease(&fence, &mut lease_expires_at).await?;
+            book.add_stored(ledgers);
             for refund in &chunk {
                 let key = (
                     refund.merchant_id.clone(),
                     refund.refund_of.clone().unwrap_or_default(),
                 );
-                computation.add(refund, refunded.get(&key))?;
+                let returned_minor = match refunded.get(&key) {
+                    Some(found) if fee_ledger::returns_fee_of(&found.payment, refund) => {
+                        let payment = &found.payment;
+                        let charge = match charging.of(&self.store, payment.settlement_date).await?
+                        {
+                            Some((revision, schedule)) => Some(fee_ledger::charge_of(
+                                schedule,
+                                payment,
+                                payment.settlement_date,
+                                revision,
+                            )?),
+                            None => None,
+                        };
+                        book.settle_refund(
+                            payment,
+                            charge,
+                            refund,
+                            settlement.settlement_date,
+                            settlement.revision,
+                        )?
+                    }
+                    _ => 0,
+                };
+                computation.add(refund, Some(returned_minor))?;
             }
         }
-        Ok(computation.finish()?)
+        let mut computed = computation.finish()?;
+        computed.fee_ledgers = book.writes();
+        Ok(computed)
     }
 
-    /// The payments a chunk of refunds returns, with all their refunds, by payment key.
+    /// The payments a chunk of refunds returns (by payment key) and their stored fee ledgers.
     async fn refunded_payments_of(
         &self,
         chunk: Vec<Transaction>,
-    ) -> Result<(Vec<Transaction>, HashMap<PaymentKey, RefundedPayment>), StoreError> {
-        let keys: BTreeSet<PaymentKey> = chunk
+    ) -> Result<
+        (
+            Vec<Transaction>,
+            HashMap<PaymentKey, RefundedPayment>,
+            Vec<PaymentFeeLedger>,
+        ),
+        StoreError,
+    > {
+        let keys: Vec<PaymentKey> = chunk
             .iter()
             .filter_map(|r| {
                 r.refund_of
                     .clone()
                     .map(|reference| (r.merchant_id.clone(), reference))
             })
+            .collect::<BTreeSet<PaymentKey>>()
+            .into_iter()
             .collect();
         let refunded = self
             .store
-            .refunded_payments(keys.into_iter().collect())
+            .refunded_payments(keys.clone())
             .await?
             .into_iter()
             .map(|found| {
@@ -661,7 +721,8 @@ impl SettlementRunner {
                 )
             })
             .collect();
-        Ok((chunk, refunded))
+        let ledgers = self.store.fee_ledgers(keys).await?;
+        Ok((chunk, refunded, ledgers))
     }
 
     /// Renews the lease once half of it has passed. Fails with `LeaseLost` if another run took over.
@@ -677,5 +738,46 @@ impl SettlementRunner {
             *lease_expires_at = renewed;
         }
         Ok(())
+    }
+}
+
+/// Which revision's fee schedule charged the payments of each date, looked up once per date: the
+/// revision being computed for its own date, else the date's latest completed revision (else its
+/// latest revision with a saved result); `None` while a date has not been settled.
+struct ChargingRevisions {
+    by_date: HashMap<SettlementDate, Option<(u32, FeeSchedule)>>,
+}
+
+impl ChargingRevisions {
+    fn new(running: &Settlement) -> Self {
+        let mut by_date = HashMap::new();
+        by_date.insert(
+            running.settlement_date,
+            Some((running.revision, running.fee_schedule.clone())),
+        );
+        ChargingRevisions { by_date }
+    }
+
+    async fn of(
+        &mut self,
+        store: &SharedStore,
+        settlement_date: SettlementDate,
+    ) -> Result<Option<(u32, &FeeSchedule)>, StoreError> {
+        let charging = match self.by_date.entry(settlement_date) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(unknown) => {
+                let revisions = store.settlement_revisions(settlement_date).await?;
+                let charging = revisions
+                    .iter()
+                    .rev()
+                    .find(|r| r.status == SettlementStatus::Completed)
+                    .or_else(|| revisions.iter().rev().find(|r| r.computed_at.is_some()))
+                    .map(|r| (r.revision, r.fee_schedule.clone()));
+                unknown.insert(charging)
+            }
+        };
+        Ok(charging
+            .as_ref()
+            .map(|(revision, schedule)| (*revision, schedule)))
     }
 }

@@ -22,6 +22,7 @@ pub enum RecordKind {
     Notifications,
     IdempotencyRecords,
     AuditEvents,
+    FeeLedgers,
 }
 
 impl RecordKind {
@@ -35,6 +36,7 @@ impl RecordKind {
         RecordKind::Notifications,
         RecordKind::IdempotencyRecords,
         RecordKind::AuditEvents,
+        RecordKind::FeeLedgers,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -48,6 +50,7 @@ impl RecordKind {
             RecordKind::Notifications => "notifications",
             RecordKind::IdempotencyRecords => "idempotency_records",
             RecordKind::AuditEvents => "audit_events",
+            RecordKind::FeeLedgers => "fee_ledgers",
         }
     }
 }

@@ -13,9 +13,9 @@ use crate::calendar::{BusinessCalendar, SettlementDate, Window};
 use crate::fees::FeeSchedule;
 use crate::idempotency::{BeginOutcome, StoredResponse};
 use crate::model::{
-    ApiToken, AuditEvent, CarryForward, Fence, NewTransaction, Notification, Payout, PayoutStatus,
-    RerunRequest, RerunRequestStatus, RunTrigger, Settlement, SettlementLine, SettlementStatus,
-    Transaction,
+    ApiToken, AuditEvent, CarryForward, Fence, NewTransaction, Notification, PaymentFeeLedger,
+    Payout, PayoutStatus, RerunRequest, RerunRequestStatus, RunTrigger, Settlement, SettlementLine,
+    SettlementStatus, Transaction,
 };
 use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
 
@@ -62,6 +62,11 @@ pub enum StoreError {
     },
     #[error("lease lost on settlement {} revision {} (version {} was taken over); nothing was written", .0.settlement_date, .0.revision, .0.lease_version)]
     LeaseLost(Fence),
+    #[error("the fee ledger of merchant {merchant_id} payment {external_ref:?} changed while this run computed; compute again")]
+    FeeLedgerMoved {
+        merchant_id: String,
+        external_ref: String,
+    },
     #[error("the name {0:?} is already taken")]
     NameTaken(String),
     #[error("store error: {0}")]
@@ -148,6 +153,44 @@ pub struct PayoutUpdate {
     pub now: DateTime<Utc>,
 }
 
+/// A sender's claim to be the only one with a payout in flight (see
+/// [`PayoutStore::claim_payout_send`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutClaim {
+    pub reference: String,
+    /// The status the sender last saw: `pending` or `unknown`.
+    pub from: PayoutStatus,
+    /// Who claims: unique per sender, so that a claim is never mistaken for another's.
+    pub claimed_by: String,
+    pub now: DateTime<Utc>,
+    /// When the claim lapses unless renewed: later than the sender can have a request in flight.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What became of a [`PayoutClaim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayoutClaimOutcome {
+    /// The sender holds the claim: the payout, now `unknown`, as stored.
+    Claimed(Payout),
+    /// Another sender holds a live claim: it may have a request in flight.
+    InFlight {
+        claimed_by: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// The payout is no longer in `from` (or does not await sending, or does not exist).
+    Moved,
+}
+
+/// Which payouts [`PayoutStore::payouts_with_status`] lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutFilter {
+    pub status: PayoutStatus,
+    /// Only this date's; every date's when `None`.
+    pub settlement_date: Option<SettlementDate>,
+    /// Only those last changed strictly before this instant.
+    pub updated_before: Option<DateTime<Utc>>,
+}
+
 /// An idempotent request starting: insert-if-absent of (principal, key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyBegin {
@@ -160,6 +203,31 @@ pub struct IdempotencyBegin {
     pub locked_until: DateTime<Utc>,
     /// When the record (and its stored response) is forgotten.
     pub expires_at: DateTime<Utc>,
+}
+
+impl IdempotencyBegin {
+    /// The lock this begin asks for, to present to `idempotency_complete` or
+    /// `idempotency_release` when it answers `New`.
+    pub fn lock(&self) -> IdempotencyLock {
+        IdempotencyLock {
+            principal: self.principal.clone(),
+            key: self.key.clone(),
+            fingerprint: self.fingerprint.clone(),
+            locked_until: self.locked_until,
+        }
+    }
+}
+
+/// The lock a caller holds on an in-flight key: the `locked_until` of the begin that answered
+/// `New` is its token (stores keep it to the millisecond, and every claim or takeover stores a
+/// later one), so a holder that stalled past its lock cannot complete or release the record of
+/// whoever took the key over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyLock {
+    pub principal: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub locked_until: DateTime<Utc>,
 }
 
 /// A new transaction whose (merchant_id, external_ref) or id is already stored with other content.
@@ -219,7 +287,8 @@ pub struct HistoryFilter {
     /// Every revision, not only the latest of each date.
     pub all_revisions: bool,
     pub limit: u32,
-    pub offset: u32,
+    /// How many matching settlements to skip; one past the end gives an empty list.
+    pub offset: u64,
 }
 
 /// Transactions: recorded once per (merchant_id, external_ref), each assigned to a settlement date.
@@ -298,22 +367,18 @@ pub trait IdempotencyStore: Send + Sync {
     /// whose lock has passed is taken over (`New`).
     async fn idempotency_begin(&self, begin: IdempotencyBegin) -> Result<BeginOutcome, StoreError>;
 
-    /// Stores the response of a completed request, to be replayed until the record expires.
+    /// Stores the response of a completed request, to be replayed until the record expires, if
+    /// the record is still in flight under `lock`. False when it is not (the lock passed and
+    /// another request took the key over, or the record expired): nothing was changed.
     async fn idempotency_complete(
         &self,
-        principal: &str,
-        key: &str,
-        fingerprint: &str,
+        lock: &IdempotencyLock,
         response: &StoredResponse,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
-    /// Forgets an in-flight record whose request changed nothing, so a retry can succeed.
-    async fn idempotency_release(
-        &self,
-        principal: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<(), StoreError>;
+    /// Forgets an in-flight record whose request changed nothing, so a retry can succeed, if it is
+    /// still held under `lock`. False when it is not: the record of a takeover is never deleted.
+    async fn idempotency_release(&self, lock: &IdempotencyLock) -> Result<bool, StoreError>;
 
     /// Deletes expired records; returns how many.
     async fn idempotency_reap(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
@@ -344,8 +409,31 @@ pub trait PayoutStore: Send + Sync {
         merchant_id: Option<String>,
     ) -> Result<Vec<Payout>, StoreError>;
 
-    /// Applies a status change if the payout is still in `update.from`; `None` if it moved on.
+    /// Applies a status change if the payout is still in `update.from`; `None` if it moved on. A
+    /// payout that leaves `pending`/`unknown` loses any in-flight claim (the provider's word, e.g.
+    /// a callback, is final); one that stays keeps it.
     async fn update_payout(&self, update: &PayoutUpdate) -> Result<Option<Payout>, StoreError>;
+
+    /// Claims a payout for sending, by compare-and-set: only if it is still in `claim.from`, that
+    /// status is `pending` or `unknown`, and no other sender holds a live claim (none, one expired
+    /// at `claim.now`, or the claimer's own, which is renewed). The payout becomes `unknown`,
+    /// durably, with the claim: exactly one sender may have a payout in flight at a time.
+    async fn claim_payout_send(
+        &self,
+        claim: &PayoutClaim,
+    ) -> Result<PayoutClaimOutcome, StoreError>;
+
+    /// Records what a claimed send found and releases the claim: `update` applies only if the
+    /// payout is still in `update.from` and claimed by `claimed_by`; `None` otherwise (another
+    /// sender took over an expired claim, or the payout moved on).
+    async fn finish_payout_send(
+        &self,
+        update: &PayoutUpdate,
+        claimed_by: &str,
+    ) -> Result<Option<Payout>, StoreError>;
+
+    /// Payouts in one status per `filter`, ordered by date, merchant, currency, revision.
+    async fn payouts_with_status(&self, filter: &PayoutFilter) -> Result<Vec<Payout>, StoreError>;
 
     /// Puts a merchant on hold: its pending payouts (and new ones) wait. Returns how many were held.
     async fn hold_merchant(&self, hold: &MerchantHold) -> Result<u64, StoreError>;
@@ -386,14 +474,21 @@ pub trait SettlementStore: Send + Sync {
     async fn renew_lease(&self, fence: &Fence, expires_at: DateTime<Utc>)
         -> Result<(), StoreError>;
 
-    /// Writes the computed lines and totals (once per revision), atomically, if the fence holds.
-    /// The revision stays running: payouts come next.
+    /// Writes the computed lines and totals (once per revision), atomically, if the fence holds,
+    /// and the fee ledgers the result changed, each only if it is still at the version the run read
+    /// (`FeeLedgerMoved` otherwise: the run computes again). SQLite writes all or nothing; MongoDB
+    /// writes each ledger by compare-and-set before the result, so a ledger written by a run that then
+    /// stopped holds returns its successor reuses. The revision stays running: payouts come next.
     async fn save_settlement_result(
         &self,
         fence: &Fence,
         result: &ComputedSettlement,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// The fee ledgers of these payments (merchant_id, external_ref); keys without one are left out.
+    async fn fee_ledgers(&self, keys: Vec<PaymentKey>)
+        -> Result<Vec<PaymentFeeLedger>, StoreError>;
 
     /// Marks the revision completed, if the fence holds and its result was saved.
     async fn complete_settlement(
@@ -483,7 +578,7 @@ pub trait AuditStore: Send + Sync {
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
 
     /// Events newest first.
-    async fn audit_events(&self, limit: u32, offset: u32) -> Result<Vec<AuditEvent>, StoreError>;
+    async fn audit_events(&self, limit: u32, offset: u64) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
 /// Everything Settle keeps, behind one handle.

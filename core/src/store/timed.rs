@@ -16,16 +16,16 @@ use futures::stream::{BoxStream, Stream};
 use uuid::Uuid;
 
 use super::{
-    AccessStore, AuditStore, ClaimRequest, HistoryFilter, IdempotencyBegin, IdempotencyStore,
-    InsertOutcome, MerchantHold, NotificationStore, PayoutPlan, PayoutStore, PayoutUpdate,
-    RecordOutcome, SettlementStore, SharedStore, Store, StoreError, TransactionRecord,
-    TransactionStore,
+    AccessStore, AuditStore, ClaimRequest, HistoryFilter, IdempotencyBegin, IdempotencyLock,
+    IdempotencyStore, InsertOutcome, MerchantHold, NotificationStore, PayoutClaim,
+    PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore, PayoutUpdate, RecordOutcome,
+    SettlementStore, SharedStore, Store, StoreError, TransactionRecord, TransactionStore,
 };
 use crate::calendar::SettlementDate;
 use crate::idempotency::{BeginOutcome, StoredResponse};
 use crate::model::{
-    ApiToken, AuditEvent, CarryForward, Fence, Notification, Payout, RerunRequest,
-    RerunRequestStatus, Settlement, SettlementLine, Transaction,
+    ApiToken, AuditEvent, CarryForward, Fence, Notification, PaymentFeeLedger, Payout,
+    RerunRequest, RerunRequestStatus, Settlement, SettlementLine, Transaction,
 };
 use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
 use crate::telemetry;
@@ -148,30 +148,19 @@ impl IdempotencyStore for TimedStore {
 
     async fn idempotency_complete(
         &self,
-        principal: &str,
-        key: &str,
-        fingerprint: &str,
+        lock: &IdempotencyLock,
         response: &StoredResponse,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.timed(
             "idempotency_complete",
-            self.inner
-                .idempotency_complete(principal, key, fingerprint, response),
+            self.inner.idempotency_complete(lock, response),
         )
         .await
     }
 
-    async fn idempotency_release(
-        &self,
-        principal: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<(), StoreError> {
-        self.timed(
-            "idempotency_release",
-            self.inner.idempotency_release(principal, key, fingerprint),
-        )
-        .await
+    async fn idempotency_release(&self, lock: &IdempotencyLock) -> Result<bool, StoreError> {
+        self.timed("idempotency_release", self.inner.idempotency_release(lock))
+            .await
     }
 
     async fn idempotency_reap(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -212,6 +201,34 @@ impl PayoutStore for TimedStore {
     async fn update_payout(&self, update: &PayoutUpdate) -> Result<Option<Payout>, StoreError> {
         self.timed("update_payout", self.inner.update_payout(update))
             .await
+    }
+
+    async fn claim_payout_send(
+        &self,
+        claim: &PayoutClaim,
+    ) -> Result<PayoutClaimOutcome, StoreError> {
+        self.timed("claim_payout_send", self.inner.claim_payout_send(claim))
+            .await
+    }
+
+    async fn finish_payout_send(
+        &self,
+        update: &PayoutUpdate,
+        claimed_by: &str,
+    ) -> Result<Option<Payout>, StoreError> {
+        self.timed(
+            "finish_payout_send",
+            self.inner.finish_payout_send(update, claimed_by),
+        )
+        .await
+    }
+
+    async fn payouts_with_status(&self, filter: &PayoutFilter) -> Result<Vec<Payout>, StoreError> {
+        self.timed(
+            "payouts_with_status",
+            self.inner.payouts_with_status(filter),
+        )
+        .await
     }
 
     async fn hold_merchant(&self, hold: &MerchantHold) -> Result<u64, StoreError> {
@@ -288,6 +305,14 @@ impl SettlementStore for TimedStore {
             self.inner.save_settlement_result(fence, result, now),
         )
         .await
+    }
+
+    async fn fee_ledgers(
+        &self,
+        keys: Vec<PaymentKey>,
+    ) -> Result<Vec<PaymentFeeLedger>, StoreError> {
+        self.timed("fee_ledgers", self.inner.fee_ledgers(keys))
+            .await
     }
 
     async fn complete_settlement(
@@ -428,7 +453,7 @@ impl AuditStore for TimedStore {
             .await
     }
 
-    async fn audit_events(&self, limit: u32, offset: u32) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn audit_events(&self, limit: u32, offset: u64) -> Result<Vec<AuditEvent>, StoreError> {
         self.timed("audit_events", self.inner.audit_events(limit, offset))
             .await
     }

@@ -1,5 +1,6 @@
 //! `settle merchant hold | release | list` (payout holds, audited, and the amounts merchants owe that
-//! are carried forward) and `settle payouts check` (confirmation of sent payouts at the provider).
+//! are carried forward) and `settle payouts check` (sent payouts confirmed at the provider, and
+//! failed ones rechecked).
 
 use anyhow::Result;
 use serde_json::json;
@@ -98,7 +99,7 @@ pub async fn run(context: Context, command: MerchantCommand) -> Result<()> {
     Ok(())
 }
 
-/// `settle payouts check --date D`.
+/// `settle payouts check [--date D]`.
 pub async fn check_payouts(context: Context, command: crate::cli::PayoutsCommand) -> Result<()> {
     let crate::cli::PayoutsCommand::Check(args) = command;
     let store = context.open_store().await?;
@@ -107,11 +108,30 @@ pub async fn check_payouts(context: Context, command: crate::cli::PayoutsCommand
             "no payout provider is configured ([payouts] provider_url)",
         ));
     };
-    let changed = sender.refresh_sent(args.date).await?;
-    println!("{changed} payout(s) of {} changed status", args.date);
-    let payouts = store.payouts(args.date).await?;
-    if !payouts.is_empty() {
-        println!("{}", output::payouts_table(&payouts));
+    let report = sender.check(args.date, &context.actor).await?;
+    let changed = report.changed.len() + report.recovered.len();
+    match args.date {
+        Some(date) => println!("{changed} payout(s) of {date} changed status"),
+        None => println!("{changed} payout(s) changed status"),
+    }
+    for change in &report.changed {
+        println!("{}: {} -> {}", change.reference, change.from, change.to);
+    }
+    for change in &report.recovered {
+        println!(
+            "{}: {} -> {} (the provider reports it paid or accepted after all; a rerun of its \
+             date deducts anything paid twice)",
+            change.reference, change.from, change.to
+        );
+    }
+    for (reference, error) in &report.errors {
+        println!("{reference}: not looked up: {error}");
+    }
+    if let Some(date) = args.date {
+        let payouts = store.payouts(date).await?;
+        if !payouts.is_empty() {
+            println!("{}", output::payouts_table(&payouts));
+        }
     }
     Ok(())
 }

@@ -148,6 +148,7 @@ fn run_refusal(error: &StoreError) -> Problem {
             (S::CONFLICT, types::REVISION_MOVED, "Revision moved on")
         }
         StoreError::NameTaken(_) => (S::CONFLICT, types::CONFLICT, "Name taken"),
+        StoreError::FeeLedgerMoved { .. } => (S::CONFLICT, types::CONFLICT, "Fee ledger moved"),
         StoreError::LeaseLost(_) => (S::CONFLICT, types::ALREADY_RUNNING, "Lease lost"),
         StoreError::Backend(_) | StoreError::Corrupt(_) => return Problem::internal(),
     };

@@ -68,9 +68,10 @@ impl AuditStore for MongoStore {
         Ok(())
     }
 
-    async fn audit_events(&self, limit: u32, offset: u32) -> Result<Vec<AuditEvent>, StoreError> {
-        // MongoDB reads a limit of 0 as "no limit"; SQL's `LIMIT 0` returns nothing.
-        if limit == 0 {
+    async fn audit_events(&self, limit: u32, offset: u64) -> Result<Vec<AuditEvent>, StoreError> {
+        // MongoDB reads a limit of 0 as "no limit"; SQL's `LIMIT 0` returns nothing. The server
+        // takes a signed 64-bit skip: an offset beyond it is past any end, as in SQLite.
+        if limit == 0 || i64::try_from(offset).is_err() {
             return Ok(Vec::new());
         }
         self.find_all(
@@ -78,7 +79,7 @@ impl AuditStore for MongoStore {
             doc! {},
             doc! { "occurred_at": -1, "_id": -1 },
             Some(i64::from(limit)),
-            Some(u64::from(offset)),
+            Some(offset),
         )
         .await?
         .iter()

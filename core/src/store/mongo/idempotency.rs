@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Bson, Document};
 
 use crate::idempotency::{BeginOutcome, StoredResponse};
-use crate::store::{IdempotencyBegin, IdempotencyStore, StoreError};
+use crate::store::{IdempotencyBegin, IdempotencyLock, IdempotencyStore, StoreError};
 
 use super::collections::{IDEMPOTENCY_RECORDS, TRANSACTIONS};
 use super::documents::{self as d, instant};
@@ -122,6 +122,15 @@ fn key_filter(principal: &str, key: &str) -> Document {
 
 fn links_filter(principal: &str, key: &str) -> Document {
     doc! { "idempotency_principal": principal, "idempotency_key": key }
+}
+
+/// The record `lock` holds: in flight, with its fingerprint.
+fn held(lock: &IdempotencyLock) -> Document {
+    let mut filter = key_filter(&lock.principal, &lock.key);
+    filter.insert("fingerprint", &lock.fingerprint);
+    filter.insert("state", IN_FLIGHT);
+    filter.insert("locked_until", instant(lock.locked_until));
+    filter
 }
 
 /// A record claimed afresh by `begin`, in flight.
@@ -219,13 +228,13 @@ impl MongoStore {
                     locked_until: existing.locked_until,
                 }))
             }
-            // In flight, but its holder stopped: take over, keeping the original expiry.
+            // In flight, but its holder stopped: take over, keeping the original expiry. The new
+            // `locked_until` is exactly the begin's: it is the lock the taker presents.
             Some(existing) => {
-                let locked_until = begin.locked_until.min(existing.expires_at);
                 let taken = records
                     .update_one(
                         existing.as_read,
-                        doc! { "$set": { "locked_until": instant(locked_until) } },
+                        doc! { "$set": { "locked_until": instant(begin.locked_until) } },
                     )
                     .await
                     .map_err(backend)?;
@@ -259,20 +268,17 @@ impl IdempotencyStore for MongoStore {
 
     async fn idempotency_complete(
         &self,
-        principal: &str,
-        key: &str,
-        fingerprint: &str,
+        lock: &IdempotencyLock,
         response: &StoredResponse,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let headers: Vec<Bson> = response
             .headers
             .iter()
             .map(|(name, value)| Bson::Array(vec![name.as_str().into(), value.as_str().into()]))
             .collect();
-        let mut filter = key_filter(principal, key);
-        filter.insert("fingerprint", fingerprint);
-        filter.insert("state", IN_FLIGHT);
-        self.collection(IDEMPOTENCY_RECORDS)
+        let filter = held(lock);
+        let updated = self
+            .collection(IDEMPOTENCY_RECORDS)
             .update_one(
                 filter,
                 doc! { "$set": {
@@ -284,23 +290,16 @@ impl IdempotencyStore for MongoStore {
             )
             .await
             .map_err(backend)?;
-        Ok(())
+        Ok(updated.matched_count == 1)
     }
 
-    async fn idempotency_release(
-        &self,
-        principal: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<(), StoreError> {
-        let mut filter = key_filter(principal, key);
-        filter.insert("fingerprint", fingerprint);
-        filter.insert("state", IN_FLIGHT);
-        self.collection(IDEMPOTENCY_RECORDS)
-            .delete_one(filter)
+    async fn idempotency_release(&self, lock: &IdempotencyLock) -> Result<bool, StoreError> {
+        let deleted = self
+            .collection(IDEMPOTENCY_RECORDS)
+            .delete_one(held(lock))
             .await
             .map_err(backend)?;
-        Ok(())
+        Ok(deleted.deleted_count == 1)
     }
 
     async fn idempotency_reap(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -420,10 +419,10 @@ mod tests {
             body: serde_json::json!([u64::MAX, -1, 1.5, null, "x", {"$set": {"a.b": [true]}}]),
             headers: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
         };
-        store
-            .idempotency_complete("p", "k", "fp", &response)
+        assert!(store
+            .idempotency_complete(&begin("fp", t0).lock(), &response)
             .await
-            .unwrap();
+            .unwrap());
         assert_eq!(
             store.idempotency_begin(begin("fp", t0)).await.unwrap(),
             BeginOutcome::Replay(response)

@@ -19,8 +19,8 @@ use crate::store::migration::{MigrationTarget, RecordKind};
 use crate::store::{MerchantHold, StoreError};
 
 use super::collections::{
-    AUDIT_EVENTS, CARRY_FORWARDS, IDEMPOTENCY_RECORDS, MERCHANT_HOLDS, NOTIFICATIONS, PAYOUTS,
-    SETTLEMENTS, SETTLEMENT_LINES, TRANSACTIONS,
+    AUDIT_EVENTS, CARRY_FORWARDS, FEE_LEDGERS, IDEMPOTENCY_RECORDS, MERCHANT_HOLDS, NOTIFICATIONS,
+    PAYOUTS, SETTLEMENTS, SETTLEMENT_LINES, TRANSACTIONS,
 };
 use super::documents::{self as d, date_text, instant};
 use super::{backend, MongoStore};
@@ -376,6 +376,22 @@ impl MongoStore {
                         "detail": d::json_text(&e.detail),
                     };
                     (AUDIT_EVENTS, doc! { "_id": e.id.to_string() }, document)
+                }
+                RecordKind::FeeLedgers => {
+                    let ledger: crate::model::PaymentFeeLedger = decode(value)?;
+                    let filter = doc! {
+                        "merchant_id": &ledger.merchant_id,
+                        "external_ref": &ledger.external_ref,
+                    };
+                    let mut document = filter.clone();
+                    document.insert(
+                        "version",
+                        i64::try_from(ledger.version).map_err(|_| {
+                            StoreError::Corrupt("a fee ledger version overflowed".into())
+                        })?,
+                    );
+                    document.insert("ledger", d::to_nested(&ledger)?);
+                    (FEE_LEDGERS, filter, document)
                 }
                 RecordKind::Settlements
                 | RecordKind::SettlementLines

@@ -9,6 +9,7 @@
 mod access;
 mod audit;
 mod documents;
+mod fee_ledgers;
 mod idempotency;
 mod migration;
 mod payouts;
@@ -40,6 +41,7 @@ pub mod collections {
     pub const AUDIT_EVENTS: &str = "audit_events";
     pub const API_TOKENS: &str = "api_tokens";
     pub const RERUN_REQUESTS: &str = "rerun_requests";
+    pub const FEE_LEDGERS: &str = "fee_ledgers";
 }
 
 /// How long the driver looks for a server before an operation fails.
@@ -183,6 +185,14 @@ impl MongoStore {
                     ),
                     index(doc! { "occurred_at": 1 }, false, None),
                 ],
+            ),
+            (
+                FEE_LEDGERS,
+                vec![index(
+                    doc! { "merchant_id": 1, "external_ref": 1 },
+                    true,
+                    None,
+                )],
             ),
             (
                 SETTLEMENTS,

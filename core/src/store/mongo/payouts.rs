@@ -22,9 +22,14 @@
 //! payout is left pending under a hold or held without one. Repeating an interrupted hold or release
 //! finishes it.
 //!
+//! In-flight claims: `claim_payout_send` is one `findOneAndUpdate` whose filter is the whole
+//! compare-and-set (status as seen, claim free, expired or the claimer's own); finishing a send
+//! filters on the claim too, and unsets it.
+//!
 //! Documents: `payouts` (`_id` = reference, `settlement_date`, `revision`, `merchant_id`,
 //! `currency`, `amount_minor` Int64, `status`, `provider_payout_id`, `attempts`, `last_error`,
-//! `created_at`, `updated_at`); `carry_forwards` (`merchant_id`, `currency`, `amount_minor` Int64,
+//! `created_at`, `updated_at`, and while a sender has it in flight `claimed_by` and
+//! `claim_expires_at`); `carry_forwards` (`merchant_id`, `currency`, `amount_minor` Int64,
 //! `origin_date`, `origin_revision`, `applied_date`, `applied_revision`, `created_at`);
 //! `merchant_holds` (`_id` = merchant id, `reason`, `held_by`, `held_at`).
 
@@ -39,7 +44,10 @@ use crate::model::{
     amount_due, initial_payout_status, payout_reference, CarryForward, Fence, Payout, PayoutStatus,
     SettlementLine,
 };
-use crate::store::{MerchantHold, PayoutPlan, PayoutStore, PayoutUpdate, StoreError};
+use crate::store::{
+    MerchantHold, PayoutClaim, PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore,
+    PayoutUpdate, StoreError,
+};
 
 use super::collections::{CARRY_FORWARDS, MERCHANT_HOLDS, PAYOUTS};
 use super::documents::{self as d, date_text, instant};
@@ -124,6 +132,43 @@ impl MongoStore {
             .iter()
             .map(|document| d::text(document, "_id").map(str::to_string))
             .collect()
+    }
+
+    /// Applies `update` by compare-and-set on its `from` status and, for a claimed send, on the
+    /// claim (which it then releases). Leaving `pending`/`unknown` clears any claim.
+    async fn apply_update(
+        &self,
+        update: &PayoutUpdate,
+        claimed_by: Option<&str>,
+    ) -> Result<Option<Payout>, StoreError> {
+        let mut set = doc! {
+            "status": update.to.as_str(),
+            "last_error": update.last_error.clone().map(Bson::String).unwrap_or(Bson::Null),
+            "updated_at": instant(update.now),
+        };
+        // A provider id once known is kept when this step learnt none.
+        if let Some(id) = &update.provider_payout_id {
+            set.insert("provider_payout_id", id);
+        }
+        if claimed_by.is_some() || !update.to.awaits_sending() {
+            set.insert("claimed_by", Bson::Null);
+            set.insert("claim_expires_at", Bson::Null);
+        }
+        let mut filter = doc! { "_id": &update.reference, "status": update.from.as_str() };
+        if let Some(claimed_by) = claimed_by {
+            filter.insert("claimed_by", claimed_by);
+        }
+        self.collection(PAYOUTS)
+            .find_one_and_update(
+                filter,
+                doc! { "$set": set, "$inc": { "attempts": i64::from(update.attempts) } },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(payout)
+            .transpose()
     }
 
     async fn payout_by_reference(&self, reference: &str) -> Result<Option<Payout>, StoreError> {
@@ -349,26 +394,95 @@ impl PayoutStore for MongoStore {
     }
 
     async fn update_payout(&self, update: &PayoutUpdate) -> Result<Option<Payout>, StoreError> {
-        let mut set = doc! {
-            "status": update.to.as_str(),
-            "last_error": update.last_error.clone().map(Bson::String).unwrap_or(Bson::Null),
-            "updated_at": instant(update.now),
-        };
-        // A provider id once known is kept when this step learnt none.
-        if let Some(id) = &update.provider_payout_id {
-            set.insert("provider_payout_id", id);
+        self.apply_update(update, None).await
+    }
+
+    async fn claim_payout_send(
+        &self,
+        claim: &PayoutClaim,
+    ) -> Result<PayoutClaimOutcome, StoreError> {
+        if !claim.from.awaits_sending() {
+            return Ok(PayoutClaimOutcome::Moved);
         }
-        self.collection(PAYOUTS)
+        let now = instant(claim.now);
+        let claimed = self
+            .collection(PAYOUTS)
             .find_one_and_update(
-                doc! { "_id": &update.reference, "status": update.from.as_str() },
-                doc! { "$set": set, "$inc": { "attempts": i64::from(update.attempts) } },
+                doc! {
+                    "_id": &claim.reference,
+                    "status": claim.from.as_str(),
+                    "$or": [
+                        { "claimed_by": Bson::Null },
+                        { "claimed_by": &claim.claimed_by },
+                        { "claim_expires_at": { "$lte": now } },
+                    ],
+                },
+                doc! { "$set": {
+                    "status": PayoutStatus::Unknown.as_str(),
+                    "claimed_by": &claim.claimed_by,
+                    "claim_expires_at": instant(claim.expires_at),
+                    "updated_at": now,
+                } },
             )
             .return_document(ReturnDocument::After)
             .await
-            .map_err(backend)?
-            .as_ref()
-            .map(payout)
-            .transpose()
+            .map_err(backend)?;
+        if let Some(document) = claimed {
+            return Ok(PayoutClaimOutcome::Claimed(payout(&document)?));
+        }
+        let current = self
+            .collection(PAYOUTS)
+            .find_one(doc! { "_id": &claim.reference, "status": claim.from.as_str() })
+            .await
+            .map_err(backend)?;
+        let holder = match &current {
+            Some(document) => (
+                d::optional_text(document, "claimed_by")?,
+                d::optional_utc(document, "claim_expires_at")?,
+            ),
+            None => (None, None),
+        };
+        Ok(match holder {
+            // Compared at the stored (millisecond) precision, as the filter above did.
+            (Some(claimed_by), Some(expires_at))
+                if expires_at.timestamp_millis() > claim.now.timestamp_millis() =>
+            {
+                PayoutClaimOutcome::InFlight {
+                    claimed_by,
+                    expires_at,
+                }
+            }
+            _ => PayoutClaimOutcome::Moved,
+        })
+    }
+
+    async fn finish_payout_send(
+        &self,
+        update: &PayoutUpdate,
+        claimed_by: &str,
+    ) -> Result<Option<Payout>, StoreError> {
+        self.apply_update(update, Some(claimed_by)).await
+    }
+
+    async fn payouts_with_status(&self, filter: &PayoutFilter) -> Result<Vec<Payout>, StoreError> {
+        let mut query = doc! { "status": filter.status.as_str() };
+        if let Some(date) = filter.settlement_date {
+            query.insert("settlement_date", date_text(date));
+        }
+        if let Some(before) = filter.updated_before {
+            query.insert("updated_at", doc! { "$lt": instant(before) });
+        }
+        self.find_all(
+            PAYOUTS,
+            query,
+            doc! { "settlement_date": 1, "merchant_id": 1, "currency": 1, "revision": 1 },
+            None,
+            None,
+        )
+        .await?
+        .iter()
+        .map(payout)
+        .collect()
     }
 
     async fn hold_merchant(&self, hold: &MerchantHold) -> Result<u64, StoreError> {

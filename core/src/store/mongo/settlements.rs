@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use mongodb::bson::{doc, Bson, Document};
 
-use crate::model::{Fence, Settlement, SettlementLine, SettlementStatus};
-use crate::settlement::compute::ComputedSettlement;
+use crate::model::{Fence, PaymentFeeLedger, Settlement, SettlementLine, SettlementStatus};
+use crate::settlement::compute::{ComputedSettlement, PaymentKey};
 use crate::store::claim::{already_running, decide, ClaimAction};
 use crate::store::{ClaimRequest, HistoryFilter, SettlementStore, StoreError};
 
@@ -268,6 +268,9 @@ impl SettlementStore for MongoStore {
                 .collect();
             lines.insert_many(documents).await.map_err(backend)?;
         }
+        // Ledgers before the result: a run stopped in between left returns its successor reuses.
+        self.check_fence(fence).await?;
+        self.write_fee_ledgers(&result.fee_ledgers).await?;
         let totals: Vec<Document> = result.totals.iter().map(d::totals_document).collect();
         self.fenced_update(
             fence,
@@ -280,6 +283,13 @@ impl SettlementStore for MongoStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn fee_ledgers(
+        &self,
+        keys: Vec<PaymentKey>,
+    ) -> Result<Vec<PaymentFeeLedger>, StoreError> {
+        self.read_fee_ledgers(&keys).await
     }
 
     async fn complete_settlement(
@@ -415,7 +425,7 @@ impl SettlementStore for MongoStore {
         };
         Ok(settlements
             .into_iter()
-            .skip(filter.offset as usize)
+            .skip(usize::try_from(filter.offset).unwrap_or(usize::MAX))
             .take(limit)
             .collect())
     }

@@ -35,7 +35,11 @@ impl AuditStore for SqliteStore {
         .await
     }
 
-    async fn audit_events(&self, limit: u32, offset: u32) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn audit_events(&self, limit: u32, offset: u64) -> Result<Vec<AuditEvent>, StoreError> {
+        // SQLite's OFFSET is a signed 64-bit integer: an offset beyond it is past any end.
+        let Ok(offset) = i64::try_from(offset) else {
+            return Ok(Vec::new());
+        };
         self.read(move |connection| {
             query_all(
                 connection,

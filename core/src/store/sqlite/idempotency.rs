@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 
 use crate::idempotency::{BeginOutcome, StoredResponse};
-use crate::store::{IdempotencyBegin, IdempotencyStore, StoreError};
+use crate::store::{IdempotencyBegin, IdempotencyLock, IdempotencyStore, StoreError};
 
 use super::rows::{self, instant_text};
 use super::{backend, query_one, SqliteStore};
@@ -133,11 +133,12 @@ impl IdempotencyStore for SqliteStore {
                     locked_until: existing.locked_until,
                 }),
                 // In flight, but its holder stopped: take over, keeping the original expiry.
-                Some(existing) => {
+                Some(_) => {
                     tx.execute(
                         "UPDATE idempotency_records SET locked_until = ?1 WHERE principal = ?2 AND key = ?3",
                         params![
-                            instant_text(begin.locked_until.min(existing.expires_at)),
+                            // Exactly the begin's: it is the lock the taker presents.
+                            instant_text(begin.locked_until),
                             begin.principal,
                             begin.key
                         ],
@@ -152,55 +153,53 @@ impl IdempotencyStore for SqliteStore {
 
     async fn idempotency_complete(
         &self,
-        principal: &str,
-        key: &str,
-        fingerprint: &str,
+        lock: &IdempotencyLock,
         response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let (principal, key, fingerprint) = (
-            principal.to_string(),
-            key.to_string(),
-            fingerprint.to_string(),
+    ) -> Result<bool, StoreError> {
+        let (principal, key, fingerprint, locked_until) = (
+            lock.principal.clone(),
+            lock.key.clone(),
+            lock.fingerprint.clone(),
+            instant_text(lock.locked_until),
         );
         let response = response.clone();
         self.write(move |tx| {
-            tx.execute(
+            let changed = tx.execute(
                 "UPDATE idempotency_records SET state = 'completed', response_status = ?1, response_body = ?2, \
-                 response_headers = ?3 WHERE principal = ?4 AND key = ?5 AND fingerprint = ?6 AND state = 'in_flight'",
+                 response_headers = ?3 WHERE principal = ?4 AND key = ?5 AND fingerprint = ?6 AND state = 'in_flight' \
+                 AND locked_until = ?7",
                 params![
                     response.status,
                     response.body.to_string(),
                     serde_json::to_string(&response.headers).map_err(|e| StoreError::Backend(e.to_string()))?,
                     principal,
                     key,
-                    fingerprint
+                    fingerprint,
+                    locked_until
                 ],
             )
             .map_err(backend)?;
-            Ok(())
+            Ok(changed == 1)
         })
         .await
     }
 
-    async fn idempotency_release(
-        &self,
-        principal: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<(), StoreError> {
-        let (principal, key, fingerprint) = (
-            principal.to_string(),
-            key.to_string(),
-            fingerprint.to_string(),
+    async fn idempotency_release(&self, lock: &IdempotencyLock) -> Result<bool, StoreError> {
+        let (principal, key, fingerprint, locked_until) = (
+            lock.principal.clone(),
+            lock.key.clone(),
+            lock.fingerprint.clone(),
+            instant_text(lock.locked_until),
         );
         self.write(move |tx| {
-            tx.execute(
-                "DELETE FROM idempotency_records WHERE principal = ?1 AND key = ?2 AND fingerprint = ?3 \
-                 AND state = 'in_flight'",
-                params![principal, key, fingerprint],
-            )
-            .map_err(backend)?;
-            Ok(())
+            let changed = tx
+                .execute(
+                    "DELETE FROM idempotency_records WHERE principal = ?1 AND key = ?2 AND fingerprint = ?3 \
+                     AND state = 'in_flight' AND locked_until = ?4",
+                    params![principal, key, fingerprint, locked_until],
+                )
+                .map_err(backend)?;
+            Ok(changed == 1)
         })
         .await
     }

@@ -66,6 +66,11 @@ fn table(kind: RecordKind) -> Table {
             &["id"],
             "id, occurred_at, actor, action, subject, outcome, detail",
         ),
+        RecordKind::FeeLedgers => t(
+            "payment_fee_ledgers",
+            &["merchant_id", "external_ref"],
+            "merchant_id, external_ref, ledger",
+        ),
     }
 }
 
@@ -130,6 +135,7 @@ fn form(kind: RecordKind, row: &rusqlite::Row) -> Result<Value, StoreError> {
             .map_err(encode)?
         }
         RecordKind::AuditEvents => serde_json::to_value(rows::audit_event(row)?).map_err(encode)?,
+        RecordKind::FeeLedgers => rows::json::<Value>(row, "ledger")?,
     };
     Ok(value)
 }

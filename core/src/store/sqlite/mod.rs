@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod fee_ledgers;
 mod idempotency;
 mod migration;
 mod payouts;

@@ -1,5 +1,8 @@
 //! Payouts, merchant holds and carried-forward amounts in SQLite. Planning is one fenced write
 //! transaction per revision and idempotent: a resumed run plans nothing twice.
+//!
+//! A payout's in-flight claim is two columns, `claimed_by` and `claim_expires_at` (instants as
+//! fixed-width text, so text order is time order), set and cleared by compare-and-set.
 
 use std::collections::BTreeSet;
 
@@ -11,7 +14,10 @@ use crate::model::{
     amount_due, initial_payout_status, payout_reference, CarryForward, Fence, Payout,
     SettlementLine,
 };
-use crate::store::{MerchantHold, PayoutPlan, PayoutStore, PayoutUpdate, StoreError};
+use crate::store::{
+    MerchantHold, PayoutClaim, PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore,
+    PayoutUpdate, StoreError,
+};
 
 use super::rows::{self, date_text, instant_text, CARRY_FORWARD_COLUMNS, PAYOUT_COLUMNS};
 use super::settlements::fenced_update;
@@ -127,6 +133,40 @@ fn payout_by_reference(
     )
 }
 
+/// Applies `update` by compare-and-set on its `from` status and, for a claimed send, on the claim
+/// (which it then releases). Leaving `pending`/`unknown` clears any claim.
+fn apply_update(
+    tx: &rusqlite::Transaction,
+    update: &PayoutUpdate,
+    claimed_by: Option<&str>,
+) -> Result<Option<Payout>, StoreError> {
+    let release = claimed_by.is_some() || !update.to.awaits_sending();
+    let changed = tx
+        .execute(
+            "UPDATE payouts SET status = ?1, provider_payout_id = COALESCE(?2, provider_payout_id), \
+             attempts = attempts + ?3, last_error = ?4, updated_at = ?5, \
+             claimed_by = CASE WHEN ?8 THEN NULL ELSE claimed_by END, \
+             claim_expires_at = CASE WHEN ?8 THEN NULL ELSE claim_expires_at END \
+             WHERE reference = ?6 AND status = ?7 AND (?9 IS NULL OR claimed_by = ?9)",
+            params![
+                update.to.as_str(),
+                update.provider_payout_id,
+                update.attempts,
+                update.last_error,
+                instant_text(update.now),
+                update.reference,
+                update.from.as_str(),
+                release,
+                claimed_by
+            ],
+        )
+        .map_err(backend)?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    payout_by_reference(tx, &update.reference)
+}
+
 fn held_merchants(connection: &rusqlite::Connection) -> Result<BTreeSet<String>, StoreError> {
     Ok(query_all(
         connection,
@@ -199,27 +239,86 @@ impl PayoutStore for SqliteStore {
 
     async fn update_payout(&self, update: &PayoutUpdate) -> Result<Option<Payout>, StoreError> {
         let update = update.clone();
+        self.write(move |tx| apply_update(tx, &update, None)).await
+    }
+
+    async fn claim_payout_send(
+        &self,
+        claim: &PayoutClaim,
+    ) -> Result<PayoutClaimOutcome, StoreError> {
+        let claim = claim.clone();
         self.write(move |tx| {
+            if !claim.from.awaits_sending() {
+                return Ok(PayoutClaimOutcome::Moved);
+            }
+            let now = instant_text(claim.now);
             let changed = tx
                 .execute(
-                    "UPDATE payouts SET status = ?1, provider_payout_id = COALESCE(?2, provider_payout_id), \
-                     attempts = attempts + ?3, last_error = ?4, updated_at = ?5 \
-                     WHERE reference = ?6 AND status = ?7",
+                    "UPDATE payouts SET status = 'unknown', claimed_by = ?1, claim_expires_at = ?2, \
+                     updated_at = ?3 WHERE reference = ?4 AND status = ?5 \
+                     AND (claimed_by IS NULL OR claimed_by = ?1 OR claim_expires_at <= ?3)",
                     params![
-                        update.to.as_str(),
-                        update.provider_payout_id,
-                        update.attempts,
-                        update.last_error,
-                        instant_text(update.now),
-                        update.reference,
-                        update.from.as_str()
+                        claim.claimed_by,
+                        instant_text(claim.expires_at),
+                        now,
+                        claim.reference,
+                        claim.from.as_str()
                     ],
                 )
                 .map_err(backend)?;
-            if changed == 0 {
-                return Ok(None);
+            if changed == 1 {
+                return match payout_by_reference(tx, &claim.reference)? {
+                    Some(payout) => Ok(PayoutClaimOutcome::Claimed(payout)),
+                    None => Ok(PayoutClaimOutcome::Moved),
+                };
             }
-            payout_by_reference(tx, &update.reference)
+            let holder = query_one(
+                tx,
+                "SELECT claimed_by, claim_expires_at FROM payouts \
+                 WHERE reference = ?1 AND status = ?2 AND claimed_by IS NOT NULL \
+                 AND claim_expires_at > ?3",
+                params![claim.reference, claim.from.as_str(), now],
+                |row| Ok((rows::text(row, "claimed_by")?, rows::instant(row, "claim_expires_at")?)),
+            )?;
+            Ok(match holder {
+                Some((claimed_by, expires_at)) => PayoutClaimOutcome::InFlight {
+                    claimed_by,
+                    expires_at,
+                },
+                None => PayoutClaimOutcome::Moved,
+            })
+        })
+        .await
+    }
+
+    async fn finish_payout_send(
+        &self,
+        update: &PayoutUpdate,
+        claimed_by: &str,
+    ) -> Result<Option<Payout>, StoreError> {
+        let update = update.clone();
+        let claimed_by = claimed_by.to_string();
+        self.write(move |tx| apply_update(tx, &update, Some(&claimed_by)))
+            .await
+    }
+
+    async fn payouts_with_status(&self, filter: &PayoutFilter) -> Result<Vec<Payout>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |connection| {
+            query_all(
+                connection,
+                &format!(
+                    "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE status = ?1 \
+                     AND (?2 IS NULL OR settlement_date = ?2) AND (?3 IS NULL OR updated_at < ?3) \
+                     ORDER BY settlement_date, merchant_id, currency, revision"
+                ),
+                params![
+                    filter.status.as_str(),
+                    filter.settlement_date.map(date_text),
+                    filter.updated_before.map(instant_text)
+                ],
+                rows::payout,
+            )
         })
         .await
     }

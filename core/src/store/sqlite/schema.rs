@@ -208,6 +208,22 @@ CREATE TABLE rerun_requests (
 CREATE INDEX rerun_requests_by_time ON rerun_requests (requested_at, id);
 CREATE INDEX rerun_requests_by_status ON rerun_requests (status, requested_at, id);
 "#,
+    // 2: what each refunded payment was charged and its refunds returned (a JSON ledger per payment).
+    r#"
+CREATE TABLE payment_fee_ledgers (
+    merchant_id  TEXT NOT NULL,
+    external_ref TEXT NOT NULL,
+    version      INTEGER NOT NULL CHECK (version >= 1),
+    ledger       TEXT NOT NULL,
+    PRIMARY KEY (merchant_id, external_ref)
+) STRICT;
+"#,
+    // Who has a payout in flight, until when (one sender at a time), and payouts by status and age.
+    r#"
+ALTER TABLE payouts ADD COLUMN claimed_by TEXT;
+ALTER TABLE payouts ADD COLUMN claim_expires_at TEXT;
+CREATE INDEX payouts_by_status ON payouts (status, updated_at);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, params_from_iter, Connection};
 
-use crate::model::{Fence, Settlement, SettlementFigures, SettlementLine};
-use crate::settlement::compute::ComputedSettlement;
+use crate::model::{Fence, PaymentFeeLedger, Settlement, SettlementFigures, SettlementLine};
+use crate::settlement::compute::{ComputedSettlement, PaymentKey};
 use crate::store::claim::{decide, ClaimAction};
 use crate::store::{ClaimRequest, HistoryFilter, SettlementStore, StoreError};
 
@@ -270,9 +270,18 @@ impl SettlementStore for SqliteStore {
                     &total.figures,
                 )?;
             }
+            super::fee_ledgers::write(tx, &result.fee_ledgers)?;
             Ok(())
         })
         .await
+    }
+
+    async fn fee_ledgers(
+        &self,
+        keys: Vec<PaymentKey>,
+    ) -> Result<Vec<PaymentFeeLedger>, StoreError> {
+        self.read(move |connection| super::fee_ledgers::read(connection, &keys))
+            .await
     }
 
     async fn complete_settlement(
@@ -376,6 +385,10 @@ impl SettlementStore for SqliteStore {
                     .join(", ")
             );
             let limit = if filter.limit == 0 { u32::MAX } else { filter.limit };
+            // SQLite's OFFSET is a signed 64-bit integer: an offset beyond it is past any end.
+            let Ok(offset) = i64::try_from(filter.offset) else {
+                return Ok(Vec::new());
+            };
             let found = query_all(
                 connection,
                 &sql,
@@ -384,7 +397,7 @@ impl SettlementStore for SqliteStore {
                     filter.to.map(date_text),
                     filter.status.map(|s| s.as_str()),
                     limit,
-                    filter.offset
+                    offset
                 ],
                 rows::settlement,
             )?;

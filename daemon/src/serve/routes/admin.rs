@@ -1,6 +1,7 @@
 //! Administration routes: API tokens (admin only; a new token is shown once and never stored or
 //! replayed) and the audit trail (any role may read it).
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -176,20 +177,21 @@ pub async fn revoke_token(
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
-    Query(page): Query<Page>,
+    page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Response, Problem> {
     caller.require(Role::Viewer)?;
-    let (number, per_page) = page.bounds()?;
+    let page = super::settlements::query_params(page)?.bounds()?;
     let mut events = state
         .store
-        .audit_events(per_page + 1, (number - 1) * per_page)
+        .audit_events(page.probe_limit(), page.offset)
         .await?;
-    let has_more = events.len() > per_page as usize;
-    events.truncate(per_page as usize);
-    Ok(
-        Json(
-            json!({ "items": events, "page": number, "per_page": per_page, "has_more": has_more }),
-        )
-        .into_response(),
-    )
+    let has_more = events.len() > page.per_page as usize;
+    events.truncate(page.per_page as usize);
+    Ok(Json(json!({
+        "items": events,
+        "page": page.number,
+        "per_page": page.per_page,
+        "has_more": has_more,
+    }))
+    .into_response())
 }

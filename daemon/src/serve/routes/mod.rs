@@ -19,41 +19,82 @@ use super::problem::{stored_response, Problem};
 const DEFAULT_PER_PAGE: u32 = 50;
 const MAX_PER_PAGE: u32 = 500;
 
-/// `?page=1&per_page=50`.
+/// `?page=1&per_page=50`, as the caller wrote them: parsed by [`Page::bounds`], so that a bad
+/// value is a problem naming its parameter rather than a deserializer's message.
 #[derive(Debug, Default, Deserialize)]
 pub struct Page {
-    page: Option<u32>,
-    per_page: Option<u32>,
+    page: Option<String>,
+    per_page: Option<String>,
 }
 
-impl Page {
-    /// (page ≥ 1, per_page in 1..=500), or a 400.
-    pub fn bounds(&self) -> Result<(u32, u32), Problem> {
-        let page = self.page.unwrap_or(1);
-        let per_page = self.per_page.unwrap_or(DEFAULT_PER_PAGE);
-        if page == 0 {
-            return Err(Problem::bad_request("page starts at 1"));
-        }
-        if per_page == 0 || per_page > MAX_PER_PAGE {
-            return Err(Problem::bad_request(format!(
-                "per_page must be 1 to {MAX_PER_PAGE}"
-            )));
-        }
-        Ok((page, per_page))
+/// A validated page: its number (from 1), its size, and the offset of its first item, computed
+/// with checked arithmetic in 64 bits (a page far past the end is empty, never the first page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub number: u32,
+    pub per_page: u32,
+    pub offset: u64,
+}
+
+impl Bounds {
+    /// One more than a page holds: what to ask a store for to learn whether more follow.
+    pub fn probe_limit(&self) -> u32 {
+        self.per_page.saturating_add(1)
     }
 }
 
-/// One page of `items`: (items, page, per_page, total).
+/// A whole number in `1..=max`, `default` when absent, or a 400 naming `name`.
+fn whole_number(name: &str, text: Option<&str>, default: u32, max: u32) -> Result<u32, Problem> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|number| (1..=max).contains(number))
+        .ok_or_else(|| {
+            Problem::bad_request(format!(
+                "{name} must be a whole number from 1 to {max}, not {text:?}"
+            ))
+        })
+}
+
+impl Page {
+    pub fn new(page: Option<String>, per_page: Option<String>) -> Page {
+        Page { page, per_page }
+    }
+
+    /// (page in 1..=4294967295, per_page in 1..=500, the offset), or a 400 naming the parameter.
+    pub fn bounds(&self) -> Result<Bounds, Problem> {
+        let number = whole_number("page", self.page.as_deref(), 1, u32::MAX)?;
+        let per_page = whole_number(
+            "per_page",
+            self.per_page.as_deref(),
+            DEFAULT_PER_PAGE,
+            MAX_PER_PAGE,
+        )?;
+        // At most (2^32 − 2) × 500: it cannot overflow, but it is checked all the same.
+        let offset = u64::from(number - 1)
+            .checked_mul(u64::from(per_page))
+            .ok_or_else(|| Problem::bad_request("page × per_page is beyond any offset"))?;
+        Ok(Bounds {
+            number,
+            per_page,
+            offset,
+        })
+    }
+}
+
+/// One page of `items`: (items, page, per_page, total). A page past the end is empty.
 pub fn paged<T>(items: Vec<T>, page: &Page) -> Result<(Vec<T>, u32, u32, usize), Problem> {
-    let (number, per_page) = page.bounds()?;
+    let bounds = page.bounds()?;
     let total = items.len();
-    let start = ((number - 1) as usize).saturating_mul(per_page as usize);
+    let start = usize::try_from(bounds.offset).unwrap_or(usize::MAX);
     let items = items
         .into_iter()
         .skip(start)
-        .take(per_page as usize)
+        .take(bounds.per_page as usize)
         .collect();
-    Ok((items, number, per_page, total))
+    Ok((items, bounds.number, bounds.per_page, total))
 }
 
 /// The response of an idempotent request: the stored answer, marked when it is a replay, with

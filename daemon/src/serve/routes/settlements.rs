@@ -387,10 +387,10 @@ pub struct HistoryQuery {
     to: Option<String>,
     #[serde(default)]
     all_revisions: bool,
-    // Not `#[serde(flatten)] Page`: flattened fields reach serde as strings, and every
-    // `page=2` would be refused as "expected u32".
-    page: Option<u32>,
-    per_page: Option<u32>,
+    // Not `#[serde(flatten)] Page`: kept as text and checked by `Page::bounds`, which names the
+    // parameter a bad value is in.
+    page: Option<String>,
+    per_page: Option<String>,
 }
 
 pub async fn history(
@@ -406,26 +406,25 @@ pub async fn history(
         .map(str::parse::<SettlementStatus>)
         .transpose()
         .map_err(Problem::bad_request)?;
-    let (page, per_page) = Page {
-        page: query.page,
-        per_page: query.per_page,
-    }
-    .bounds()?;
+    let page = Page::new(query.page, query.per_page).bounds()?;
     let filter = HistoryFilter {
         from: query.from.as_deref().map(date).transpose()?,
         to: query.to.as_deref().map(date).transpose()?,
         status,
         all_revisions: query.all_revisions,
-        limit: per_page + 1,
-        offset: (page - 1) * per_page,
+        limit: page.probe_limit(),
+        offset: page.offset,
     };
     let mut items = state.store.settlement_history(&filter).await?;
-    let has_more = items.len() > per_page as usize;
-    items.truncate(per_page as usize);
-    Ok(
-        Json(json!({ "items": items, "page": page, "per_page": per_page, "has_more": has_more }))
-            .into_response(),
-    )
+    let has_more = items.len() > page.per_page as usize;
+    items.truncate(page.per_page as usize);
+    Ok(Json(json!({
+        "items": items,
+        "page": page.number,
+        "per_page": page.per_page,
+        "has_more": has_more,
+    }))
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -481,8 +480,8 @@ pub struct LinesQuery {
     /// Only merchants whose id contains this.
     q: Option<String>,
     // Not flattened: see `HistoryQuery`.
-    page: Option<u32>,
-    per_page: Option<u32>,
+    page: Option<String>,
+    per_page: Option<String>,
 }
 
 fn sort_lines(lines: &mut [SettlementLine], sort: &str, descending: bool) -> Result<(), Problem> {
@@ -534,10 +533,7 @@ pub async fn lines(
         query.sort.as_deref().unwrap_or("merchant_id"),
         descending,
     )?;
-    let page = Page {
-        page: query.page,
-        per_page: query.per_page,
-    };
+    let page = Page::new(query.page, query.per_page);
     let (items, page, per_page, total) = paged(lines, &page)?;
     Ok(Json(json!({
         "settlement_date": settlement.settlement_date,
