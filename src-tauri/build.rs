@@ -18,6 +18,7 @@ const COMMANDS: &[&str] = &[
     "trigger",
     "rerun",
     "retry",
+    "choose_export_path",
     "export_csv",
 ];
 

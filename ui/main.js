@@ -1,6 +1,6 @@
 // The console's screens: connect, settlement history, one settlement's detail, statistics, and the
 // action dialog. Every call goes through a Rust command; the token never comes back from it.
-import { invoke, saveDialog } from "./tauri.js";
+import { invoke } from "./tauri.js";
 import {
   currentLanguage, formatCount, formatDate, formatInstant, formatMinor, formatRate,
   setCurrencyExponents, setLanguage, t,
@@ -517,17 +517,21 @@ async function followRun(settlement, progress) {
   return current;
 }
 
+/**
+ * "Export CSV…": the console opens the native save dialog itself (`choose_export_path`) and
+ * `export_csv` writes only to the path that dialog answered, once.
+ */
 async function exportCsv() {
   const { date, revision } = state.detail;
   let path;
   try {
-    path = await saveDialog({
+    path = await invoke("choose_export_path", {
+      date,
+      revision,
       title: t("export.title", { date: formatDate(date) }),
-      defaultPath: `settlement-${date}-r${revision}.csv`,
-      filters: [{ name: "CSV", extensions: ["csv"] }],
     });
   } catch (error) {
-    showMessage(describe(error), "error");
+    if (!handleUnauthorized(error)) showMessage(describe(error), "error");
     return;
   }
   if (!path) {
@@ -537,7 +541,7 @@ async function exportCsv() {
   await exportTo(path);
 }
 
-/** Writes the export to `path` (what the save dialog returned). */
+/** Writes the export to `path`, the save dialog's answer. */
 async function exportTo(path) {
   const { date, revision } = state.detail;
   const button = $("export-button");
@@ -650,9 +654,5 @@ async function start() {
   }
   showConnect();
 }
-
-// The second half of "Export CSV…" (after the save dialog), reachable for the end-to-end test:
-// WebDriver cannot drive a native dialog, so the test hands over the path the dialog would return.
-window.settleConsole = { exportTo };
 
 start();

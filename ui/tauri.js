@@ -1,5 +1,6 @@
-// The one door to the Rust side: Tauri's `invoke` and the dialog plugin's `save`, which the app
-// injects as `window.__TAURI__` (`withGlobalTauri`: there is no bundler to import @tauri-apps/api).
+// The one door to the Rust side: Tauri's `invoke`, which the app injects as `window.__TAURI__`
+// (`withGlobalTauri`: there is no bundler to import @tauri-apps/api). Even the export's save dialog
+// is opened by a Rust command (`choose_export_path`), so no path comes from this side.
 
 function tauri() {
   return window.__TAURI__;
@@ -21,13 +22,4 @@ export function invoke(command, args = {}) {
     const problem = error?.message ? error : { type: "internal", message: String(error) };
     return Promise.reject(problem);
   });
-}
-
-/** The native save dialog: the chosen path, or null when cancelled. */
-export function saveDialog(options) {
-  const dialog = tauri()?.dialog;
-  if (!dialog) {
-    return Promise.reject(NO_BACKEND);
-  }
-  return dialog.save(options);
 }

@@ -22,6 +22,7 @@ pub mod payments;
 pub mod payout;
 pub mod provider;
 pub mod retry;
+pub mod returns;
 pub mod scheduler;
 pub mod secret;
 pub mod settlement;

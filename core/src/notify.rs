@@ -3,8 +3,9 @@
 //!
 //! Wire protocol: `POST {url}` with `Content-Type: application/json`, the body a [`SettlementEvent`],
 //! and three headers:
-//! - `Settle-Event-Id`: the event id (`{date}.r{revision}.{event}`); the receiver dedupes by it,
-//!   since a delivery whose answer was lost is sent again.
+//! - `Settle-Event-Id`: the event id (`{date}.r{revision}.a{attempt}.{event}`); the receiver
+//!   dedupes by it, since a delivery whose answer was lost is sent again. The run attempt is part of
+//!   it: a revision that fails, is retried and fails again sends two distinct failure events.
 //! - `Settle-Timestamp`: unix seconds when the attempt was signed.
 //! - `Settle-Signature`: `v1=` + lowercase hex of HMAC-SHA256(key = the shared secret,
 //!   message = `{timestamp}.` followed by the body bytes).
@@ -60,7 +61,8 @@ pub struct WebhookSettings {
 pub struct SettlementEvent {
     /// `settlement.completed` or `settlement.failed`.
     pub event: String,
-    /// `{date}.r{revision}.{event}`: stable across redeliveries, so the receiver can dedupe.
+    /// `{date}.r{revision}.a{attempt}.{event}` ([`event_id`]): one id per outcome of one run
+    /// attempt, stable across redeliveries of it, so the receiver can dedupe.
     pub event_id: String,
     pub settlement_date: NaiveDate,
     pub revision: u32,
@@ -126,6 +128,13 @@ impl EventTotals {
     }
 }
 
+/// The id of the `event` that ended run attempt `attempt` of a settlement revision. The attempt
+/// number (the settlement's `attempts` counter, bumped by every claim) tells apart the failures of a
+/// revision retried more than once, while every redelivery of one event keeps its id.
+pub fn event_id(settlement_date: NaiveDate, revision: u32, attempt: u32, event: &str) -> String {
+    format!("{settlement_date}.r{revision}.a{attempt}.{event}")
+}
+
 impl SettlementEvent {
     /// The event for a settlement revision: `settlement.completed` when it completed, otherwise
     /// `settlement.failed` carrying the settlement's error.
@@ -138,9 +147,11 @@ impl SettlementEvent {
         };
         SettlementEvent {
             event: event.to_string(),
-            event_id: format!(
-                "{}.r{}.{event}",
-                settlement.settlement_date, settlement.revision
+            event_id: event_id(
+                settlement.settlement_date,
+                settlement.revision,
+                settlement.attempts,
+                event,
             ),
             settlement_date: settlement.settlement_date,
             revision: settlement.revision,
@@ -652,7 +663,7 @@ mod tests {
         completed.totals = vec![totals("USD", SettlementFigures::default())];
         let event = SettlementEvent::from_settlement(&completed);
         assert_eq!(event.event, "settlement.completed");
-        assert_eq!(event.event_id, "2024-03-10.r2.settlement.completed");
+        assert_eq!(event.event_id, "2024-03-10.r2.a1.settlement.completed");
         assert_eq!((event.revision, event.status.as_str()), (2, "completed"));
         assert_eq!(event.error, None);
         assert_eq!(event.totals.len(), 1);
@@ -660,9 +671,14 @@ mod tests {
         let failed = settlement(SettlementStatus::Failed, Some("store unavailable"));
         let event = SettlementEvent::from_settlement(&failed);
         assert_eq!(event.event, "settlement.failed");
-        assert_eq!(event.event_id, "2024-03-10.r2.settlement.failed");
+        assert_eq!(event.event_id, "2024-03-10.r2.a1.settlement.failed");
         assert_eq!(event.error.as_deref(), Some("store unavailable"));
         assert!(event.totals.is_empty());
+        // The same outcome read again (a redelivery) keeps its id.
+        assert_eq!(
+            SettlementEvent::from_settlement(&failed).event_id,
+            event.event_id
+        );
 
         // The wire form round-trips, with amounts as strings and minor units as integers.
         let json = serde_json::to_value(SettlementEvent::from_settlement(&completed)).unwrap();
@@ -671,5 +687,25 @@ mod tests {
         assert_eq!(json["totals"][0]["net_minor"], 0);
         let back: SettlementEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, SettlementEvent::from_settlement(&completed));
+    }
+
+    #[test]
+    fn a_revision_failing_again_after_a_retry_gets_a_new_event_id() {
+        let first = settlement(SettlementStatus::Failed, Some("provider down"));
+        let mut retried = first.clone();
+        retried.attempts = 2;
+        let first_id = SettlementEvent::from_settlement(&first).event_id;
+        let second_id = SettlementEvent::from_settlement(&retried).event_id;
+        assert_ne!(
+            first_id, second_id,
+            "a receiver deduping by id would drop the second failure"
+        );
+        assert_eq!(second_id, "2024-03-10.r2.a2.settlement.failed");
+        let mut completed = retried.clone();
+        completed.status = SettlementStatus::Completed;
+        assert_eq!(
+            SettlementEvent::from_settlement(&completed).event_id,
+            "2024-03-10.r2.a2.settlement.completed"
+        );
     }
 }

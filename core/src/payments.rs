@@ -310,14 +310,14 @@ impl PaymentService {
                 &reason,
             )),
             RecordOutcome::ExceedsPayment { payment, returned_minor } => {
-                let remaining = Money::new(payment.amount_minor - returned_minor, payment.currency);
                 HandlerOutcome::Completed(problem(
                     422,
                     problems::EXCEEDS_PAYMENT,
                     "Refund exceeds the payment",
-                    &format!(
-                        "payment {} has {} {} left to return",
-                        payment.external_ref, remaining, payment.currency
+                    &crate::returns::remaining_message(
+                        &payment.external_ref,
+                        payment.amount_minor.saturating_sub(returned_minor).max(0),
+                        payment.currency,
                     ),
                 ))
             }

@@ -316,6 +316,10 @@ pub struct RerunArgs {
     /// Use the fee schedule configured now instead of the one stored with the previous revision.
     #[arg(long)]
     pub apply_current_fees: bool,
+    /// Rerun although `server.require_rerun_approval` asks for a second operator's approval (an
+    /// admin's explicit choice, audited with the reason).
+    #[arg(long)]
+    pub without_approval: bool,
 }
 
 #[derive(Debug, Args)]

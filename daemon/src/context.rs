@@ -319,13 +319,36 @@ fn create_private_dir(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot create the data directory {}", path.display()))
 }
 
-/// The person at the terminal, as the audit trail names them.
+/// The person at the terminal, as the audit trail names them: `cli:` + `$USER` (else `$LOGNAME`,
+/// else `$USERNAME`), and without any of them the OS account this process runs as.
 fn local_actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    let user = ["USER", "LOGNAME", "USERNAME"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(os_account);
     format!("cli:{user}")
+}
+
+/// The account this process runs as, asked of the OS: on Unix the effective uid's name in the
+/// password database (`uid:<n>` when it has none, as in a container with an arbitrary uid), on
+/// Windows the account name.
+fn os_account() -> String {
+    match whoami::username() {
+        Ok(name) if !name.trim().is_empty() => name,
+        _ => unnamed_account(),
+    }
+}
+
+#[cfg(unix)]
+fn unnamed_account() -> String {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    format!("uid:{uid}")
+}
+
+#[cfg(not(unix))]
+fn unnamed_account() -> String {
+    "unknown".to_string()
 }
 
 /// This process, as leases name it: `host:pid`.

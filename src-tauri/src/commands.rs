@@ -14,6 +14,7 @@ use tauri::State;
 
 use crate::error::CommandError;
 use crate::preferences::Preferences;
+use crate::save_dialog;
 use crate::session::{
     self, parse_date, Connection, Console, DateAudit, Exported, SettlementView, Statistics,
 };
@@ -216,7 +217,29 @@ pub async fn retry(console: State<'_, Console>, date: String, key: String) -> An
     console.retry(parse_date("date", &date)?, &key).await
 }
 
-/// Saves the CSV export where the native save dialog said (the UI passes the dialog's path).
+/// Opens the native save dialog for the export of `date` (from Rust: the web view never names
+/// the path) and remembers its answer for one `export_csv`. None when cancelled.
+#[tauri::command]
+pub async fn choose_export_path<R: tauri::Runtime>(
+    window: tauri::WebviewWindow<R>,
+    console: State<'_, Console>,
+    date: String,
+    revision: Option<u32>,
+    title: String,
+) -> Answer<Option<String>> {
+    let date = parse_date("date", &date)?;
+    let file_name = match revision {
+        Some(revision) => format!("settlement-{date}-r{revision}.csv"),
+        None => format!("settlement-{date}.csv"),
+    };
+    match save_dialog::ask(&window, &title, &file_name).await? {
+        Some(chosen) => console.remember_export_path(chosen).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Saves the CSV export where the save dialog of `choose_export_path` said, once; any other path
+/// is refused.
 #[tauri::command]
 pub async fn export_csv(
     console: State<'_, Console>,

@@ -4,7 +4,9 @@
 pub mod commands;
 pub mod credentials;
 pub mod error;
+pub mod export_path;
 pub mod preferences;
+pub mod save_dialog;
 pub mod server_url;
 pub mod session;
 pub mod views;
@@ -41,6 +43,7 @@ pub fn run() -> Result<(), tauri::Error> {
             commands::trigger,
             commands::rerun,
             commands::retry,
+            commands::choose_export_path,
             commands::export_csv,
         ])
         .run(tauri::generate_context!("../tauri.conf.json"))

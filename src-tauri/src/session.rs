@@ -16,6 +16,7 @@ use tokio::sync::RwLock;
 
 use crate::credentials::{CredentialError, CredentialStore, TokenSecret};
 use crate::error::CommandError;
+use crate::export_path::ExportPathGate;
 use crate::preferences::{self, Preferences, PreferencesFile};
 use crate::server_url::normalize_server_url;
 use crate::views::{concerns_date, revision_changes, RevisionChanges};
@@ -46,6 +47,8 @@ pub struct Console {
     keyring_service: String,
     preferences: PreferencesFile,
     connected: RwLock<Option<Connected>>,
+    /// Where the save dialog last said to save the export, for one `export_csv`.
+    export_path: ExportPathGate,
 }
 
 /// The answer to a successful `connect`.
@@ -101,6 +104,7 @@ impl Console {
             keyring_service: keyring_service.to_string(),
             preferences: PreferencesFile::new(preferences_path),
             connected: RwLock::new(None),
+            export_path: ExportPathGate::new(),
         }
     }
 
@@ -437,8 +441,14 @@ impl Console {
         self.call(client.retry(date, &key).await).await
     }
 
+    /// Remembers the save dialog's answer for the next `export_csv` (once); returns it as text.
+    pub fn remember_export_path(&self, chosen: PathBuf) -> Result<String, CommandError> {
+        self.export_path.remember(chosen)
+    }
+
     /// Writes the CSV export of `date` (latest completed revision unless `revision`) to `path`,
-    /// whole or not at all: through a temporary file beside it, then renamed.
+    /// whole or not at all: through a temporary file beside it, then renamed. `path` must be the
+    /// one the save dialog answered (`remember_export_path`), and serves one export.
     pub async fn export_csv(
         &self,
         date: NaiveDate,
@@ -446,17 +456,12 @@ impl Console {
         bom: bool,
         path: &Path,
     ) -> Result<Exported, CommandError> {
-        if path.as_os_str().is_empty() || !path.is_absolute() {
-            return Err(CommandError::invalid(
-                "path",
-                "choose where to save the export (an absolute path)",
-            ));
-        }
+        let path = self.export_path.take(path)?;
         let client = self.client().await?;
         let csv = self
             .call(client.export_csv(date, revision, bom).await)
             .await?;
-        let target = path.to_path_buf();
+        let target = path.clone();
         let bytes = u64::try_from(csv.len()).unwrap_or(u64::MAX);
         tokio::task::spawn_blocking(move || write_whole(&target, &csv))
             .await

@@ -960,6 +960,152 @@ async fn four_eyes_rerun_runs_only_once_another_operator_approves() {
     );
 }
 
+/// The rerun requests, by id.
+async fn rerun_requests_by_id(daemon: &Daemon, token: &str) -> BTreeMap<String, Value> {
+    items(&get(daemon, token, "/rerun-requests").await.expect(200))
+        .into_iter()
+        .map(|request| (text(&request["id"]), request))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_whose_run_cannot_be_claimed_leaves_the_request_pending() {
+    let setup = setup_with(
+        &config("[server]\nrequire_rerun_approval = true\n"),
+        &day_transactions(DAY, 1),
+    );
+    let alice = setup.token("alice", "operator");
+    let bob = setup.token("bob", "operator");
+    let hold = format!("settlement.after_claim=sleep({HOLD_RUN_MS})");
+    let daemon = setup.start_with_env(&[("SETTLE_FAILPOINTS", &hold)]);
+    // Revision 1 is claimed and held running while its rerun is asked for and approved.
+    trigger(&daemon, &alice, DAY).await.expect(202);
+    let requested = rerun(&daemon, &alice, DAY, &json!({ "reason": "late refunds" }))
+        .await
+        .expect(202);
+    assert_eq!(requested["rerun_request"]["settlement_revision"], 1);
+    let id = text(&requested["rerun_request"]["id"]);
+    let approve = format!("/rerun-requests/{id}/approve");
+
+    let refused = post(&daemon, &bob, &approve).await;
+    let problem = refused.expect_problem(409, "already-running");
+    assert!(refused.header("retry-after").is_some(), "{problem}");
+    let detail = text(&problem["detail"]);
+    assert!(
+        detail.contains(&id) && detail.contains("stays pending"),
+        "{detail}"
+    );
+
+    // Nothing was approved that did not run: the request is pending, undecided, and says why.
+    let pending = &rerun_requests_by_id(&daemon, &bob).await[&id];
+    assert_eq!(pending["status"], "pending", "{pending}");
+    assert_eq!(pending["decided_by"], Value::Null, "{pending}");
+    assert_eq!(pending["run_revision"], Value::Null, "{pending}");
+    assert!(
+        text(&pending["last_refusal"]).contains("already running"),
+        "{pending}"
+    );
+    assert_eq!(revisions(&daemon, &bob, DAY).await.len(), 1);
+
+    // It is still decidable: once revision 1 completed, the same request is approved and runs.
+    daemon.wait_for_status(&bob, DAY, &["completed"]).await;
+    let approved = post(&daemon, &bob, &approve).await.expect(202);
+    assert_eq!(approved["settlement"]["revision"], 2);
+    assert_eq!(approved["rerun_request"]["status"], "approved");
+    assert_eq!(approved["rerun_request"]["decided_by"], "token:bob");
+    assert_eq!(approved["rerun_request"]["run_revision"], 2);
+    let latest = daemon.wait_for_status(&bob, DAY, &["completed"]).await;
+    assert_eq!(latest["settlement"]["revision"], 2);
+    let events = all_audit_events(&daemon, &bob).await;
+    for outcome in ["refused", "succeeded"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["action"] == "settlement.rerun_approved"
+                    && e["outcome"] == outcome
+                    && e["detail"]["request_id"] == id.as_str()),
+            "{outcome}: {events:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_request_made_before_the_date_moved_on_is_refused_as_stale() {
+    let setup = setup_with(
+        &config("[server]\nrequire_rerun_approval = true\n"),
+        &day_transactions(DAY, 1),
+    );
+    let alice = setup.token("alice", "operator");
+    let bob = setup.token("bob", "operator");
+    let daemon = setup.start();
+    settle(&daemon, &alice, DAY).await;
+    let first = rerun(&daemon, &alice, DAY, &json!({ "reason": "late refunds" }))
+        .await
+        .expect(202);
+    let second = rerun(&daemon, &alice, DAY, &json!({ "reason": "new fees" }))
+        .await
+        .expect(202);
+    assert_eq!(second["rerun_request"]["settlement_revision"], 1);
+    let (first_id, second_id) = (
+        text(&first["rerun_request"]["id"]),
+        text(&second["rerun_request"]["id"]),
+    );
+    post(
+        &daemon,
+        &bob,
+        &format!("/rerun-requests/{first_id}/approve"),
+    )
+    .await
+    .expect(202);
+    let latest = daemon.wait_for_status(&bob, DAY, &["completed"]).await;
+    assert_eq!(latest["settlement"]["revision"], 2);
+
+    // Made against revision 1; the date is at revision 2 now.
+    let problem = post(
+        &daemon,
+        &bob,
+        &format!("/rerun-requests/{second_id}/approve"),
+    )
+    .await
+    .expect_problem(409, "revision-moved");
+    let detail = text(&problem["detail"]);
+    assert!(
+        detail.contains("stale")
+            && detail.contains("revision 1")
+            && detail.contains("revision 2")
+            && detail.contains("reject"),
+        "{detail}"
+    );
+    assert_eq!(
+        revisions(&daemon, &bob, DAY).await.len(),
+        2,
+        "nothing reran on top of revision 2"
+    );
+    assert_eq!(
+        rerun_requests_by_id(&daemon, &bob).await[&second_id]["status"],
+        "pending"
+    );
+
+    // The stale request is closed by rejecting it (here its requester withdraws it).
+    let rejected = post(
+        &daemon,
+        &alice,
+        &format!("/rerun-requests/{second_id}/reject"),
+    )
+    .await
+    .expect(200);
+    assert_eq!(rejected["rerun_request"]["status"], "rejected");
+    assert_eq!(rejected["rerun_request"]["decided_by"], "token:alice");
+    post(
+        &daemon,
+        &bob,
+        &format!("/rerun-requests/{second_id}/approve"),
+    )
+    .await
+    .expect_problem(409, "conflict");
+    assert_eq!(revisions(&daemon, &bob, DAY).await.len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_and_filters_by_status_and_date_range() {
     let mut transactions = day_transactions(DAY, 1);

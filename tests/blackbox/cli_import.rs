@@ -257,6 +257,176 @@ async fn a_reference_stored_with_other_content_is_a_bad_row_naming_the_differenc
     assert_eq!(stored_refs(&sandbox, &["p-3"]).await, 0, "all or nothing");
 }
 
+/// Refunds and chargebacks against `p-1` (12.50 USD, of which `r-1` refunded 2.50) and against
+/// payments of the file itself, each row with the reason the payment service would refuse it for.
+const RETURN_ROWS: &[(&str, Option<(&str, &str)>)] = &[
+    (
+        "r-2,m-1,refund,completed,11.00,USD,card,2024-03-11T10:00:00Z,p-1",
+        Some(("amount", "payment p-1 has 10.00 USD left to return")),
+    ),
+    (
+        "r-3,m-1,refund,completed,1.00,USD,card,2024-03-11T10:00:00Z,p-404",
+        Some((
+            "refund_of",
+            "merchant m-1 has no payment \"p-404\" to return",
+        )),
+    ),
+    (
+        "r-4,m-1,refund,completed,1.00,YER,card,2024-03-11T10:00:00Z,p-1",
+        Some(("refund_of", "payment p-1 is in USD, not YER")),
+    ),
+    (
+        "r-5,m-2,refund,completed,1.00,USD,card,2024-03-11T10:00:00Z,p-1",
+        Some(("refund_of", "merchant m-2 has no payment \"p-1\" to return")),
+    ),
+    (
+        "p-5,m-1,payment,completed,20.00,USD,card,2024-03-11T10:00:00Z,",
+        None,
+    ),
+    (
+        "r-6,m-1,refund,completed,15.00,USD,card,2024-03-11T11:00:00Z,p-5",
+        None,
+    ),
+    (
+        "c-1,m-1,chargeback,completed,6.00,USD,card,2024-03-11T12:00:00Z,p-5",
+        Some(("amount", "payment p-5 has 5.00 USD left to return")),
+    ),
+    (
+        "r-7,m-1,refund,completed,10.00,USD,card,2024-03-11T12:00:00Z,p-1",
+        None,
+    ),
+    (
+        "r-8,m-1,refund,pending,0.01,USD,card,2024-03-11T13:00:00Z,p-1",
+        Some(("amount", "payment p-1 has 0.00 USD left to return")),
+    ),
+    (
+        "r-9,m-1,refund,completed,1.00,USD,card,2024-03-11T13:00:00Z,p-6",
+        Some(("refund_of", "merchant m-1 has no payment \"p-6\" to return")),
+    ),
+    (
+        "p-6,m-1,payment,completed,3.00,USD,card,2024-03-11T14:00:00Z,",
+        None,
+    ),
+];
+
+#[tokio::test]
+async fn refunds_and_chargebacks_are_imported_only_within_what_their_payment_has_left() {
+    let sandbox = Sandbox::new();
+    let first = sandbox.write("first.csv", transactions_csv(GOOD_ROWS));
+    sandbox
+        .run(&["import", first.to_str().unwrap()])
+        .assert_ok();
+    let rows: Vec<&str> = RETURN_ROWS.iter().map(|(row, _)| *row).collect();
+    let file = sandbox.write("returns.csv", transactions_csv(&rows));
+
+    // All or nothing: every refused row is named with its line, column and reason.
+    let refused = sandbox.run(&["import", file.to_str().unwrap()]);
+    refused.assert_code(2);
+    for (index, (_, refusal)) in RETURN_ROWS.iter().enumerate() {
+        let line = index + 2;
+        if let Some((column, reason)) = refusal {
+            let expected = format!("line {line}, column {column}: {reason}");
+            assert!(
+                refused.stderr.contains(&expected),
+                "{expected}\n{}",
+                refused.stderr
+            );
+        } else {
+            assert!(
+                !refused.stderr.contains(&format!("line {line},")),
+                "line {line} is good\n{}",
+                refused.stderr
+            );
+        }
+    }
+    assert_eq!(
+        stored_refs(&sandbox, &["p-5", "r-6", "r-7", "p-6"]).await,
+        0
+    );
+
+    // --skip-invalid writes exactly the good rows; what is stored never exceeds a payment.
+    let skipped = sandbox.run(&["import", "--skip-invalid", file.to_str().unwrap()]);
+    skipped.assert_ok();
+    assert!(
+        skipped
+            .stdout
+            .contains("11 rows, 4 new, 0 already present, 7 rejected"),
+        "{}",
+        skipped.stdout
+    );
+    assert_eq!(
+        stored_refs(&sandbox, &["p-5", "r-6", "r-7", "p-6"]).await,
+        4
+    );
+    let store = sandbox.store().await;
+    let keys = ["p-1", "p-5"]
+        .iter()
+        .map(|r| ("m-1".to_string(), r.to_string()))
+        .collect();
+    let mut refunded = store.refunded_payments(keys).await.unwrap();
+    refunded.sort_by(|a, b| a.payment.external_ref.cmp(&b.payment.external_ref));
+    let returned: Vec<(String, i64, i64)> = refunded
+        .iter()
+        .map(|p| {
+            (
+                p.payment.external_ref.clone(),
+                p.payment.amount_minor,
+                p.refunds.iter().map(|r| r.amount_minor).sum(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        returned,
+        [("p-1".into(), 1_250, 1_250), ("p-5".into(), 2_000, 1_500)]
+    );
+
+    // The same rows through the API's rule: a refund above what is left is refused there too.
+    let again = sandbox.write(
+        "again.csv",
+        transactions_csv(&["r-10,m-1,refund,completed,0.01,USD,card,2024-03-12T10:00:00Z,p-1"]),
+    );
+    let ran = sandbox.run(&["import", again.to_str().unwrap()]);
+    ran.assert_code(2);
+    assert!(
+        ran.stderr
+            .contains("line 2, column amount: payment p-1 has 0.00 USD left to return"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[tokio::test]
+async fn an_amount_above_the_per_transaction_maximum_is_refused_on_import() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "settle.toml",
+        "[payments]\nmax_amount_minor = 100000\n[payments.max_amount]\nYER = \"50\"\n",
+    );
+    let file = sandbox.write(
+        "big.csv",
+        transactions_csv(&[
+            "p-1,m-1,payment,completed,1000.00,USD,card,2024-03-10T10:00:00Z,",
+            "p-2,m-1,payment,completed,1000.01,USD,card,2024-03-10T10:00:00Z,",
+            "p-3,m-1,payment,completed,51,YER,cash,2024-03-10T10:00:00Z,",
+        ]),
+    );
+    let ran = sandbox.run(&["--config", "settle.toml", "import", file.to_str().unwrap()]);
+    ran.assert_code(2);
+    assert!(
+        ran.stderr.contains("line 3, column amount: 1000.01 USD is above the per-transaction maximum 1000.00 USD (payments.max_amount_minor)"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("line 4, column amount")
+            && ran.stderr.contains("payments.max_amount.YER"),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains("line 2,"), "{}", ran.stderr);
+    assert_eq!(stored_refs(&sandbox, &["p-1"]).await, 0, "all or nothing");
+}
+
 #[tokio::test]
 async fn skip_invalid_imports_the_good_rows_and_writes_the_rejects_file() {
     let sandbox = Sandbox::new();
@@ -293,4 +463,37 @@ async fn skip_invalid_imports_the_good_rows_and_writes_the_rejects_file() {
     );
     assert!(rows[0][2].contains("3 decimal places"));
     assert_eq!((&rows[1][0], &rows[1][1]), ("5", "currency"));
+}
+
+#[tokio::test]
+async fn rejects_file_cells_cannot_be_read_as_spreadsheet_formulas() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.write(
+        "formula.csv",
+        transactions_csv(&[
+            GOOD_ROWS[0],
+            "\"=HYPERLINK(\"\"x\"\")\",m-1,adjustment,completed,-5.00,ABC,other,2024-03-10T10:00:00Z,",
+            "\"@SUM(A1)\",m-1,payment,completed,1.00,ABC,card,2024-03-10T10:00:00Z,",
+        ]),
+    );
+    let ran = sandbox.run(&["import", "--skip-invalid", file.to_str().unwrap()]);
+    ran.assert_ok();
+    let rejects = std::fs::read_to_string(sandbox.path().join("formula.csv.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("\"'=HYPERLINK(\"\"x\"\")\""),
+        "the rejects file as written:\n{rejects}"
+    );
+    let mut reader = csv::Reader::from_reader(rejects.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "{rejects}");
+    assert_eq!(&rows[0][3], "'=HYPERLINK(\"x\")");
+    assert_eq!(&rows[0][7], "-5.00", "a signed amount stays a number");
+    assert_eq!(&rows[1][3], "'@SUM(A1)");
+    for row in &rows {
+        assert!(
+            row.iter()
+                .all(|cell| !cell.starts_with(['=', '+', '@', '\t', '\r'])),
+            "{row:?}"
+        );
+    }
 }

@@ -694,3 +694,54 @@ async fn a_run_and_a_merchant_release_never_have_one_payout_in_flight_at_once() 
         (PayoutStatus::Sent, Some("po_1"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_fails_again_after_a_retry_notifies_a_second_distinct_failure() {
+    let (provider, receiver) = peers();
+    let sandbox = sandbox(&provider, &receiver, "2.5");
+    import(
+        &sandbox,
+        &["p-1,m-1,payment,completed,100.00,USD,card,2024-03-10T10:00:00+03:00,"],
+    );
+    let failing = |command: &str| {
+        let args = ["--config", "settle.toml", command, "--date", "2024-03-10"];
+        tokio::task::block_in_place(|| {
+            sandbox.run_with_env(
+                &args,
+                &[
+                    ("SETTLE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+                    ("SETTLE_FAILPOINTS", "settlement.before_complete=error"),
+                ],
+            )
+        })
+    };
+    failing("run").assert_code(1);
+    // The second failure's first delivery is lost: its redelivery must keep the event's id.
+    receiver.fail_next(1);
+    failing("retry").assert_code(1);
+
+    let events = receiver.events();
+    let failures: Vec<_> = events
+        .iter()
+        .map(|e| (e.event.as_str(), e.revision, e.event_id.as_str()))
+        .collect();
+    assert_eq!(
+        failures.len(),
+        2,
+        "each failed attempt is its own event: {failures:?}"
+    );
+    assert!(failures
+        .iter()
+        .all(|(event, revision, _)| (*event, *revision) == (EVENT_FAILED, 1)));
+    assert_ne!(failures[0].2, failures[1].2, "{failures:?}");
+    assert_eq!(
+        receiver.attempts(),
+        3,
+        "one delivery, then one lost and redelivered"
+    );
+    assert_eq!(
+        receiver.accepted_count(),
+        2,
+        "the redelivery was not a third event"
+    );
+}

@@ -231,6 +231,72 @@ async fn a_rerun_needs_a_reason_uses_the_stored_fees_and_keeps_revision_one() {
 }
 
 #[tokio::test]
+async fn a_rerun_that_needs_approval_is_refused_unless_run_explicitly_without_approval() {
+    let sandbox = settled_sandbox();
+    sandbox.write(
+        "four-eyes.toml",
+        format!("{FEES}\n[server]\nrequire_rerun_approval = true\n"),
+    );
+    let with_four_eyes = |args: &[&str]| {
+        let mut all = vec!["--config", "four-eyes.toml"];
+        all.extend_from_slice(args);
+        sandbox.run(&all)
+    };
+    with_four_eyes(&["run", "--date", "2024-03-10"]).assert_ok();
+
+    // As over the API: a rerun needs a second operator's approval.
+    let refused = with_four_eyes(&["rerun", "--date", "2024-03-10", "--reason", "recount"]);
+    refused.assert_code(3);
+    for expected in [
+        "require_rerun_approval",
+        "/api/v2/finance/settlement/rerun/2024-03-10",
+        "/rerun-requests/{id}/approve",
+        "--without-approval",
+    ] {
+        assert!(
+            refused.stderr.contains(expected),
+            "{expected}: {}",
+            refused.stderr
+        );
+    }
+    let store = sandbox.store().await;
+    let date = "2024-03-10".parse().unwrap();
+    assert_eq!(store.settlement_revisions(date).await.unwrap().len(), 1);
+
+    // An admin's explicit bypass runs it, audited with the reason.
+    let bypassed = with_four_eyes(&[
+        "rerun",
+        "--date",
+        "2024-03-10",
+        "--reason",
+        "provider file corrected",
+        "--without-approval",
+    ]);
+    bypassed.assert_ok();
+    assert!(
+        bypassed.stdout.contains("settled 2024-03-10 revision 2"),
+        "{}",
+        bypassed.stdout
+    );
+    let revisions = store.settlement_revisions(date).await.unwrap();
+    assert_eq!(revisions.len(), 2);
+    let reason = revisions[1].reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("provider file corrected (without approval, by cli:"),
+        "{reason}"
+    );
+    let audit = store.audit_events(50, 0).await.unwrap();
+    let bypass: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "settlement.rerun_approval_bypassed")
+        .collect();
+    assert_eq!(bypass.len(), 1, "{audit:?}");
+    assert_eq!(bypass[0].detail["reason"], "provider file corrected");
+    assert_eq!(bypass[0].subject, "settlement_date=2024-03-10");
+    assert!(bypass[0].actor.starts_with("cli:"), "{}", bypass[0].actor);
+}
+
+#[tokio::test]
 async fn a_failed_run_keeps_its_error_and_retry_resumes_it() {
     let sandbox = settled_sandbox();
     let failed = sandbox.run_with_env(

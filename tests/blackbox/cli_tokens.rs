@@ -215,3 +215,39 @@ async fn the_audit_trail_records_create_and_revoke_without_the_token() {
     }
     assert_eq!(events[1].detail["role"], "admin");
 }
+
+#[tokio::test]
+async fn without_user_variables_the_audit_trail_names_the_os_account() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.command(&["token", "create", "--name", "ops", "--role", "admin"]);
+    for name in ["USER", "LOGNAME", "USERNAME"] {
+        command.env_remove(name);
+    }
+    let ran = command.output().expect("run settle");
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+
+    // The test process asks the OS the same way (the password database entry of its uid).
+    let expected = match whoami::username() {
+        Ok(name) => format!("cli:{name}"),
+        Err(_) => "cli:uid:".to_string(),
+    };
+    let events = sandbox.store().await.audit_events(10, 0).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].action, "token.create");
+    assert_ne!(events[0].actor, "cli:unknown");
+    assert!(
+        events[0].actor.starts_with(&expected),
+        "{} is not {expected}",
+        events[0].actor
+    );
+    let listed = sandbox.run(&["token", "list"]);
+    assert!(
+        row(&listed.stdout, "ops").contains(&expected),
+        "{}",
+        listed.stdout
+    );
+}

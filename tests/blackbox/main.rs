@@ -21,6 +21,7 @@ mod ops_scrape;
 mod payments;
 mod races;
 mod service;
+mod simulation;
 mod store_contract;
 mod telemetry;
 mod webhook_receiver;

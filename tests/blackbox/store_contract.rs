@@ -1331,6 +1331,9 @@ fn rerun_request(
         status: settle_core::model::RerunRequestStatus::Pending,
         decided_by: None,
         decided_at: None,
+        settlement_revision: Some(1),
+        run_revision: None,
+        last_refusal: None,
     }
 }
 
@@ -1366,55 +1369,34 @@ pub async fn rerun_requests_are_listed_newest_first_and_decided_once(t: TestStor
         3
     );
 
-    // Pending → approved, once.
+    // Pending → rejected, once; a decided request is not decided again.
     let decided_at = at("2024-03-11T12:00:00.042Z");
-    let approved = store
-        .decide_rerun_request(second.id, Status::Approved, "cli:bob", decided_at)
+    let rejected = store
+        .reject_rerun_request(second.id, "cli:bob", decided_at)
         .await
         .unwrap();
     let expected = RerunRequest {
-        status: Status::Approved,
+        status: Status::Rejected,
         decided_by: Some("cli:bob".into()),
         decided_at: Some(decided_at),
         ..second.clone()
     };
-    assert_eq!(approved, Some(expected.clone()));
-    for decision in [Status::Approved, Status::Rejected] {
-        assert_eq!(
-            store
-                .decide_rerun_request(second.id, decision, "cli:carol", at("2024-03-11T13:00:00Z"))
-                .await
-                .unwrap(),
-            None,
-            "a decided request is not decided again"
-        );
-    }
+    assert_eq!(rejected, Some(expected.clone()));
+    assert_eq!(
+        store
+            .reject_rerun_request(second.id, "cli:carol", at("2024-03-11T13:00:00Z"))
+            .await
+            .unwrap(),
+        None,
+        "a decided request is not decided again"
+    );
     assert_eq!(
         store.rerun_request(second.id).await.unwrap(),
         Some(expected.clone())
     );
-
-    // Pending → rejected stays rejected.
-    let rejected = store
-        .decide_rerun_request(third.id, Status::Rejected, "cli:bob", decided_at)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(rejected.status, Status::Rejected);
     assert_eq!(
         store
-            .decide_rerun_request(third.id, Status::Approved, "cli:carol", decided_at)
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        store.rerun_request(third.id).await.unwrap().unwrap().status,
-        Status::Rejected
-    );
-    assert_eq!(
-        store
-            .decide_rerun_request(Uuid::new_v4(), Status::Approved, "cli:bob", decided_at)
+            .reject_rerun_request(Uuid::new_v4(), "cli:bob", decided_at)
             .await
             .unwrap(),
         None,
@@ -1422,16 +1404,17 @@ pub async fn rerun_requests_are_listed_newest_first_and_decided_once(t: TestStor
     );
 
     assert_eq!(
-        store.rerun_requests(Some(Status::Approved)).await.unwrap(),
+        store.rerun_requests(Some(Status::Rejected)).await.unwrap(),
         [expected]
     );
+    assert!(store
+        .rerun_requests(Some(Status::Approved))
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        ids(store.rerun_requests(Some(Status::Rejected)).await.unwrap()),
-        [third.id]
-    );
-    assert_eq!(
-        store.rerun_requests(Some(Status::Pending)).await.unwrap(),
-        [first]
+        ids(store.rerun_requests(Some(Status::Pending)).await.unwrap()),
+        [third.id, first.id]
     );
 }
 
@@ -1442,16 +1425,10 @@ pub async fn concurrent_decisions_of_a_rerun_request_have_exactly_one_winner(t: 
     let mut tasks = Vec::new();
     for n in 0..8 {
         let handle = (t.reopen)().await;
-        let decision = if n % 2 == 0 {
-            Status::Approved
-        } else {
-            Status::Rejected
-        };
         tasks.push(tokio::spawn(async move {
             handle
-                .decide_rerun_request(
+                .reject_rerun_request(
                     request.id,
-                    decision,
                     &format!("cli:approver-{n}"),
                     at("2024-03-11T10:00:00Z"),
                 )
@@ -1470,7 +1447,7 @@ pub async fn concurrent_decisions_of_a_rerun_request_have_exactly_one_winner(t: 
         Some(winners[0]),
         "the stored decision is the winner's"
     );
-    assert_ne!(winners[0].status, Status::Pending);
+    assert_eq!(winners[0].status, Status::Rejected);
 }
 
 /// Instantiates every contract test for one adapter.
@@ -2171,4 +2148,322 @@ idempotency_lock_contract_tests!(idempotency_locks_sqlite, sqlite:
 
 idempotency_lock_contract_tests!(idempotency_locks_mongodb, mongodb:
     a_stalled_idempotency_holder_cannot_release_or_complete_the_takers_record,
+);
+
+// Four-eyes approvals: a rerun request is approved together with the claim of its run, or not at all.
+
+/// Settles 2024-03-10 once (revision 1, completed), as a run does.
+async fn settled_once(store: &SharedStore) -> NaiveDate {
+    record(
+        store,
+        vec![payment("p-1", "m-1", 10_000, "2024-03-10T10:00:00Z")],
+    )
+    .await;
+    let d = date("2024-03-10");
+    let now = at("2024-03-11T00:00:00Z");
+    let first = store
+        .claim_settlement(claim(d, ClaimMode::Run, "a", now, 60))
+        .await
+        .unwrap();
+    let computed = compute(
+        &FeeSchedule::default(),
+        &all_transactions(store, d).await,
+        &Default::default(),
+    )
+    .unwrap();
+    finish(store, &first.fence(), &computed, now).await.unwrap();
+    d
+}
+
+/// The claim an approval by `approver` makes: a rerun after `after_revision`.
+fn approval_claim(
+    settlement_date: NaiveDate,
+    after_revision: u32,
+    approver: &str,
+    now: DateTime<Utc>,
+) -> ClaimRequest {
+    let mode = ClaimMode::Rerun {
+        after_revision,
+        reason: "approved rerun".into(),
+    };
+    ClaimRequest {
+        requested_by: approver.into(),
+        ..claim(settlement_date, mode, "daemon", now, 60)
+    }
+}
+
+pub async fn approving_a_rerun_request_claims_its_run_in_the_same_step(t: TestStore) {
+    use settle_core::model::{RerunRequest, RerunRequestStatus as Status};
+    use settle_core::store::RerunApproval;
+    let store = t.store;
+    let d = settled_once(&store).await;
+    let first = rerun_request("2024-03-10", "2024-03-11T09:00:00Z", "late refunds");
+    let second = rerun_request("2024-03-10", "2024-03-11T09:30:00Z", "new fees");
+    for request in [&first, &second] {
+        store.create_rerun_request(request).await.unwrap();
+    }
+    let now = at("2024-03-11T10:00:00Z");
+
+    // A claim that is not the request's own (another revision) is a fault and decides nothing.
+    let wrong = store
+        .approve_rerun_request(first.id, "cli:bob", approval_claim(d, 2, "cli:bob", now))
+        .await;
+    assert!(wrong.is_err(), "{wrong:?}");
+    assert_eq!(
+        store.rerun_request(first.id).await.unwrap(),
+        Some(first.clone())
+    );
+
+    let approved = store
+        .approve_rerun_request(first.id, "cli:bob", approval_claim(d, 1, "cli:bob", now))
+        .await
+        .unwrap();
+    let RerunApproval::Approved {
+        request,
+        settlement,
+    } = approved
+    else {
+        panic!("not approved: {approved:?}");
+    };
+    assert_eq!(
+        (
+            settlement.revision,
+            settlement.status,
+            settlement.requested_by.as_str()
+        ),
+        (2, SettlementStatus::Running, "cli:bob")
+    );
+    let expected = RerunRequest {
+        status: Status::Approved,
+        decided_by: Some("cli:bob".into()),
+        decided_at: Some(now),
+        run_revision: Some(2),
+        ..first.clone()
+    };
+    assert_eq!(request, expected);
+    assert_eq!(
+        store.rerun_request(first.id).await.unwrap(),
+        Some(expected.clone())
+    );
+
+    // Revision 2 runs: the other request's claim is refused; it stays pending and says why.
+    let later = at("2024-03-11T10:00:30Z");
+    let refused = store
+        .approve_rerun_request(
+            second.id,
+            "cli:carol",
+            approval_claim(d, 1, "cli:carol", later),
+        )
+        .await
+        .unwrap();
+    let RerunApproval::Refused {
+        request: still,
+        refusal,
+    } = refused
+    else {
+        panic!("not refused: {refused:?}");
+    };
+    assert!(
+        matches!(refusal, StoreError::AlreadyRunning { revision: 2, .. }),
+        "{refusal}"
+    );
+    let refusal_text = refusal.to_string();
+    assert_eq!(
+        still,
+        RerunRequest {
+            last_refusal: Some(refusal_text.clone()),
+            ..second.clone()
+        },
+        "pending, undecided, with the refusal"
+    );
+    assert_eq!(
+        store.rerun_request(second.id).await.unwrap(),
+        Some(still.clone())
+    );
+    assert_eq!(store.settlement_revisions(d).await.unwrap().len(), 2);
+
+    // An approved request is decided for good.
+    assert_eq!(
+        store
+            .approve_rerun_request(
+                first.id,
+                "cli:carol",
+                approval_claim(d, 1, "cli:carol", later)
+            )
+            .await
+            .unwrap(),
+        RerunApproval::NotPending(Some(expected.clone()))
+    );
+    assert_eq!(
+        store
+            .reject_rerun_request(first.id, "cli:carol", later)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Revision 2 completes: the date moved on from the revision the request was made against.
+    let computed = compute(
+        &FeeSchedule::default(),
+        &all_transactions(&store, d).await,
+        &Default::default(),
+    )
+    .unwrap();
+    finish(&store, &settlement.fence(), &computed, later)
+        .await
+        .unwrap();
+    let moved = store
+        .approve_rerun_request(
+            second.id,
+            "cli:carol",
+            approval_claim(d, 1, "cli:carol", later),
+        )
+        .await
+        .unwrap();
+    let RerunApproval::Refused { request, refusal } = moved else {
+        panic!("not refused: {moved:?}");
+    };
+    assert!(
+        matches!(
+            refusal,
+            StoreError::RevisionMoved {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ),
+        "{refusal}"
+    );
+    assert_eq!(request.status, Status::Pending);
+    assert_eq!(request.last_refusal, Some(refusal.to_string()));
+    assert_eq!(store.settlement_revisions(d).await.unwrap().len(), 2);
+
+    // The stale request can be rejected, and is then decided for good.
+    let rejected = store
+        .reject_rerun_request(second.id, "cli:carol", later)
+        .await
+        .unwrap()
+        .expect("a pending request can be rejected");
+    assert_eq!(
+        (
+            rejected.status,
+            rejected.decided_by.as_deref(),
+            rejected.run_revision
+        ),
+        (Status::Rejected, Some("cli:carol"), None)
+    );
+    assert_eq!(
+        store
+            .approve_rerun_request(second.id, "cli:bob", approval_claim(d, 2, "cli:bob", later))
+            .await
+            .unwrap(),
+        RerunApproval::NotPending(Some(rejected))
+    );
+    assert_eq!(
+        store
+            .approve_rerun_request(
+                Uuid::new_v4(),
+                "cli:bob",
+                approval_claim(d, 2, "cli:bob", later)
+            )
+            .await
+            .unwrap(),
+        RerunApproval::NotPending(None),
+        "an unknown request"
+    );
+    assert_eq!(store.settlement_revisions(d).await.unwrap().len(), 2);
+}
+
+pub async fn concurrent_approvals_and_rejections_run_a_rerun_at_most_once(t: TestStore) {
+    use settle_core::model::RerunRequestStatus as Status;
+    use settle_core::store::RerunApproval;
+    let d = settled_once(&t.store).await;
+    let requests = [
+        rerun_request("2024-03-10", "2024-03-11T09:00:00Z", "late refunds"),
+        rerun_request("2024-03-10", "2024-03-11T09:30:00Z", "new fees"),
+    ];
+    for request in &requests {
+        t.store.create_rerun_request(request).await.unwrap();
+    }
+    let now = at("2024-03-11T10:00:00Z");
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let handle = (t.reopen)().await;
+        let id = requests[n % 2].id;
+        let decider = format!("cli:decider-{n}");
+        let approves = n % 4 < 2;
+        tasks.push(tokio::spawn(async move {
+            if approves {
+                let claim = approval_claim(d, 1, &decider, now);
+                let outcome = handle.approve_rerun_request(id, &decider, claim).await;
+                (id, outcome.map(Some))
+            } else {
+                let rejected = handle.reject_rerun_request(id, &decider, now).await;
+                (id, rejected.map(|_| None))
+            }
+        }));
+    }
+    let mut approvals = Vec::new();
+    for task in futures::future::join_all(tasks).await {
+        let (id, outcome) = task.unwrap();
+        if let Some(RerunApproval::Approved {
+            request,
+            settlement,
+        }) = outcome.unwrap()
+        {
+            approvals.push((id, request, settlement));
+        }
+    }
+    let revisions = t.store.settlement_revisions(d).await.unwrap();
+    assert!(
+        approvals.len() <= 1,
+        "one rerun of revision 1 at most: {approvals:?}"
+    );
+    assert_eq!(
+        revisions.len(),
+        1 + approvals.len(),
+        "a run for each approval, none without"
+    );
+    for request in &requests {
+        let stored = t.store.rerun_request(request.id).await.unwrap().unwrap();
+        match stored.status {
+            Status::Approved => {
+                let (id, answered, settlement) = &approvals[0];
+                assert_eq!(*id, request.id);
+                assert_eq!(&stored, answered);
+                assert_eq!(stored.run_revision, Some(settlement.revision));
+                assert_eq!(
+                    stored.decided_by.as_deref(),
+                    Some(settlement.requested_by.as_str())
+                );
+                assert_eq!(revisions[1], **settlement);
+            }
+            Status::Rejected => assert_eq!(stored.run_revision, None),
+            // Left pending only by an approval whose claim was refused, which says so.
+            Status::Pending => assert!(stored.last_refusal.is_some(), "{stored:?}"),
+        }
+    }
+}
+
+macro_rules! rerun_approval_contract_tests {
+    ($module:ident, $adapter:ident: $($test:ident),+ $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(super::adapters::$adapter().await).await;
+                }
+            )+
+        }
+    };
+}
+
+rerun_approval_contract_tests!(rerun_approvals_sqlite, sqlite:
+    approving_a_rerun_request_claims_its_run_in_the_same_step,
+    concurrent_approvals_and_rejections_run_a_rerun_at_most_once,
+);
+
+rerun_approval_contract_tests!(rerun_approvals_mongodb, mongodb:
+    approving_a_rerun_request_claims_its_run_in_the_same_step,
+    concurrent_approvals_and_rejections_run_a_rerun_at_most_once,
 );

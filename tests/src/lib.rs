@@ -5,4 +5,5 @@ pub mod daemon;
 pub mod http_peers;
 pub mod mongo;
 pub mod provider_server;
+pub mod sim_model;
 pub mod support;

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use super::cell::write_safe_record;
 use crate::model::{Settlement, SettlementLine};
 use crate::money::format_minor;
 
@@ -38,7 +39,8 @@ pub const EXPORT_COLUMNS: &[&str] = &[
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Writes the lines of one revision.
+/// Writes the lines of one revision, every cell through [`super::safe_cell`] (signed amounts
+/// stay numbers).
 pub fn write_settlement_csv<W: Write>(
     mut out: W,
     settlement: &Settlement,
@@ -51,39 +53,42 @@ pub fn write_settlement_csv<W: Write>(
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(out);
-    writer.write_record(EXPORT_COLUMNS)?;
+    write_safe_record(&mut writer, EXPORT_COLUMNS)?;
     for line in lines {
         let f = &line.figures;
         let currency = line.currency;
         let major = |minor: i64| format_minor(minor, currency);
-        writer.write_record([
-            settlement.settlement_date.to_string(),
-            settlement.revision.to_string(),
-            line.merchant_id.clone(),
-            currency.code().to_string(),
-            f.transaction_count.to_string(),
-            f.completed_count.to_string(),
-            f.failed_count.to_string(),
-            f.cancelled_count.to_string(),
-            f.pending_count.to_string(),
-            f.payment_count.to_string(),
-            f.refund_count.to_string(),
-            f.chargeback_count.to_string(),
-            f.adjustment_count.to_string(),
-            f.late_count.to_string(),
-            f.gross_minor.to_string(),
-            f.refunds_minor.to_string(),
-            f.chargebacks_minor.to_string(),
-            f.adjustments_minor.to_string(),
-            f.fees_minor.to_string(),
-            f.net_minor.to_string(),
-            major(f.gross_minor),
-            major(f.refunds_minor),
-            major(f.chargebacks_minor),
-            major(f.adjustments_minor),
-            major(f.fees_minor),
-            major(f.net_minor),
-        ])?;
+        write_safe_record(
+            &mut writer,
+            [
+                settlement.settlement_date.to_string(),
+                settlement.revision.to_string(),
+                line.merchant_id.clone(),
+                currency.code().to_string(),
+                f.transaction_count.to_string(),
+                f.completed_count.to_string(),
+                f.failed_count.to_string(),
+                f.cancelled_count.to_string(),
+                f.pending_count.to_string(),
+                f.payment_count.to_string(),
+                f.refund_count.to_string(),
+                f.chargeback_count.to_string(),
+                f.adjustment_count.to_string(),
+                f.late_count.to_string(),
+                f.gross_minor.to_string(),
+                f.refunds_minor.to_string(),
+                f.chargebacks_minor.to_string(),
+                f.adjustments_minor.to_string(),
+                f.fees_minor.to_string(),
+                f.net_minor.to_string(),
+                major(f.gross_minor),
+                major(f.refunds_minor),
+                major(f.chargebacks_minor),
+                major(f.adjustments_minor),
+                major(f.fees_minor),
+                major(f.net_minor),
+            ],
+        )?;
     }
     writer.flush()?;
     Ok(())

@@ -1,5 +1,6 @@
-//! Streaming, validating import of a transactions CSV. Pass one checks every row (and the store for
-//! conflicting references) and writes nothing; pass two stores the good rows in atomic batches.
+//! Streaming, validating import of a transactions CSV. Pass one checks every row (the payment
+//! service's rules, the store for conflicting references) and writes nothing; pass two stores the
+//! good rows in atomic batches.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -13,8 +14,11 @@ use uuid::Uuid;
 use crate::calendar::BusinessCalendar;
 use crate::excerpt::excerpt;
 use crate::ingest;
+use crate::limits::{check_amount_limit, AmountLimits};
 use crate::model::NewTransaction;
 use crate::money::{Currency, Money};
+use crate::returns::{self, ReturnTarget};
+use crate::settlement::compute::PaymentKey;
 use crate::store::{InsertOutcome, StoreError, TransactionStore};
 use crate::time::parse_rfc3339;
 
@@ -83,6 +87,8 @@ pub enum ImportError {
 pub struct ImportOptions {
     /// Write the valid rows and send the invalid ones to `FILE.rejects.csv`.
     pub skip_invalid: bool,
+    /// The per-transaction maxima the payments API applies (`[payments]`).
+    pub amount_limits: AmountLimits,
 }
 
 /// What an import did.
@@ -311,10 +317,15 @@ fn fingerprint(transaction: &NewTransaction) -> [u8; 16] {
 }
 
 fn key_hash(transaction: &NewTransaction) -> [u8; 16] {
+    reference_hash(&transaction.merchant_id, &transaction.external_ref)
+}
+
+/// A compact key for one merchant's reference.
+fn reference_hash(merchant_id: &str, external_ref: &str) -> [u8; 16] {
     let mut hasher = Sha256::new();
-    hasher.update(transaction.merchant_id.as_bytes());
+    hasher.update(merchant_id.as_bytes());
     hasher.update([0]);
-    hasher.update(transaction.external_ref.as_bytes());
+    hasher.update(external_ref.as_bytes());
     let mut out = [0_u8; 16];
     out.copy_from_slice(&hasher.finalize()[..16]);
     out
@@ -436,18 +447,31 @@ impl Verdicts {
     }
 }
 
-/// Pass one: parse every row, find in-file and stored conflicts. Writes nothing.
+/// The first row of the file with a reference.
+struct SeenRow {
+    line: u64,
+    /// Its content fingerprint, to tell a repeated row from a conflicting one.
+    content: [u8; 16],
+    /// What a refund later in the file is checked against, should this row be its payment.
+    target: ReturnTarget,
+}
+
+/// Pass one: parse every row, apply the payment service's limits and return rules in file order,
+/// find in-file and stored conflicts. Writes nothing.
 async fn check(
     path: &Path,
     store: &dyn TransactionStore,
+    options: &ImportOptions,
     progress: &dyn ImportProgress,
 ) -> Result<Verdicts, ImportError> {
     let mut pass = open_pass(path)?;
     let total_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     progress.start("checking", total_bytes);
     let mut verdicts = Verdicts::default();
-    // In-file references: key hash -> (first line, content fingerprint).
-    let mut seen: HashMap<[u8; 16], (u64, [u8; 16])> = HashMap::new();
+    // In-file references, by key hash.
+    let mut seen: HashMap<[u8; 16], SeenRow> = HashMap::new();
+    // Refunds and chargebacks first seen in the file, in file order.
+    let mut returns_in_file: Vec<(u64, NewTransaction)> = Vec::new();
     let mut pending_lookup: Vec<(u64, NewTransaction)> = Vec::new();
     let mut record = csv::ByteRecord::new();
     loop {
@@ -473,25 +497,40 @@ async fn check(
         };
         verdicts.rows += 1;
         progress.advance(pass.bytes_read.get());
-        match parse_row(&pass.columns, &record) {
+        let parsed = parse_row(&pass.columns, &record).and_then(|transaction| {
+            check_amount_limit(&transaction, &options.amount_limits)
+                .map_err(|e| column_error("amount", e.message))?;
+            Ok(transaction)
+        });
+        match parsed {
             Err(error) => verdicts.reject(RowError { line, ..error }),
             Ok(transaction) => {
                 let key = key_hash(&transaction);
                 let content = fingerprint(&transaction);
                 match seen.get(&key) {
-                    Some((_, earlier)) if *earlier == content => {
+                    Some(earlier) if earlier.content == content => {
                         verdicts.duplicate_lines.insert(line);
                     }
-                    Some((first_line, _)) => verdicts.reject(RowError {
+                    Some(earlier) => verdicts.reject(RowError {
                         line,
                         column: Some("external_ref".into()),
                         reason: format!(
-                            "merchant {} reference {:?} already appears on line {first_line} with different content",
-                            transaction.merchant_id, transaction.external_ref
+                            "merchant {} reference {:?} already appears on line {} with different content",
+                            transaction.merchant_id, transaction.external_ref, earlier.line
                         ),
                     }),
                     None => {
-                        seen.insert(key, (line, content));
+                        seen.insert(
+                            key,
+                            SeenRow {
+                                line,
+                                content,
+                                target: ReturnTarget::from(&transaction),
+                            },
+                        );
+                        if returns::returned_payment_ref(&transaction).is_some() {
+                            returns_in_file.push((line, transaction.clone()));
+                        }
                         pending_lookup.push((line, transaction));
                         if pending_lookup.len() >= LOOKUP_BATCH_ROWS {
                             compare_with_store(store, std::mem::take(&mut pending_lookup), &mut verdicts).await?;
@@ -502,8 +541,109 @@ async fn check(
         }
     }
     compare_with_store(store, pending_lookup, &mut verdicts).await?;
+    check_returns(store, returns_in_file, &seen, &mut verdicts).await?;
     progress.finish();
     Ok(verdicts)
+}
+
+/// A payment's stored facts and what its stored completed or pending returns returned.
+struct StoredPayment {
+    target: ReturnTarget,
+    returned_minor: i64,
+}
+
+/// Applies the payment service's return rules ([`returns::check_return`]) to the file's new
+/// refunds and chargebacks in file order: against a payment earlier in the file or stored, and
+/// what the payment's stored returns plus the file's earlier accepted ones already returned.
+async fn check_returns(
+    store: &dyn TransactionStore,
+    returns_in_file: Vec<(u64, NewTransaction)>,
+    seen: &HashMap<[u8; 16], SeenRow>,
+    verdicts: &mut Verdicts,
+) -> Result<(), ImportError> {
+    let live: Vec<(u64, NewTransaction)> = returns_in_file
+        .into_iter()
+        .filter(|(line, _)| {
+            !verdicts.is_rejected(*line) && !verdicts.duplicate_lines.contains(line)
+        })
+        .collect();
+    let payment_key = |t: &NewTransaction| -> PaymentKey {
+        (
+            t.merchant_id.clone(),
+            returns::returned_payment_ref(t)
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    let mut stored: HashMap<PaymentKey, StoredPayment> = HashMap::new();
+    let keys: Vec<PaymentKey> = live
+        .iter()
+        .map(|(_, t)| payment_key(t))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    for chunk in keys.chunks(LOOKUP_BATCH_ROWS) {
+        for refunded in store.refunded_payments(chunk.to_vec()).await? {
+            let returned_minor = refunded
+                .refunds
+                .iter()
+                .filter(|r| returns::counts_as_returned(r.kind, r.status))
+                .fold(0_i64, |sum, r| sum.saturating_add(r.amount_minor));
+            stored.insert(
+                (
+                    refunded.payment.merchant_id.clone(),
+                    refunded.payment.external_ref.clone(),
+                ),
+                StoredPayment {
+                    target: ReturnTarget::from(&refunded.payment),
+                    returned_minor,
+                },
+            );
+        }
+    }
+    // What the file's accepted returns returned so far, per payment.
+    let mut returned_in_file: HashMap<PaymentKey, i64> = HashMap::new();
+    for (line, transaction) in live {
+        let key = payment_key(&transaction);
+        let earlier_row = seen
+            .get(&reference_hash(&key.0, &key.1))
+            .filter(|row| row.line < line);
+        let accepted_row = earlier_row.filter(|row| !verdicts.is_rejected(row.line));
+        let target = accepted_row
+            .map(|row| row.target)
+            .or_else(|| stored.get(&key).map(|p| p.target));
+        if target.is_none() {
+            if let Some(row) = earlier_row {
+                verdicts.reject(RowError {
+                    line,
+                    column: Some("refund_of".into()),
+                    reason: format!(
+                        "its payment {:?} on line {} is itself refused",
+                        key.1, row.line
+                    ),
+                });
+                continue;
+            }
+        }
+        let returned_minor = stored
+            .get(&key)
+            .map_or(0, |p| p.returned_minor)
+            .saturating_add(returned_in_file.get(&key).copied().unwrap_or(0));
+        match returns::check_return(&transaction, target.as_ref(), returned_minor) {
+            Ok(()) => {
+                if returns::counts_as_returned(transaction.kind, transaction.status) {
+                    let sum = returned_in_file.entry(key).or_insert(0);
+                    *sum = sum.saturating_add(transaction.amount_minor);
+                }
+            }
+            Err(refusal) => verdicts.reject(RowError {
+                line,
+                column: Some(refusal.column().into()),
+                reason: refusal.describe(&transaction),
+            }),
+        }
+    }
+    Ok(())
 }
 
 /// Rows whose reference is already stored: identical ones are duplicates, others are bad rows.
@@ -558,7 +698,7 @@ pub async fn import_csv(
     progress: &dyn ImportProgress,
     now: DateTime<Utc>,
 ) -> Result<ImportReport, ImportError> {
-    let verdicts = check(path, store, progress).await?;
+    let verdicts = check(path, store, options, progress).await?;
     let rejected = verdicts.rejected.len() as u64;
     if rejected > 0 && !options.skip_invalid {
         return Err(ImportError::InvalidRows {

@@ -1,10 +1,12 @@
 //! The rejects file of `import --skip-invalid`: every rejected row as it was, with its line number,
-//! column and reason in front. Written to a temporary file and renamed, so it is never half-written.
+//! column and reason in front. Written to a temporary file and renamed, so it is never half-written;
+//! every cell goes through [`super::safe_cell`], so a field like `=HYPERLINK(…)` is text there.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use super::cell::write_safe_record;
 use super::import::{open_pass, RowError, Step};
 
 /// Copies the rejected rows of `input` into `rejects`, with `line,column,reason` columns first.
@@ -27,7 +29,7 @@ pub fn write_rejects(
             .into_iter()
             .map(String::from)
             .chain(pass.column_names().iter().cloned());
-        writer.write_record(header)?;
+        write_safe_record(&mut writer, header)?;
         let mut record = csv::ByteRecord::new();
         let mut written = 0;
         loop {
@@ -73,6 +75,6 @@ fn write_one<W: Write>(
     out.push_field(reject.column.as_deref().unwrap_or("").as_bytes());
     out.push_field(reject.reason.as_bytes());
     out.extend(fields.iter());
-    writer.write_byte_record(&out)?;
+    write_safe_record(writer, &out)?;
     Ok(())
 }

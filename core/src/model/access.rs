@@ -60,7 +60,8 @@ impl ApiToken {
 }
 
 named_enum!(
-    /// A four-eyes rerun: requested by one operator, approved (then run) or rejected by another.
+    /// A four-eyes rerun: requested by one operator, approved (its run claimed in the same step) or
+    /// rejected by another.
     RerunRequestStatus, "rerun request status" {
         Pending => "pending",
         Approved => "approved",
@@ -80,6 +81,14 @@ pub struct RerunRequest {
     pub status: RerunRequestStatus,
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
+    /// The date's latest revision when the rerun was asked for: the revision it reruns. An
+    /// approval after the date moved on is refused as stale. `None` for a request recorded before
+    /// requests kept their revision: it cannot be approved (reject it and ask again).
+    pub settlement_revision: Option<u32>,
+    /// The revision its approval claimed (set together with `approved`).
+    pub run_revision: Option<u32>,
+    /// Why the last approval could not claim the run; the request stayed pending.
+    pub last_refusal: Option<String>,
 }
 
 #[cfg(test)]

@@ -243,27 +243,14 @@ impl NewTransaction {
 }
 
 impl Transaction {
-    /// Why this transaction cannot be returned (refunded or charged back) in `currency`: only a
-    /// completed payment in the same currency can. `None` when it can.
+    /// Why this transaction cannot be returned (refunded or charged back) in `currency`; `None`
+    /// when it can. The rule is [`crate::returns::why_not_returnable`].
     pub fn why_not_returnable(&self, currency: Currency) -> Option<String> {
-        if self.kind != TransactionKind::Payment {
-            Some(format!(
-                "{} is a {}, not a payment",
-                self.external_ref, self.kind
-            ))
-        } else if self.status != TransactionStatus::Completed {
-            Some(format!(
-                "payment {} is {}, not completed",
-                self.external_ref, self.status
-            ))
-        } else if self.currency != currency {
-            Some(format!(
-                "payment {} is in {}, not {}",
-                self.external_ref, self.currency, currency
-            ))
-        } else {
-            None
-        }
+        crate::returns::why_not_returnable(
+            &self.external_ref,
+            &crate::returns::ReturnTarget::from(self),
+            currency,
+        )
     }
 }
 

@@ -237,6 +237,23 @@ impl SettlementRunner {
         claimed
     }
 
+    /// The claim `request` would make on `settlement_date` now (the date checked settleable),
+    /// without making it: for a caller that claims through another store operation (an approved
+    /// rerun request claims its run together with its approval), then passes the revision to
+    /// `settle`.
+    pub async fn prepare_claim(
+        &self,
+        settlement_date: SettlementDate,
+        request: &RunRequest,
+        actor: &str,
+        trigger: RunTrigger,
+    ) -> Result<ClaimRequest, RunError> {
+        let now = self.clock.now();
+        self.calendar.ensure_settleable(settlement_date, now)?;
+        self.claim_request(settlement_date, request, actor, trigger, now)
+            .await
+    }
+
     async fn try_claim(
         &self,
         settlement_date: SettlementDate,
@@ -244,10 +261,8 @@ impl SettlementRunner {
         actor: &str,
         trigger: RunTrigger,
     ) -> Result<Settlement, RunError> {
-        let now = self.clock.now();
-        self.calendar.ensure_settleable(settlement_date, now)?;
         let claim = self
-            .claim_request(settlement_date, request, actor, trigger, now)
+            .prepare_claim(settlement_date, request, actor, trigger)
             .await?;
         let settlement = self
             .store

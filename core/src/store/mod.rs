@@ -23,9 +23,12 @@ pub mod claim;
 pub mod migration;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
+pub mod rerun_approval;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod timed;
+
+pub use rerun_approval::RerunApproval;
 
 /// Why a store operation did not happen. The settlement variants are expected outcomes of races
 /// and are reported to the user as such; `Backend` and `Corrupt` are faults.
@@ -120,6 +123,26 @@ pub enum RecordOutcome {
         /// Already returned (completed or pending refunds and chargebacks).
         returned_minor: i64,
     },
+}
+
+impl RecordOutcome {
+    /// The outcome of a return refused by [`crate::returns::check_return`]; `payment` is the
+    /// stored payment it was checked against (absent only when it was not found).
+    pub fn refused(refusal: crate::returns::ReturnRefusal, payment: Option<Transaction>) -> Self {
+        use crate::returns::ReturnRefusal;
+        match (refusal, payment) {
+            (ReturnRefusal::NotRefundable(reason), Some(payment)) => {
+                RecordOutcome::NotRefundable { payment, reason }
+            }
+            (ReturnRefusal::ExceedsPayment { returned_minor, .. }, Some(payment)) => {
+                RecordOutcome::ExceedsPayment {
+                    payment,
+                    returned_minor,
+                }
+            }
+            _ => RecordOutcome::PaymentNotFound,
+        }
+    }
 }
 
 /// What planning a revision's payouts did.
@@ -562,11 +585,23 @@ pub trait AccessStore: Send + Sync {
         status: Option<RerunRequestStatus>,
     ) -> Result<Vec<RerunRequest>, StoreError>;
 
-    /// Decides a pending request (compare-and-set on `pending`): `None` if it was decided already.
-    async fn decide_rerun_request(
+    /// Approves a pending request and claims its run as one step, at `claim.now`: the request is
+    /// approved (with `run_revision`) only if `claim` is granted; a refused claim leaves it pending
+    /// with the refusal as `last_refusal`. `claim` must be a rerun of the request's date after the
+    /// revision the request was made against (a fault otherwise). Of concurrent approvals and
+    /// rejections of a request at most one decides it, and no approval is ever without its run.
+    async fn approve_rerun_request(
         &self,
         id: Uuid,
-        decision: RerunRequestStatus,
+        decided_by: &str,
+        claim: ClaimRequest,
+    ) -> Result<RerunApproval, StoreError>;
+
+    /// Rejects a pending request (compare-and-set on `pending`, never while an approval of it is
+    /// in flight): `None` if it is not pending then, or unknown.
+    async fn reject_rerun_request(
+        &self,
+        id: Uuid,
         decided_by: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<RerunRequest>, StoreError>;

@@ -19,7 +19,8 @@ use super::{
     AccessStore, AuditStore, ClaimRequest, HistoryFilter, IdempotencyBegin, IdempotencyLock,
     IdempotencyStore, InsertOutcome, MerchantHold, NotificationStore, PayoutClaim,
     PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore, PayoutUpdate, RecordOutcome,
-    SettlementStore, SharedStore, Store, StoreError, TransactionRecord, TransactionStore,
+    RerunApproval, SettlementStore, SharedStore, Store, StoreError, TransactionRecord,
+    TransactionStore,
 };
 use crate::calendar::SettlementDate;
 use crate::idempotency::{BeginOutcome, StoredResponse};
@@ -430,17 +431,28 @@ impl AccessStore for TimedStore {
             .await
     }
 
-    async fn decide_rerun_request(
+    async fn approve_rerun_request(
         &self,
         id: Uuid,
-        decision: RerunRequestStatus,
+        decided_by: &str,
+        claim: ClaimRequest,
+    ) -> Result<RerunApproval, StoreError> {
+        self.timed(
+            "approve_rerun_request",
+            self.inner.approve_rerun_request(id, decided_by, claim),
+        )
+        .await
+    }
+
+    async fn reject_rerun_request(
+        &self,
+        id: Uuid,
         decided_by: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<RerunRequest>, StoreError> {
         self.timed(
-            "decide_rerun_request",
-            self.inner
-                .decide_rerun_request(id, decision, decided_by, now),
+            "reject_rerun_request",
+            self.inner.reject_rerun_request(id, decided_by, now),
         )
         .await
     }

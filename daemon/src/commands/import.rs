@@ -17,6 +17,7 @@ pub async fn run(context: Context, args: ImportArgs) -> Result<()> {
     let store = context.open_store().await?;
     let options = ImportOptions {
         skip_invalid: args.skip_invalid,
+        amount_limits: context.settings.payments.amount_limits.clone(),
     };
     let progress = BytesBar::new();
     let result = import_csv(

@@ -78,13 +78,13 @@ pub const ROUTES: &[RouteDoc] = &[
     route(
         "post",
         "/api/v2/finance/settlement/rerun-requests/{id}/approve",
-        "Approve (and run) another operator's rerun request",
+        "Approve another operator's rerun request and claim its run in one step (409 when the claim is refused, the request then stays pending; 409 revision-moved when the request is stale)",
         Some("operator"),
     ),
     route(
         "post",
         "/api/v2/finance/settlement/rerun-requests/{id}/reject",
-        "Reject another operator's rerun request",
+        "Reject a pending rerun request (another operator's, or withdraw one's own)",
         Some("operator"),
     ),
     route(

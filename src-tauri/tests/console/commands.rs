@@ -386,8 +386,16 @@ fn actions_run_once_per_dialog_key_and_exports_are_written_whole() {
                     .unwrap()
                     .starts_with("urn:settle:problem:"));
 
-                // Export: exactly the daemon's CSV, at the chosen path, written whole.
+                // Export: exactly the daemon's CSV, at the path the save dialog chose, written
+                // whole; a path the dialog did not answer is refused and nothing is written there.
                 let path = folder.path().join("export.csv");
+                let unchosen = console
+                    .export_csv(date, Some(2), false, &path)
+                    .await
+                    .unwrap_err();
+                assert_eq!(serde_json::to_value(&unchosen).unwrap()["field"], "path");
+                assert!(!path.exists());
+                console.remember_export_path(path.clone()).unwrap();
                 let exported = console
                     .export_csv(date, Some(2), false, &path)
                     .await
@@ -397,7 +405,17 @@ fn actions_run_once_per_dialog_key_and_exports_are_written_whole() {
                 ));
                 assert_eq!(std::fs::read(&path).unwrap(), expected);
                 assert_eq!(exported.bytes, expected.len() as u64);
+                let again = console
+                    .export_csv(date, Some(2), false, &path)
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    serde_json::to_value(&again).unwrap()["field"],
+                    "path",
+                    "one choice, one export"
+                );
                 let nowhere = folder.path().join("missing").join("export.csv");
+                console.remember_export_path(nowhere.clone()).unwrap();
                 let error = console
                     .export_csv(date, None, false, &nowhere)
                     .await

@@ -1,5 +1,5 @@
 //! The web view's security as configured: a strict Content-Security-Policy in tauri.conf.json and
-//! one capability granting only the app's own commands and the native save dialog.
+//! one capability granting only the app's own commands (the export's save dialog is opened from Rust).
 
 use serde_json::Value;
 
@@ -37,7 +37,7 @@ fn the_csp_allows_no_remote_origin_and_no_inline_script() {
 }
 
 #[test]
-fn the_window_may_call_the_apps_commands_and_the_save_dialog_only() {
+fn the_window_may_call_the_apps_commands_only() {
     let capability = read_json("capabilities/main-window.json");
     assert_eq!(capability["windows"], serde_json::json!(["main"]));
     let granted: Vec<&str> = capability["permissions"]
@@ -57,10 +57,11 @@ fn the_window_may_call_the_apps_commands_and_the_save_dialog_only() {
                 "{permission} is not one of the app's commands"
             );
         } else {
-            assert_eq!(*permission, "dialog:allow-save", "nothing else is granted");
+            panic!("{permission} is granted: only the app's own commands may be");
         }
     }
-    assert!(granted.contains(&"dialog:allow-save"));
+    assert!(granted.contains(&"allow-choose-export-path"));
+    assert!(!granted.iter().any(|p| p.starts_with("dialog:")));
     assert!(!granted
         .iter()
         .any(|p| p.starts_with("core:") || p.contains("fs:") || p.contains("shell:")));

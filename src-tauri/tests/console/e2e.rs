@@ -108,12 +108,23 @@ fn start_driver(display: &str, home: &Path) -> (Process, u16) {
             &native_port.to_string(),
         ])
         .env("DISPLAY", display)
+        // The export's save dialog answers this (the test-only `e2e-save-dialog-preset` build):
+        // WebDriver cannot drive a native dialog.
+        .env(
+            settle_console::save_dialog::PRESET_ANSWER_VARIABLE,
+            export_path(home),
+        )
         // WebKitGTK under Xvfb: no GPU, so no accelerated compositing.
         .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
         .env("LIBGL_ALWAYS_SOFTWARE", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     (spawn("tauri-driver", command), port)
+}
+
+/// Where the end-to-end test's save dialog says to save the export.
+fn export_path(home: &Path) -> PathBuf {
+    home.join("settlement.csv")
 }
 
 /// A program on PATH or in ~/.cargo/bin (where `cargo install tauri-driver` puts it).
@@ -413,8 +424,8 @@ async fn scenario(client: &Client, server: &DemoServer, home: &Path) {
         "the daemon holds exactly one new revision"
     );
 
-    // The web view cannot reach the daemon itself (the CSP allows only the app's IPC), and the
-    // save dialog is there for the export button.
+    // The web view cannot reach the daemon itself (the CSP allows only the app's IPC), nor open
+    // a dialog itself (no dialog permission: the export's save dialog is opened from Rust).
     let fetched = client
         .execute_async(
             "const done = arguments[arguments.length - 1]; \
@@ -425,20 +436,38 @@ async fn scenario(client: &Client, server: &DemoServer, home: &Path) {
         .expect("the fetch settled");
     assert_eq!(fetched, json!("blocked"));
     let dialog = client
-        .execute("return typeof window.__TAURI__.dialog.save;", vec![])
-        .await
-        .unwrap();
-    assert_eq!(dialog, json!("function"));
-
-    // Export: the path the save dialog would return, handed to what runs after it.
-    let path = home.join("settlement.csv");
-    client
-        .execute(
-            "window.settleConsole.exportTo(arguments[0]);",
-            vec![json!(path.to_str().unwrap())],
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             window.__TAURI__.core.invoke('plugin:dialog|save', { options: {} }) \
+               .then(() => done('opened'), (error) => done(String(error)));",
+            vec![],
         )
         .await
-        .expect("the export started");
+        .expect("the dialog call settled");
+    assert_ne!(
+        dialog,
+        json!("opened"),
+        "the web view opened a dialog itself"
+    );
+
+    // Export writes nowhere the save dialog did not answer, even when the web view names a path.
+    let elsewhere = home.join("elsewhere.csv");
+    let refused = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             window.__TAURI__.core.invoke('export_csv', \
+               { date: arguments[0], revision: 2, bom: false, path: arguments[1] }) \
+               .then(() => done('written'), (error) => done(error.field || String(error)));",
+            vec![json!(date), json!(elsewhere.to_str().unwrap())],
+        )
+        .await
+        .expect("the export call settled");
+    assert_eq!(refused, json!("path"));
+    assert!(!elsewhere.exists());
+
+    // Export CSV…: the button opens the save dialog (answered by the test build) and saves there.
+    let path = export_path(home);
+    click(client, "#export-button").await;
     let saved = until(client, "saved", "document.querySelector('#app-message')?.textContent.startsWith('Saved') && document.querySelector('#app-message').textContent").await;
     assert!(
         saved.as_str().unwrap().contains("settlement.csv"),

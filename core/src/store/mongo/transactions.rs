@@ -23,6 +23,7 @@ use mongodb::bson::{doc, Bson, Document};
 use uuid::Uuid;
 
 use crate::model::{Fence, NewTransaction, Transaction, TransactionKind, TransactionStatus};
+use crate::returns::{self, ReturnRefusal, ReturnTarget};
 use crate::settlement::compute::{PaymentKey, RefundedPayment};
 use crate::store::{
     InsertConflict, InsertOutcome, RecordOutcome, StoreError, TransactionRecord, TransactionStore,
@@ -227,11 +228,7 @@ impl MongoStore {
         record: &TransactionRecord,
     ) -> Result<Result<Option<String>, RecordOutcome>, StoreError> {
         let t = &record.transaction;
-        let returns_a_payment = matches!(
-            t.kind,
-            TransactionKind::Refund | TransactionKind::Chargeback
-        );
-        let (true, Some(reference)) = (returns_a_payment, &t.refund_of) else {
+        let Some(reference) = returns::returned_payment_ref(t) else {
             return Ok(Ok(None));
         };
         for _ in 0..RESERVATION_ATTEMPTS {
@@ -241,12 +238,19 @@ impl MongoStore {
                 .await
                 .map_err(backend)?
             else {
-                return Ok(Err(RecordOutcome::PaymentNotFound));
+                let refusal = returns::check_return(t, None, 0).err();
+                return Ok(Err(RecordOutcome::refused(
+                    refusal.unwrap_or(ReturnRefusal::PaymentNotFound),
+                    None,
+                )));
             };
             let payment = d::transaction(&document)?;
-            let reason = payment.why_not_returnable(t.currency);
-            if let Some(reason) = reason {
-                return Ok(Err(RecordOutcome::NotRefundable { payment, reason }));
+            let target = ReturnTarget::from(&payment);
+            if let Some(reason) = returns::why_not_returnable(reference, &target, t.currency) {
+                return Ok(Err(RecordOutcome::refused(
+                    ReturnRefusal::NotRefundable(reason),
+                    Some(payment),
+                )));
             }
             let version = d::optional_integer(&document, "returns_version")?.unwrap_or(0);
             let (recorded, recorded_ids) = self.returned(&payment).await?;
@@ -266,14 +270,8 @@ impl MongoStore {
                 }
             }
             let returned_minor = recorded.saturating_add(reserved);
-            if returned_minor
-                .checked_add(t.amount_minor)
-                .is_none_or(|total| total > payment.amount_minor)
-            {
-                return Ok(Err(RecordOutcome::ExceedsPayment {
-                    payment,
-                    returned_minor,
-                }));
+            if let Err(refusal) = returns::check_return(t, Some(&target), returned_minor) {
+                return Ok(Err(RecordOutcome::refused(refusal, Some(payment))));
             }
             live.push(doc! { "id": record.id.to_string(), "amount_minor": t.amount_minor, "at": instant(record.created_at) });
             let version_filter = if version == 0 {

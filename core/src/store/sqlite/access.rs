@@ -1,7 +1,8 @@
 //! API tokens and four-eyes rerun requests in SQLite. Tokens are kept only as SHA-256 hashes, under
 //! unique names; each write is one `BEGIN IMMEDIATE` transaction, so a name check and its insert
 //! cannot interleave with another writer, and deciding a rerun request is a compare-and-set on
-//! `status = 'pending'`: of concurrent deciders exactly one changes the row.
+//! `status = 'pending'`: of concurrent deciders exactly one changes the row. An approval claims
+//! the request's run in the same transaction, so it is approved exactly when its run was claimed.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,10 +10,11 @@ use rusqlite::{params, Connection};
 use uuid::Uuid;
 
 use crate::model::{ApiToken, RerunRequest, RerunRequestStatus};
-use crate::store::{AccessStore, StoreError};
+use crate::store::rerun_approval::{check_claim, is_claim_refusal};
+use crate::store::{AccessStore, ClaimRequest, RerunApproval, SettlementStore, StoreError};
 
 use super::rows::{self, date_text, instant_text, API_TOKEN_COLUMNS, RERUN_REQUEST_COLUMNS};
-use super::{backend, query_all, query_one, SqliteStore};
+use super::{backend, query_all, query_one, settlements, SqliteStore};
 
 fn token_by_name(connection: &Connection, name: &str) -> Result<Option<ApiToken>, StoreError> {
     query_one(
@@ -35,14 +37,11 @@ fn rerun_request_by_id(
     )
 }
 
-/// A decision is approved or rejected; "deciding" back to pending is a caller's mistake.
-fn check_decision(decision: RerunRequestStatus) -> Result<(), StoreError> {
-    if decision == RerunRequestStatus::Pending {
-        return Err(StoreError::Backend(
-            "a rerun request is decided as approved or rejected, not pending".into(),
-        ));
-    }
-    Ok(())
+/// What the approval's write transaction decided.
+enum Decided {
+    NotPending(Option<RerunRequest>),
+    Refused(StoreError),
+    Approved(u32),
 }
 
 #[async_trait]
@@ -121,8 +120,9 @@ impl AccessStore for SqliteStore {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO rerun_requests (id, settlement_date, reason, apply_current_fees, \
-                 requested_by, requested_at, status, decided_by, decided_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 requested_by, requested_at, status, decided_by, decided_at, settlement_revision, \
+                 run_revision, last_refusal) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     r.id.to_string(),
                     date_text(r.settlement_date),
@@ -132,7 +132,10 @@ impl AccessStore for SqliteStore {
                     instant_text(r.requested_at),
                     r.status.as_str(),
                     r.decided_by,
-                    r.decided_at.map(instant_text)
+                    r.decided_at.map(instant_text),
+                    r.settlement_revision,
+                    r.run_revision,
+                    r.last_refusal
                 ],
             )
             .map_err(backend)?;
@@ -164,26 +167,83 @@ impl AccessStore for SqliteStore {
         .await
     }
 
-    async fn decide_rerun_request(
+    async fn approve_rerun_request(
         &self,
         id: Uuid,
-        decision: RerunRequestStatus,
+        decided_by: &str,
+        claim: ClaimRequest,
+    ) -> Result<RerunApproval, StoreError> {
+        let decided_by = decided_by.to_string();
+        let now = claim.now;
+        // One write transaction: the pending check, the claim and the approval commit together.
+        let decided = self
+            .write(move |tx| {
+                let request = match rerun_request_by_id(tx, id)? {
+                    Some(request) if request.status == RerunRequestStatus::Pending => request,
+                    other => return Ok(Decided::NotPending(other)),
+                };
+                check_claim(&request, &claim)?;
+                // A refusal comes from the claim's decision, before it writes anything.
+                match settlements::claim(tx, &claim) {
+                    Ok(revision) => {
+                        tx.execute(
+                            "UPDATE rerun_requests SET status = 'approved', decided_by = ?1, \
+                             decided_at = ?2, run_revision = ?3, last_refusal = NULL WHERE id = ?4",
+                            params![decided_by, instant_text(now), revision, id.to_string()],
+                        )
+                        .map_err(backend)?;
+                        Ok(Decided::Approved(revision))
+                    }
+                    Err(refusal) if is_claim_refusal(&refusal) => {
+                        tx.execute(
+                            "UPDATE rerun_requests SET last_refusal = ?1 WHERE id = ?2",
+                            params![refusal.to_string(), id.to_string()],
+                        )
+                        .map_err(backend)?;
+                        Ok(Decided::Refused(refusal))
+                    }
+                    Err(fault) => Err(fault),
+                }
+            })
+            .await?;
+        let reread = || async {
+            self.rerun_request(id)
+                .await?
+                .ok_or_else(|| StoreError::Backend("a rerun request vanished".into()))
+        };
+        Ok(match decided {
+            Decided::NotPending(request) => RerunApproval::NotPending(request),
+            Decided::Refused(refusal) => RerunApproval::Refused {
+                request: reread().await?,
+                refusal,
+            },
+            Decided::Approved(revision) => {
+                let request = reread().await?;
+                let settlement = self
+                    .settlement(request.settlement_date, Some(revision))
+                    .await?
+                    .ok_or_else(|| StoreError::Backend("a claimed revision vanished".into()))?;
+                RerunApproval::Approved {
+                    request,
+                    settlement: Box::new(settlement),
+                }
+            }
+        })
+    }
+
+    async fn reject_rerun_request(
+        &self,
+        id: Uuid,
         decided_by: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<RerunRequest>, StoreError> {
-        check_decision(decision)?;
         let decided_by = decided_by.to_string();
         self.write(move |tx| {
             let changed = tx
                 .execute(
-                    "UPDATE rerun_requests SET status = ?1, decided_by = ?2, decided_at = ?3 \
-                     WHERE id = ?4 AND status = 'pending'",
-                    params![
-                        decision.as_str(),
-                        decided_by,
-                        instant_text(now),
-                        id.to_string()
-                    ],
+                    "UPDATE rerun_requests SET status = 'rejected', decided_by = ?1, decided_at = ?2 \
+                     WHERE id = ?3 AND status = 'pending'",
+                    params![decided_by, instant_text(now), id.to_string()],
                 )
                 .map_err(backend)?;
             if changed == 0 {

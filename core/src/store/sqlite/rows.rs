@@ -356,9 +356,15 @@ pub fn api_token(row: &Row) -> Result<crate::model::ApiToken, StoreError> {
 
 pub const RERUN_REQUEST_COLUMNS: &str =
     "id, settlement_date, reason, apply_current_fees, requested_by, requested_at, status, \
-     decided_by, decided_at";
+     decided_by, decided_at, settlement_revision, run_revision, last_refusal";
 
 pub fn rerun_request(row: &Row) -> Result<crate::model::RerunRequest, StoreError> {
+    let optional_revision = |row: &Row, column: &str| -> Result<Option<u32>, StoreError> {
+        row.get::<_, Option<i64>>(column)
+            .map_err(|e| corrupt(column, e))?
+            .map(|n| u32::try_from(n).map_err(|e| corrupt(column, e)))
+            .transpose()
+    };
     Ok(crate::model::RerunRequest {
         id: parsed::<Uuid>(row, "id")?,
         settlement_date: parsed(row, "settlement_date")?,
@@ -369,5 +375,8 @@ pub fn rerun_request(row: &Row) -> Result<crate::model::RerunRequest, StoreError
         status: parsed(row, "status")?,
         decided_by: optional_text(row, "decided_by")?,
         decided_at: optional_instant(row, "decided_at")?,
+        settlement_revision: optional_revision(row, "settlement_revision")?,
+        run_revision: optional_revision(row, "run_revision")?,
+        last_refusal: optional_text(row, "last_refusal")?,
     })
 }

@@ -224,6 +224,13 @@ ALTER TABLE payouts ADD COLUMN claimed_by TEXT;
 ALTER TABLE payouts ADD COLUMN claim_expires_at TEXT;
 CREATE INDEX payouts_by_status ON payouts (status, updated_at);
 "#,
+    // A rerun request keeps the revision it was made against, the revision its approval claimed,
+    // and why its last approval could not claim a run.
+    r#"
+ALTER TABLE rerun_requests ADD COLUMN settlement_revision INTEGER;
+ALTER TABLE rerun_requests ADD COLUMN run_revision INTEGER;
+ALTER TABLE rerun_requests ADD COLUMN last_refusal TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -126,7 +126,7 @@ fn take_over(
 }
 
 /// Decides and applies a claim inside the write transaction (which makes it atomic).
-fn claim(tx: &rusqlite::Transaction, request: &ClaimRequest) -> Result<u32, StoreError> {
+pub(super) fn claim(tx: &rusqlite::Transaction, request: &ClaimRequest) -> Result<u32, StoreError> {
     let latest = latest_revision(tx, request.settlement_date)?;
     match decide(request, latest.as_ref())? {
         ClaimAction::InsertFirst => {

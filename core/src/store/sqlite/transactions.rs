@@ -11,6 +11,7 @@ use rusqlite::{params, Connection};
 use uuid::Uuid;
 
 use crate::model::{Fence, Transaction, TransactionKind};
+use crate::returns::{self, ReturnTarget};
 use crate::settlement::compute::{PaymentKey, RefundedPayment};
 use crate::store::{
     InsertConflict, InsertOutcome, RecordOutcome, StoreError, TransactionRecord, TransactionStore,
@@ -189,26 +190,22 @@ fn transaction_by_idempotency_key(
     )
 }
 
-/// Checks a refund or chargeback against its payment; `Some(outcome)` refuses it.
+/// Checks a refund or chargeback against its payment by the rules of [`returns::check_return`];
+/// `Some(outcome)` refuses it. Runs inside the write transaction, so two refunds cannot both pass.
 fn refund_refusal(
     connection: &Connection,
     record: &TransactionRecord,
 ) -> Result<Option<RecordOutcome>, StoreError> {
     let t = &record.transaction;
-    let returns_a_payment = matches!(
-        t.kind,
-        TransactionKind::Refund | TransactionKind::Chargeback
-    );
-    let (true, Some(reference)) = (returns_a_payment, &t.refund_of) else {
+    let Some(reference) = returns::returned_payment_ref(t) else {
         return Ok(None);
     };
     let Some(payment) = transaction_by_ref(connection, &t.merchant_id, reference)? else {
-        return Ok(Some(RecordOutcome::PaymentNotFound));
+        return Ok(returns::check_return(t, None, 0)
+            .err()
+            .map(|refusal| RecordOutcome::refused(refusal, None)));
     };
-    let reason = payment.why_not_returnable(t.currency);
-    if let Some(reason) = reason {
-        return Ok(Some(RecordOutcome::NotRefundable { payment, reason }));
-    }
+    // Completed and pending returns count (`returns::counts_as_returned`).
     let returned_minor: i64 = connection
         .query_row(
             "SELECT COALESCE(SUM(amount_minor), 0) FROM transactions WHERE merchant_id = ?1 AND refund_of = ?2 \
@@ -217,14 +214,11 @@ fn refund_refusal(
             |row| row.get(0),
         )
         .map_err(backend)?;
-    let total = returned_minor.checked_add(t.amount_minor);
-    if total.is_none_or(|total| total > payment.amount_minor) {
-        return Ok(Some(RecordOutcome::ExceedsPayment {
-            payment,
-            returned_minor,
-        }));
-    }
-    Ok(None)
+    Ok(
+        returns::check_return(t, Some(&ReturnTarget::from(&payment)), returned_minor)
+            .err()
+            .map(|refusal| RecordOutcome::refused(refusal, Some(payment))),
+    )
 }
 
 /// How many parts a run's read is cut into (one reader connection each).

@@ -1,5 +1,6 @@
 //! The settlement routes: trigger, retry and rerun (idempotent, claimed at once, settled in the
-//! background), four-eyes rerun requests, and the read routes (history, a revision, its lines,
+//! background), four-eyes rerun requests (the rule is settle-core's `RerunApprovals`), and the read
+//! routes (history, a revision, its lines,
 //! revisions, payouts, CSV export).
 
 use axum::extract::rejection::QueryRejection;
@@ -12,11 +13,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use settle_core::idempotency::{fingerprint, HandlerOutcome, StoredResponse};
 use settle_core::model::{
-    AuditEvent, RerunRequest, RerunRequestStatus, Role, RunTrigger, Settlement, SettlementLine,
-    SettlementStatus,
+    RerunRequestStatus, Role, RunTrigger, Settlement, SettlementLine, SettlementStatus,
 };
-use settle_core::settlement::RunRequest;
-use settle_core::store::{HistoryFilter, StoreError};
+use settle_core::settlement::{
+    ClaimedRerun, RerunApprovalError, RerunApprovals, RerunAsk, RunRequest,
+};
+use settle_core::store::HistoryFilter;
 use uuid::Uuid;
 
 use super::{answer, paged, Page};
@@ -169,6 +171,89 @@ fn rerun_body(body: &Value) -> Result<RerunBody, Problem> {
     Ok(parsed)
 }
 
+/// The four-eyes service over the daemon's store and runner.
+fn approvals(state: &AppState) -> RerunApprovals {
+    RerunApprovals::new(
+        state.store.clone(),
+        state.runner.clone(),
+        state.clock.clone(),
+        state.settings.server.require_rerun_approval,
+    )
+}
+
+/// How a refused rerun, request or decision reads to an API client.
+fn approval_problem(error: &RerunApprovalError) -> Problem {
+    use RerunApprovalError as E;
+    let detail = error.to_string();
+    match error {
+        E::ApprovalRequired { .. } | E::OwnRequest { .. } => {
+            Problem::new(StatusCode::FORBIDDEN, types::APPROVAL, "Four eyes", detail)
+        }
+        E::NotFound(_) => Problem::not_found(detail),
+        E::AlreadyDecided { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            types::CONFLICT,
+            "Already decided",
+            detail,
+        ),
+        E::BeingDecided { .. } => {
+            let mut problem = Problem::new(
+                StatusCode::CONFLICT,
+                types::CONFLICT,
+                "Being decided",
+                detail,
+            );
+            problem.retry_after_s = Some(1);
+            problem
+        }
+        E::Stale { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            types::REVISION_MOVED,
+            "Stale rerun request",
+            detail,
+        ),
+        E::ClaimRefused { refusal, .. } => Problem {
+            detail,
+            ..Problem::store(refusal)
+        },
+        E::Run(run) => Problem::from(run),
+        E::Store(store) => Problem::store(store),
+    }
+}
+
+/// A refusal as an idempotent outcome: a 5xx changed nothing, so its key is released for a retry.
+fn refused(problem: Problem) -> HandlerOutcome {
+    if problem.status.is_server_error() {
+        HandlerOutcome::NothingChanged(problem.to_stored())
+    } else {
+        HandlerOutcome::Completed(problem.to_stored())
+    }
+}
+
+/// Settles a claimed rerun in the background: 202 with the running revision (and the approved
+/// request, if any).
+fn start_claimed_rerun(state: &AppState, claimed: ClaimedRerun, actor: String) -> HandlerOutcome {
+    let date = claimed.settlement.settlement_date;
+    let mut body = json!({ "settlement": claimed.settlement, "status_url": location(date) });
+    if let Some(request) = &claimed.request {
+        body["rerun_request"] = json!(request);
+    }
+    let runner = state.runner.clone();
+    state.tasks.spawn(async move {
+        if let Err(error) = runner
+            .settle(claimed.settlement, &claimed.run, &actor, RunTrigger::Manual)
+            .await
+        {
+            tracing::error!(settlement_date = %date, %error, "settlement run failed");
+        }
+    });
+    HandlerOutcome::Completed(StoredResponse {
+        status: 202,
+        body,
+        headers: vec![("location".into(), location(date))],
+    })
+}
+
 pub async fn rerun(
     State(state): State<AppState>,
     caller: Caller,
@@ -180,74 +265,30 @@ pub async fn rerun(
     let day = date(&day)?;
     let parsed = rerun_body(&body)?;
     let path = format!("/api/v2/finance/settlement/rerun/{day}");
-    if state.settings.server.require_rerun_approval {
-        return idempotent(&state, &caller, &key, &path, &body, || {
-            request_rerun(&state, &caller, day, parsed)
-        })
-        .await;
-    }
-    let request = RunRequest::Rerun {
+    let ask = RerunAsk {
         reason: parsed.reason,
         apply_current_fees: parsed.apply_current_fees,
     };
-    idempotent(&state, &caller, &key, &path, &body, || {
-        start_run(&state, day, request, caller.principal())
+    let approvals = approvals(&state);
+    idempotent(&state, &caller, &key, &path, &body, || async {
+        let actor = caller.principal();
+        if approvals.required() {
+            // Four-eyes: the rerun becomes a request another operator approves.
+            return match approvals.request(day, ask, &actor).await {
+                Ok(stored) => HandlerOutcome::Completed(StoredResponse {
+                    status: 202,
+                    body: json!({ "rerun_request": stored, "approve_url": format!("/api/v2/finance/settlement/rerun-requests/{}/approve", stored.id) }),
+                    headers: vec![],
+                }),
+                Err(error) => refused(approval_problem(&error)),
+            };
+        }
+        match approvals.claim_direct(day, ask, &actor, false).await {
+            Ok(claimed) => start_claimed_rerun(&state, claimed, actor),
+            Err(error) => refused(approval_problem(&error)),
+        }
     })
     .await
-}
-
-/// Four-eyes: records the request; another operator approves it.
-async fn request_rerun(
-    state: &AppState,
-    caller: &Caller,
-    day: NaiveDate,
-    body: RerunBody,
-) -> HandlerOutcome {
-    // As a direct rerun would be: a date with no revision has nothing to rerun, and an approval
-    // could only fail after marking the request approved.
-    match state.store.settlement(day, None).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            let nothing = StoreError::NothingToDo {
-                settlement_date: day,
-                what: "revision yet; use `run` to settle it first",
-            };
-            return HandlerOutcome::Completed(Problem::store(&nothing).to_stored());
-        }
-        Err(error) => return HandlerOutcome::NothingChanged(Problem::store(&error).to_stored()),
-    }
-    let now = state.clock.now();
-    let request = RerunRequest {
-        id: Uuid::new_v4(),
-        settlement_date: day,
-        reason: body.reason,
-        apply_current_fees: body.apply_current_fees,
-        requested_by: caller.principal(),
-        requested_at: now,
-        status: RerunRequestStatus::Pending,
-        decided_by: None,
-        decided_at: None,
-    };
-    let stored = match state.store.create_rerun_request(&request).await {
-        Ok(()) => request,
-        Err(error) => return HandlerOutcome::NothingChanged(Problem::store(&error).to_stored()),
-    };
-    let event = AuditEvent::new(
-        now,
-        caller.principal(),
-        "settlement.rerun_requested",
-        format!("settlement_date={day}"),
-        "succeeded",
-        json!({ "request_id": stored.id, "reason": stored.reason, "apply_current_fees": stored.apply_current_fees }),
-    );
-    if let Err(error) = state.store.record_audit(&event).await {
-        tracing::error!(%error, "could not audit a rerun request");
-    }
-    HandlerOutcome::Completed(StoredResponse {
-        status: 202,
-        body: json!({ "rerun_request": stored, "approve_url": format!("/api/v2/finance/settlement/rerun-requests/{}/approve", stored.id) }),
-        headers: vec![],
-    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,112 +313,55 @@ pub async fn rerun_requests(
     Ok(Json(json!({ "items": requests })).into_response())
 }
 
-/// Approves (and then runs) or rejects a pending rerun request; never by the person who asked.
-async fn decide(
-    state: AppState,
-    caller: Caller,
-    key: Key,
-    id: String,
-    decision: RerunRequestStatus,
-) -> Result<Response, Problem> {
-    caller.require(Role::Operator)?;
-    let id: Uuid = id
-        .parse()
-        .map_err(|_| Problem::bad_request(format!("{id:?} is not a request id")))?;
-    let verb = if decision == RerunRequestStatus::Approved {
-        "approve"
-    } else {
-        "reject"
-    };
-    let path = format!("/api/v2/finance/settlement/rerun-requests/{id}/{verb}");
-    let found = state
-        .store
-        .rerun_request(id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no rerun request {id}")))?;
-    if found.requested_by == caller.principal() {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            types::APPROVAL,
-            "Four eyes",
-            "a rerun must be approved or rejected by another operator than the one who asked",
-        ));
-    }
-    idempotent(&state, &caller, &key, &path, &json!({}), || async {
-        let now = state.clock.now();
-        let decided = match state
-            .store
-            .decide_rerun_request(id, decision, &caller.principal(), now)
-            .await
-        {
-            Ok(Some(decided)) => decided,
-            Ok(None) => {
-                return HandlerOutcome::Completed(
-                    Problem::new(
-                        StatusCode::CONFLICT,
-                        types::CONFLICT,
-                        "Already decided",
-                        format!("rerun request {id} was already decided"),
-                    )
-                    .to_stored(),
-                )
-            }
-            Err(error) => {
-                return HandlerOutcome::NothingChanged(Problem::store(&error).to_stored())
-            }
-        };
-        let event = AuditEvent::new(
-            now,
-            caller.principal(),
-            if decision == RerunRequestStatus::Approved {
-                "settlement.rerun_approved"
-            } else {
-                "settlement.rerun_rejected"
-            },
-            format!("settlement_date={}", decided.settlement_date),
-            "succeeded",
-            json!({ "request_id": id, "requested_by": decided.requested_by }),
-        );
-        if let Err(error) = state.store.record_audit(&event).await {
-            tracing::error!(%error, "could not audit a rerun decision");
-        }
-        if decision == RerunRequestStatus::Rejected {
-            return HandlerOutcome::Completed(StoredResponse {
-                status: 200,
-                body: json!({ "rerun_request": decided }),
-                headers: vec![],
-            });
-        }
-        let request = RunRequest::Rerun {
-            reason: format!(
-                "{} (requested by {}, approved by {})",
-                decided.reason,
-                decided.requested_by,
-                caller.principal()
-            ),
-            apply_current_fees: decided.apply_current_fees,
-        };
-        start_run(&state, decided.settlement_date, request, caller.principal()).await
-    })
-    .await
+fn request_id(id: &str) -> Result<Uuid, Problem> {
+    id.parse()
+        .map_err(|_| Problem::bad_request(format!("{id:?} is not a request id")))
 }
 
+/// Approves another operator's pending request and claims its run in the same step (202 with the
+/// running revision); a stale request or a refused claim is a 409 and the request stays pending.
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
     key: Key,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    decide(state, caller, key, id, RerunRequestStatus::Approved).await
+    caller.require(Role::Operator)?;
+    let id = request_id(&id)?;
+    let path = format!("/api/v2/finance/settlement/rerun-requests/{id}/approve");
+    let approvals = approvals(&state);
+    idempotent(&state, &caller, &key, &path, &json!({}), || async {
+        let actor = caller.principal();
+        match approvals.approve(id, &actor).await {
+            Ok(claimed) => start_claimed_rerun(&state, claimed, actor),
+            Err(error) => refused(approval_problem(&error)),
+        }
+    })
+    .await
 }
 
+/// Rejects a pending request (another operator, or its requester withdrawing it); nothing runs.
 pub async fn reject(
     State(state): State<AppState>,
     caller: Caller,
     key: Key,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    decide(state, caller, key, id, RerunRequestStatus::Rejected).await
+    caller.require(Role::Operator)?;
+    let id = request_id(&id)?;
+    let path = format!("/api/v2/finance/settlement/rerun-requests/{id}/reject");
+    let approvals = approvals(&state);
+    idempotent(&state, &caller, &key, &path, &json!({}), || async {
+        match approvals.reject(id, &caller.principal()).await {
+            Ok(rejected) => HandlerOutcome::Completed(StoredResponse {
+                status: 200,
+                body: json!({ "rerun_request": rejected }),
+                headers: vec![],
+            }),
+            Err(error) => refused(approval_problem(&error)),
+        }
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
