@@ -110,6 +110,21 @@ fn hold(document: &Document) -> Result<MerchantHold, StoreError> {
 }
 
 impl MongoStore {
+    /// The payouts matching `filter`, by date, merchant, currency and revision.
+    async fn payouts_in_order(&self, filter: Document) -> Result<Vec<Payout>, StoreError> {
+        self.find_all(
+            PAYOUTS,
+            filter,
+            doc! { "settlement_date": 1, "merchant_id": 1, "currency": 1, "revision": 1 },
+            None,
+            None,
+        )
+        .await?
+        .iter()
+        .map(payout)
+        .collect()
+    }
+
     /// The sum of `amount_minor` over what `filter` selects, refusing to overflow.
     async fn amount_sum(
         &self,
@@ -380,17 +395,7 @@ impl PayoutStore for MongoStore {
         if let Some(merchant_id) = merchant_id {
             filter.insert("merchant_id", merchant_id);
         }
-        self.find_all(
-            PAYOUTS,
-            filter,
-            doc! { "settlement_date": 1, "merchant_id": 1, "currency": 1, "revision": 1 },
-            None,
-            None,
-        )
-        .await?
-        .iter()
-        .map(payout)
-        .collect()
+        self.payouts_in_order(filter).await
     }
 
     async fn update_payout(&self, update: &PayoutUpdate) -> Result<Option<Payout>, StoreError> {
@@ -472,17 +477,7 @@ impl PayoutStore for MongoStore {
         if let Some(before) = filter.updated_before {
             query.insert("updated_at", doc! { "$lt": instant(before) });
         }
-        self.find_all(
-            PAYOUTS,
-            query,
-            doc! { "settlement_date": 1, "merchant_id": 1, "currency": 1, "revision": 1 },
-            None,
-            None,
-        )
-        .await?
-        .iter()
-        .map(payout)
-        .collect()
+        self.payouts_in_order(query).await
     }
 
     async fn hold_merchant(&self, hold: &MerchantHold) -> Result<u64, StoreError> {
