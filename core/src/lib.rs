@@ -20,6 +20,7 @@ pub mod money;
 pub mod notify;
 pub mod payments;
 pub mod payout;
+pub mod payout_report;
 pub mod provider;
 pub mod retry;
 pub mod returns;

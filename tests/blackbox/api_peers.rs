@@ -276,6 +276,45 @@ async fn a_backward_or_repeated_callback_is_refused_and_audited_but_changes_noth
     }
 }
 
+/// A provider that failed a payout and then reports it paid after all is believed, as
+/// `settle payouts check` believes its lookup: the payout is confirmed, so the next rerun counts
+/// it as paid instead of paying the merchant again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_payout_reported_paid_after_all_is_believed() {
+    let Paid {
+        daemon,
+        operator,
+        viewer,
+        ..
+    } = paid(Some(CALLBACK_SECRET));
+    let m1 = payout_of(&payouts(&daemon, &viewer).await, "m-1")["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let failed = json!({ "reference": m1, "status": "failed", "failure_reason": "returned" });
+    callback(&daemon, &operator, &failed, CALLBACK_SECRET, now_s())
+        .await
+        .expect(200);
+    assert_eq!(
+        payout_of(&payouts(&daemon, &viewer).await, "m-1")["status"],
+        "failed"
+    );
+    let paid = json!({ "reference": m1, "status": "paid", "provider_payout_id": "po-late" });
+    let reply = callback(&daemon, &operator, &paid, CALLBACK_SECRET, now_s()).await;
+    assert_eq!(reply.expect(200)["payout"]["status"], "confirmed");
+    let stored = payout_of(&payouts(&daemon, &viewer).await, "m-1").clone();
+    assert_eq!(
+        (&stored["status"], &stored["provider_payout_id"]),
+        (&json!("confirmed"), &json!("po-late"))
+    );
+    let events = callback_audit(&daemon, &viewer).await;
+    assert!(
+        events.iter().any(|e| e["outcome"] == "succeeded"
+            && e["detail"] == json!({ "from": "failed", "to": "confirmed" })),
+        "{events:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_in_the_documented_vocabulary_is_understood_and_a_bad_status_is_invalid() {
     // README: `"status": "sent"|"confirmed"|"failed"`; the provider's own words (`accepted`,

@@ -9,10 +9,8 @@
 //! every revision's export must be identical byte for byte. `SETTLE_SIM_SEQUENCES=N` sets the
 //! number of sequences (N on SQLite, N/4 on MongoDB); `SETTLE_SIM_SEED=S` runs that one seed.
 //!
-//! Two engine defects are known (found by this simulation; see `KNOWN_DEFECTS`). By default the
-//! model follows the engine where they bite and the money check allows what they cause (it still
-//! refuses any double payment); `SETTLE_SIM_STRICT=1` checks the documented rules instead, and the
-//! ignored `known_defects_*` test runs seeds that show each.
+//! The model and the invariants state the documented rules only. The seeds that found the engine
+//! defects fixed since (`FOUND_DEFECTS`) are rerun on every run.
 
 /// `return Err(message)` unless `condition` holds.
 macro_rules! ensure {
@@ -33,7 +31,6 @@ use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
 use settle_core::store::mongo::MongoStore;
-use settle_tests::sim_model::ReuseRule;
 
 use crate::store_contract::adapters;
 use ops::{generate, Scenario};
@@ -50,22 +47,23 @@ const MONGODB_SEED_BASE: u64 = 1_000_000;
 const SQLITE_IN_FLIGHT: usize = 6;
 const MONGODB_IN_FLIGHT: usize = 3;
 
-/// The engine defects the simulation found, with seeds (on SQLite) that show them in strict mode.
-const KNOWN_DEFECTS: &[(&str, &str, &[u64])] = &[
+/// The engine defects the simulation found, with the seeds that found them.
+const FOUND_DEFECTS: &[(&str, &str, &[u64])] = &[
     (
         "KD-1",
-        "a retry plans its revision's payouts again and applies carry-forwards opened since by \
-         other dates; a revision that had carried forward already cannot carry a second amount \
-         (carry_forwards is keyed by origin date and revision, written INSERT OR IGNORE), so the \
-         debt is dropped and the merchant is overpaid",
+        "found and fixed in issue 14: a retry planned its revision's payouts again and applied \
+         carry-forwards opened since by other dates; a revision that had carried forward already \
+         could not carry a second amount (carry_forwards was keyed by origin date and revision, \
+         written INSERT OR IGNORE), so the debt was dropped and the merchant overpaid",
         &[3, 4, 88],
     ),
     (
         "KD-2",
-        "a rerun that recomputes one refund's fee return under a new charge sets the ledger's \
-         charge to it, after which the payment's other refunds reuse returns computed under the \
-         old charge (FeeLedgerBook::settle_refund compares with the ledger's charge, not with the \
-         terms of the return it reuses): fee returned can exceed fee charged",
+        "found and fixed in issue 14: a rerun that recomputed one refund's fee return under a new \
+         charge set the ledger's charge to it, after which the payment's other refunds reused \
+         returns computed under the old charge (FeeLedgerBook::settle_refund compared with the \
+         ledger's charge, not with the terms of the return it reused): fee returned could exceed \
+         fee charged",
         &[266],
     ),
 ];
@@ -111,31 +109,15 @@ impl StoreKind {
     }
 }
 
-/// Strict: the documented rules, known defects not allowed for.
-fn strict_from_environment() -> bool {
-    std::env::var("SETTLE_SIM_STRICT").is_ok_and(|v| v.trim() == "1")
-}
-
 /// What one execution of a sequence produced.
 struct Played {
     journal: Vec<String>,
     exports: invariants::Exports,
-    /// The known defects it ran into.
-    defects: Vec<&'static str>,
 }
 
 /// Executes a scenario on a fresh store of `kind`, brings it to rest and checks it.
-async fn play(
-    scenario: &Scenario,
-    kind: StoreKind,
-    strict: bool,
-) -> Result<Played, (String, Vec<String>)> {
-    let reuse_rule = if strict {
-        ReuseRule::ReturnTerms
-    } else {
-        ReuseRule::LedgerCharge
-    };
-    let mut world = World::new(kind.open().await, scenario.fees.clone(), reuse_rule);
+async fn play(scenario: &Scenario, kind: StoreKind) -> Result<Played, (String, Vec<String>)> {
+    let mut world = World::new(kind.open().await, scenario.fees.clone());
     let mut executed = Ok(());
     for (n, op) in scenario.ops.iter().enumerate() {
         if let Err(error) = world.execute(op).await {
@@ -146,7 +128,7 @@ async fn play(
     let checked = match executed {
         Ok(()) => async {
             invariants::bring_to_rest(&mut world).await?;
-            invariants::check_at_rest(&world, strict).await?;
+            invariants::check_at_rest(&world).await?;
             invariants::exports(&world).await
         }
         .await
@@ -154,18 +136,10 @@ async fn play(
         Err(error) => Err(error),
     };
     world.close().await;
-    let mut defects = Vec::new();
-    if !world.retried_carries.is_empty() {
-        defects.push("KD-1");
-    }
-    if !world.model.stale_reuses.is_empty() {
-        defects.push("KD-2");
-    }
     match checked {
         Ok(exports) => Ok(Played {
             journal: world.journal,
             exports,
-            defects,
         }),
         Err(error) => Err((error, world.journal)),
     }
@@ -237,20 +211,13 @@ fn report(kind: StoreKind, error: &str, scenario: &Scenario, journal: &[String])
     text
 }
 
-/// Plays `scenario` on `kind`, then replays it on a fresh SQLite store and compares. Returns the
-/// known defects it ran into.
-async fn check_scenario(
-    scenario: Scenario,
-    kind: StoreKind,
-    strict: bool,
-) -> Result<Vec<&'static str>, String> {
+/// Plays `scenario` on `kind`, then replays it on a fresh SQLite store and compares.
+async fn check_scenario(scenario: Scenario, kind: StoreKind) -> Result<(), String> {
     let failed = |(error, journal): (String, Vec<String>), on: StoreKind| {
         report(on, &error, &scenario, &journal)
     };
-    let original = play(&scenario, kind, strict)
-        .await
-        .map_err(|e| failed(e, kind))?;
-    let replay = play(&scenario, StoreKind::Sqlite, strict)
+    let original = play(&scenario, kind).await.map_err(|e| failed(e, kind))?;
+    let replay = play(&scenario, StoreKind::Sqlite)
         .await
         .map_err(|e| failed(e, StoreKind::Sqlite))?;
     if std::env::var("SETTLE_SIM_SEED").is_ok() || std::env::var("SETTLE_SIM_JOURNAL").is_ok() {
@@ -260,7 +227,7 @@ async fn check_scenario(
         );
     }
     match difference(&original, &replay) {
-        None => Ok(original.defects),
+        None => Ok(()),
         Some(error) => Err(report(kind, &error, &scenario, &original.journal)),
     }
 }
@@ -274,17 +241,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs the scenarios, a few at a time, each in its own task; panics with the first failure.
-async fn simulate(kind: StoreKind, scenarios: Vec<Scenario>, in_flight: usize, strict: bool) {
+async fn simulate(kind: StoreKind, scenarios: Vec<Scenario>, in_flight: usize) {
     let started = Instant::now();
     let count = scenarios.len();
-    let outcomes: Vec<Result<Vec<&'static str>, String>> = futures::stream::iter(scenarios)
+    let outcomes: Vec<Result<(), String>> = futures::stream::iter(scenarios)
         .map(|scenario| async move {
             let (described, command, name) = (
                 scenario.describe(),
                 rerun_command(&scenario),
                 title(&scenario),
             );
-            let checked = AssertUnwindSafe(check_scenario(scenario, kind, strict)).catch_unwind();
+            let checked = AssertUnwindSafe(check_scenario(scenario, kind)).catch_unwind();
             let panicked = |message: String| {
                 format!(
                     "simulation {name} on {} panicked: {message}\n\noperations ({name}):\n{described}\n\
@@ -303,21 +270,11 @@ async fn simulate(kind: StoreKind, scenarios: Vec<Scenario>, in_flight: usize, s
         .await;
     let failures: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
     println!(
-        "simulation: {count} sequence(s) on {}{} in {:.1} s, {} failed",
+        "simulation: {count} sequence(s) on {} in {:.1} s, {} failed",
         kind.name(),
-        if strict { " (strict)" } else { "" },
         started.elapsed().as_secs_f64(),
         failures.len()
     );
-    for (defect, what, _) in KNOWN_DEFECTS {
-        let hit = outcomes
-            .iter()
-            .filter(|o| o.as_ref().is_ok_and(|defects| defects.contains(defect)))
-            .count();
-        if hit > 0 {
-            println!("  {hit} sequence(s) ran into known defect {defect}: {what}");
-        }
-    }
     for failure in &failures {
         println!("  {}", failure.lines().next().unwrap_or_default());
     }
@@ -361,13 +318,7 @@ fn mongodb_configured() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_sequences_keep_every_invariant() {
     let scenarios = seeds(StoreKind::Sqlite).into_iter().map(generate).collect();
-    simulate(
-        StoreKind::Sqlite,
-        scenarios,
-        SQLITE_IN_FLIGHT,
-        strict_from_environment(),
-    )
-    .await;
+    simulate(StoreKind::Sqlite, scenarios, SQLITE_IN_FLIGHT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,33 +330,31 @@ async fn mongodb_sequences_keep_every_invariant() {
         .into_iter()
         .map(generate)
         .collect();
-    simulate(
-        StoreKind::Mongodb,
-        scenarios,
-        MONGODB_IN_FLIGHT,
-        strict_from_environment(),
-    )
-    .await;
+    simulate(StoreKind::Mongodb, scenarios, MONGODB_IN_FLIGHT).await;
 }
 
-/// The orderings behind money bugs fixed before, strictly, on SQLite (and MongoDB when configured).
+/// The orderings behind money bugs fixed before, on SQLite (and MongoDB when configured).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orderings_behind_past_money_bugs_keep_every_invariant() {
-    simulate(StoreKind::Sqlite, orderings::scenarios(), 3, true).await;
+    simulate(StoreKind::Sqlite, orderings::scenarios(), 3).await;
     if mongodb_configured() {
-        simulate(StoreKind::Mongodb, orderings::scenarios(), 3, true).await;
+        simulate(StoreKind::Mongodb, orderings::scenarios(), 3).await;
     }
 }
 
-/// The seeds that show the known defects, in strict mode: fails until the engine is fixed (then
-/// drop `#[ignore]`, the allowances in `invariants::check_money` and `ReuseRule::LedgerCharge`).
+/// The seeds that found the defects in `FOUND_DEFECTS`, on SQLite (and MongoDB when configured):
+/// a sequence depends on its seed only, so each is the same sequence on either store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known engine defects KD-1 and KD-2 (see KNOWN_DEFECTS); fails until they are fixed"]
-async fn known_defects_show_in_strict_mode() {
-    let scenarios = KNOWN_DEFECTS
-        .iter()
-        .flat_map(|(_, _, seeds)| seeds.iter().copied())
-        .map(generate)
-        .collect();
-    simulate(StoreKind::Sqlite, scenarios, 3, true).await;
+async fn seeds_that_found_defects_keep_every_invariant() {
+    let scenarios = || {
+        FOUND_DEFECTS
+            .iter()
+            .flat_map(|(_, _, seeds)| seeds.iter().copied())
+            .map(generate)
+            .collect()
+    };
+    simulate(StoreKind::Sqlite, scenarios(), 3).await;
+    if mongodb_configured() {
+        simulate(StoreKind::Mongodb, scenarios(), 3).await;
+    }
 }

@@ -1099,6 +1099,58 @@ pub async fn payout_planning_is_fenced_idempotent_and_carries_what_is_owed(t: Te
     assert_eq!(store.release_merchant("m-held", now).await.unwrap(), None);
 }
 
+/// Issue 14 (KD-1, found by the simulation): a retry plans its revision again; a line that
+/// revision already carried forward must not take in a carry-forward another date opened since,
+/// or the revision's one carry-forward cannot hold the new amount and the debt is lost.
+pub async fn a_retried_plan_keeps_carry_forwards_opened_since(t: TestStore) {
+    use settle_core::model::{SettlementFigures, SettlementLine};
+    let store = t.store;
+    let now = at("2024-03-12T00:00:00Z");
+    let owes = |net_minor: i64| SettlementLine {
+        merchant_id: "m-owes".into(),
+        currency: usd(),
+        figures: SettlementFigures {
+            net_minor,
+            ..SettlementFigures::default()
+        },
+    };
+    let (d2, d3) = (date("2024-03-10"), date("2024-03-11"));
+    let second = store
+        .claim_settlement(claim(d2, ClaimMode::Run, "a", now, 600))
+        .await
+        .unwrap();
+    let plan = store
+        .plan_payouts(&second.fence(), &[owes(-300)], now)
+        .await
+        .unwrap();
+    assert_eq!(plan.carried.len(), 1);
+    // The next date takes in the -3.00 and carries -5.00 on.
+    let third = store
+        .claim_settlement(claim(d3, ClaimMode::Run, "b", now, 600))
+        .await
+        .unwrap();
+    let plan = store
+        .plan_payouts(&third.fence(), &[owes(-200)], now)
+        .await
+        .unwrap();
+    assert_eq!(plan.carried[0].amount_minor, -500);
+    // The first date's revision is retried (its payouts are planned again).
+    let replanned = store
+        .plan_payouts(&second.fence(), &[owes(-300)], now)
+        .await
+        .unwrap();
+    assert!(replanned.created.is_empty() && replanned.carried.is_empty());
+    let open: i64 = store
+        .carry_forwards(true)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| c.merchant_id == "m-owes")
+        .map(|c| c.amount_minor)
+        .sum();
+    assert_eq!(open, -500, "the merchant still owes what both dates carried");
+}
+
 pub async fn notifications_are_recorded_per_event(t: TestStore) {
     use settle_core::model::{Notification, NotificationStatus};
     let store = t.store;
@@ -1481,6 +1533,7 @@ contract_tests!(sqlite:
     idempotency_keys_begin_once_replay_and_expire,
     recorded_transactions_respect_keys_and_refund_limits,
     payout_planning_is_fenced_idempotent_and_carries_what_is_owed,
+    a_retried_plan_keeps_carry_forwards_opened_since,
     notifications_are_recorded_per_event,
     writers_racing_with_runs_lose_no_transaction_and_count_none_twice,
     api_tokens_are_kept_by_hash_under_unique_names,
@@ -1506,6 +1559,7 @@ contract_tests!(mongodb:
     idempotency_keys_begin_once_replay_and_expire,
     recorded_transactions_respect_keys_and_refund_limits,
     payout_planning_is_fenced_idempotent_and_carries_what_is_owed,
+    a_retried_plan_keeps_carry_forwards_opened_since,
     notifications_are_recorded_per_event,
     writers_racing_with_runs_lose_no_transaction_and_count_none_twice,
     api_tokens_are_kept_by_hash_under_unique_names,
@@ -1928,6 +1982,7 @@ fn fee_ledger(version: u64, returns: &[(u128, i64)]) -> settle_core::model::Paym
                 returned_minor: *minor,
                 settlement_date: date("2024-03-11"),
                 revision: 1,
+                charge: None,
             })
             .collect(),
         version,

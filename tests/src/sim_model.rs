@@ -244,33 +244,17 @@ impl Ledger {
     }
 }
 
-/// When a rerun may reuse a refund's earlier return instead of computing it again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReuseRule {
-    /// While the payment's charge has the terms that return was computed from (the rule the
-    /// core's documentation states: "reruns reuse the amount while the payment's charge keeps its
-    /// terms").
-    ReturnTerms,
-    /// While the payment's charge has the terms of the ledger's latest charge (whichever refund
-    /// was last computed from it).
-    LedgerCharge,
-}
-
 /// (merchant_id, external_ref).
 pub type Key = (String, String);
 
 /// The model of one sequence.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Model {
-    pub reuse_rule: ReuseRule,
     /// Every stored transaction, in recording order.
     pub transactions: Vec<ModelTx>,
     /// Revisions by date, oldest first.
     pub dates: BTreeMap<NaiveDate, Vec<Revision>>,
     pub ledgers: BTreeMap<Key, Ledger>,
-    /// Returns reused although computed from other terms than the payment's current charge (only
-    /// under [`ReuseRule::LedgerCharge`]): what each was.
-    pub stale_reuses: Vec<String>,
 }
 
 fn counts_as_returned(tx: &NewTx) -> bool {
@@ -308,14 +292,8 @@ fn same_content(a: &NewTx, b: &NewTx) -> bool {
 }
 
 impl Model {
-    pub fn new(reuse_rule: ReuseRule) -> Model {
-        Model {
-            reuse_rule,
-            transactions: Vec::new(),
-            dates: BTreeMap::new(),
-            ledgers: BTreeMap::new(),
-            stale_reuses: Vec::new(),
-        }
+    pub fn new() -> Model {
+        Model::default()
     }
 
     pub fn find(&self, merchant_id: &str, external_ref: &str) -> Option<&ModelTx> {
@@ -527,21 +505,10 @@ impl Model {
         let refund_ref = refund.new.external_ref.clone();
         if let Some(ledger) = self.ledgers.get(&key) {
             if let Some(earlier) = ledger.returns.iter().find(|r| r.refund_ref == refund_ref) {
-                let reference_terms = match self.reuse_rule {
-                    ReuseRule::ReturnTerms => earlier.terms,
-                    ReuseRule::LedgerCharge => ledger.charge,
-                };
-                if charge.is_none_or(|c| c == reference_terms) {
-                    if let Some(charge) = charge.filter(|c| *c != earlier.terms) {
-                        self.stale_reuses.push(format!(
-                            "{date} r{revision}: refund {}/{refund_ref} kept its return of {} \
-                             (computed from a {} fee) under a {} fee",
-                            payment.new.merchant_id,
-                            earlier.returned_minor,
-                            earlier.terms.fee_minor,
-                            charge.fee_minor
-                        ));
-                    }
+                // Reused while the payment's charge keeps the terms this return was computed from
+                // (the core's rule: "reruns reuse the amount while the payment's charge keeps its
+                // terms").
+                if charge.is_none_or(|c| c == earlier.terms) {
                     return earlier.returned_minor;
                 }
             }

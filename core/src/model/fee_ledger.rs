@@ -39,10 +39,14 @@ impl FeeCharge {
 pub struct FeeReturn {
     pub refund_id: Uuid,
     pub returned_minor: i64,
-    /// The settlement revision that first settled the refund (reruns reuse the amount while the
-    /// payment's charge keeps its terms).
+    /// The settlement revision that computed this return.
     pub settlement_date: SettlementDate,
     pub revision: u32,
+    /// The charge this return was computed from: reruns reuse the amount while the payment's
+    /// charge keeps these terms. `None` in ledgers written before it was kept, which compare
+    /// with the ledger's charge instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge: Option<FeeCharge>,
 }
 
 /// One refunded payment's ledger, keyed by (merchant_id, external_ref) of the payment.
@@ -66,10 +70,17 @@ pub struct PaymentFeeLedger {
 impl PaymentFeeLedger {
     /// The return a refund already settled, if it was.
     pub fn returned_by(&self, refund_id: Uuid) -> Option<i64> {
-        self.returns
-            .iter()
-            .find(|r| r.refund_id == refund_id)
-            .map(|r| r.returned_minor)
+        self.return_of(refund_id).map(|r| r.returned_minor)
+    }
+
+    /// The stored return of one refund, if it was settled.
+    pub fn return_of(&self, refund_id: Uuid) -> Option<&FeeReturn> {
+        self.returns.iter().find(|r| r.refund_id == refund_id)
+    }
+
+    /// The charge a stored return was computed from (the ledger's charge for older returns).
+    pub fn charge_behind<'a>(&'a self, fee_return: &'a FeeReturn) -> &'a FeeCharge {
+        fee_return.charge.as_ref().unwrap_or(&self.charge)
     }
 }
 

@@ -126,14 +126,17 @@ impl FeeLedgerBook {
         }
         let key = (payment.merchant_id.clone(), payment.external_ref.clone());
         if let Some(entry) = self.entries.get(&key) {
-            if let Some(returned) = entry.ledger.returned_by(refund.id) {
-                // A rerun reproduces the return, unless the charge it came from was recomputed
-                // on other terms (a rerun of the payment's date with today's fees).
+            if let Some(earlier) = entry.ledger.return_of(refund.id) {
+                // A rerun reproduces the return, unless the charge that return was computed
+                // from was recomputed on other terms (a rerun of the payment's date with
+                // today's fees). The terms compared are the return's own, not the ledger's
+                // latest charge, which another refund's recomputation may have set.
+                let behind = entry.ledger.charge_behind(earlier);
                 let same_charge = charge
                     .as_ref()
-                    .is_none_or(|charge| charge.same_terms(&entry.ledger.charge));
+                    .is_none_or(|charge| charge.same_terms(behind));
                 if same_charge {
-                    return Ok(returned);
+                    return Ok(earlier.returned_minor);
                 }
             }
         }
@@ -173,12 +176,13 @@ impl FeeLedgerBook {
             .returned_minor
             .checked_add(returned_minor)
             .ok_or(MoneyError::Overflow(payment.currency))?;
-        ledger.charge = charge;
+        ledger.charge = charge.clone();
         ledger.returns.push(FeeReturn {
             refund_id: refund.id,
             returned_minor,
             settlement_date,
             revision,
+            charge: Some(charge),
         });
         entry.changed = true;
         Ok(returned_minor)
@@ -336,6 +340,46 @@ mod tests {
         let written = rerun.writes();
         assert_eq!(written[0].ledger.returned_minor, 150);
         assert_eq!(written[0].ledger.returns.len(), 2);
+    }
+
+    #[test]
+    fn a_return_is_reused_only_under_the_terms_it_was_computed_from() {
+        let payment = tx(1, TransactionKind::Payment, 10_000);
+        let old = charge_of(&schedule("2.5", None), &payment, date(10), 1).unwrap();
+        let first = tx(5, TransactionKind::Refund, 4_000);
+        let second = tx(6, TransactionKind::Refund, 6_000);
+        let mut book = FeeLedgerBook::default();
+        book.settle_refund(&payment, Some(old.clone()), &first, date(11), 1)
+            .unwrap();
+        book.settle_refund(&payment, Some(old), &second, date(12), 1)
+            .unwrap();
+        let stored: Vec<PaymentFeeLedger> = book.writes().into_iter().map(|w| w.ledger).collect();
+        assert_eq!(stored[0].returned_minor, 250);
+        // The payment's date was rerun at 1 % (fee 1.00); the first refund's date is rerun under
+        // it: 1.50 of the second refund is still counted, so it returns nothing, and the ledger's
+        // charge becomes the new one.
+        let new = charge_of(&schedule("1", None), &payment, date(10), 2).unwrap();
+        let mut rerun = FeeLedgerBook::new(stored);
+        assert_eq!(
+            rerun
+                .settle_refund(&payment, Some(new.clone()), &first, date(11), 2)
+                .unwrap(),
+            0
+        );
+        let stored: Vec<PaymentFeeLedger> = rerun.writes().into_iter().map(|w| w.ledger).collect();
+        assert!(stored[0].charge.same_terms(&new));
+        // The second refund's 1.50 was computed at 2.5 %: it is recomputed at 1 %, not reused,
+        // and the payment's returns stay within the 1.00 now charged.
+        let mut rerun = FeeLedgerBook::new(stored);
+        assert_eq!(
+            rerun
+                .settle_refund(&payment, Some(new.clone()), &second, date(12), 2)
+                .unwrap(),
+            60
+        );
+        let written = rerun.writes();
+        assert_eq!(written[0].ledger.returned_minor, 60);
+        assert!(written[0].ledger.returned_minor <= new.fee_minor);
     }
 
     #[test]

@@ -310,7 +310,7 @@ async fn check_returns_and_fees(world: &World, ids: &BTreeMap<Uuid, Key>) -> Ver
 
 /// At rest: the provider paid, plus what is carried forward, is what the latest completed
 /// revisions owe, per merchant and currency; each payout as the provider has it.
-async fn check_money(world: &World, strict: bool) -> Verdict {
+async fn check_money(world: &World) -> Verdict {
     let payouts = world.payouts().await?;
     let ledger: BTreeMap<String, _> = world
         .provider
@@ -365,19 +365,6 @@ async fn check_money(world: &World, strict: bool) -> Verdict {
             paid.get(key).copied().unwrap_or(0),
             carried.get(key).copied().unwrap_or(0),
         );
-        if let Some(why) = world.retried_carries.get(key).filter(|_| !strict) {
-            // Known defect KD-1 drops a carry-forward: the merchant is overpaid by what it owed,
-            // never paid twice for what it is owed.
-            ensure!(
-                paid + carried >= owed,
-                "{} {}: the provider paid {paid} and {carried} is carried forward, less than the \
-                 latest completed revisions owe ({owed}) after {why}{}",
-                key.0,
-                key.1,
-                money_detail(world, key, &payouts, &carries)
-            );
-            continue;
-        }
         ensure!(
             paid + carried == owed,
             "{} {}: the provider paid {paid} and {carried} is carried forward, but the latest \
@@ -434,11 +421,11 @@ fn money_detail(
 }
 
 /// Checks every invariant of a world at rest.
-pub async fn check_at_rest(world: &World, strict: bool) -> Verdict {
+pub async fn check_at_rest(world: &World) -> Verdict {
     check_revisions(world).await?;
     let ids = check_transactions(world).await?;
     check_returns_and_fees(world, &ids).await?;
-    check_money(world, strict).await
+    check_money(world).await
 }
 
 /// The export of every revision of every date.

@@ -29,7 +29,7 @@ use settle_core::time::ManualClock;
 use settle_tests::provider_server::ProviderServer;
 use settle_tests::sim_model::{
     Claim, ClaimMode, Figures, Imported, Lines, Model, ModelRule, ModelSchedule, NewTx, Recorded,
-    ReuseRule, RevisionStatus,
+    RevisionStatus,
 };
 use uuid::Uuid;
 
@@ -236,13 +236,10 @@ pub struct World {
     pub dirty: BTreeSet<NaiveDate>,
     /// Payouts the provider reported paid after having failed them.
     pub paid_after_failing: BTreeSet<String>,
-    /// Known defect KD-1 (see `simulation`): the (merchant, currency) lines of retried revisions
-    /// that had carried forward already while another date's carry-forward was open, with where.
-    pub retried_carries: BTreeMap<(String, Currency), String>,
 }
 
 impl World {
-    pub fn new(under_test: StoreUnderTest, fees: ModelSchedule, reuse_rule: ReuseRule) -> World {
+    pub fn new(under_test: StoreUnderTest, fees: ModelSchedule) -> World {
         let provider = ProviderServer::start();
         let client = PayoutProvider::new(ProviderSettings {
             base_url: provider.base_url().to_string(),
@@ -259,7 +256,7 @@ impl World {
             clock: Arc::new(ManualClock::new(start())),
             offset_hours: 3,
             fees,
-            model: Model::new(reuse_rule),
+            model: Model::new(),
             journal: Vec::new(),
             files: tempfile::tempdir().expect("a directory for imports"),
             files_written: 0,
@@ -267,7 +264,6 @@ impl World {
             payout_statuses: BTreeMap::new(),
             dirty: BTreeSet::new(),
             paid_after_failing: BTreeSet::new(),
-            retried_carries: BTreeMap::new(),
         }
     }
 
@@ -727,11 +723,6 @@ impl World {
                 .rerun_schedule(date, &self.fees, *apply_current_fees),
             _ => self.fees.clone(),
         };
-        if let (RunRequest::Retry, Claim::Resume(revision)) =
-            (&request, self.model.claim(date, mode))
-        {
-            self.note_retried_carries(date, revision).await?;
-        }
         let result = self
             .runner("sim")
             .execute(date, request, PRINCIPAL, RunTrigger::Manual)
@@ -748,40 +739,6 @@ impl World {
             self.settled(date, claim, observed, &schedule).await?;
         }
         self.note(format!("{label} {date}: {}", observed.describe()));
-        Ok(())
-    }
-
-    /// Before a retry plans revision `revision` of `date` again: notes each of its lines that already
-    /// carried forward while another date's carry-forward of the same merchant and currency is open
-    /// (the retry applies that one too, and the revision cannot carry forward a second time).
-    async fn note_retried_carries(&mut self, date: NaiveDate, revision: u32) -> Verdict {
-        let carries = must(
-            self.store.carry_forwards(false).await,
-            "reading carry-forwards",
-        )?;
-        let keys: Vec<(String, Currency)> = self.model.dates[&date]
-            .iter()
-            .find(|r| r.revision == revision)
-            .map(|r| r.lines.keys().cloned().collect())
-            .unwrap_or_default();
-        for key in keys {
-            let mine = |c: &&settle_core::model::CarryForward| {
-                c.merchant_id == key.0 && c.currency == key.1
-            };
-            let carried = carries
-                .iter()
-                .filter(mine)
-                .any(|c| c.origin_date == date && c.origin_revision == revision);
-            let open_elsewhere = carries
-                .iter()
-                .filter(mine)
-                .any(|c| c.applied_date.is_none() && c.origin_date != date);
-            if carried && open_elsewhere {
-                self.retried_carries.entry(key).or_insert_with(|| {
-                    format!("retry of {date} r{revision}, which had carried forward, with another date's carry-forward open")
-                });
-            }
-        }
         Ok(())
     }
 

@@ -3,17 +3,19 @@
 //!
 //! No multi-document transaction is used. Planning checks the fence, then writes each line in an
 //! order that a resumed run (the same revision, after a crash or a takeover) can repeat safely:
-//! open carry-forwards are applied to the date (per document, `applied_date: null` → this date),
-//! then what the date already settled is read back (payouts not failed, carry-forwards applied to
-//! or carried from it), and only the difference is written, under a key that is unique per
-//! revision: a payout's `_id` is its deterministic reference, a carry-forward is unique on
+//! a line the revision already paid or carried is left alone; otherwise open carry-forwards are
+//! applied to the date (per document, `applied_date: null` → this date), then what the date
+//! already settled is read back (payouts not failed, carry-forwards applied to or carried from
+//! it), and only the difference is written, under a key that is unique per revision: a payout's `_id` is its deterministic reference, a carry-forward is unique on
 //! (origin_date, origin_revision, merchant_id, currency). Whatever an interrupted plan wrote thus
 //! counts as settled when it is planned again (the rest is planned, nothing twice), and a write
 //! planned twice hits the unique key and is not repeated. The fence is checked once, before the
 //! first write, rather than with every write as in SQLite's single transaction: a run that loses
 //! its lease while planning may still finish writing, but only under its own revision's unique
 //! keys, which the new holder's plan of that revision then finds taken, so no amount is paid or
-//! carried twice.
+//! carried twice. One window stays: two holders planning the same line of the same revision at
+//! once, with another date's carry-forward opened between their reads, can apply it in the one
+//! whose carry-forward then loses to the other's unique key (SQLite plans in one transaction).
 //!
 //! Holds: `hold_merchant` writes the hold before holding pending payouts, `release_merchant`
 //! deletes it before releasing held ones. A plan that read the holds before a concurrent change
@@ -227,6 +229,37 @@ impl MongoStore {
 
     /// Plans one line: applies open carry-forwards, then pays or carries the difference between
     /// what the date owes the merchant and what it already settled.
+    /// Whether this revision already paid or carried the line. A retry leaves such a line alone:
+    /// applying carry-forwards opened since would need a second carry-forward of the revision,
+    /// which its unique key refuses, and the debt would be lost.
+    async fn line_planned(&self, fence: &Fence, line: &SettlementLine) -> Result<bool, StoreError> {
+        let reference = payout_reference(
+            fence.settlement_date,
+            line.currency,
+            fence.revision,
+            &line.merchant_id,
+        );
+        let paid = self
+            .collection(PAYOUTS)
+            .count_documents(doc! { "_id": &reference })
+            .await
+            .map_err(backend)?;
+        if paid > 0 {
+            return Ok(true);
+        }
+        let carried = self
+            .collection(CARRY_FORWARDS)
+            .count_documents(doc! {
+                "merchant_id": &line.merchant_id,
+                "currency": line.currency.code(),
+                "origin_date": date_text(fence.settlement_date),
+                "origin_revision": i64::from(fence.revision),
+            })
+            .await
+            .map_err(backend)?;
+        Ok(carried > 0)
+    }
+
     async fn plan_line(
         &self,
         fence: &Fence,
@@ -238,6 +271,9 @@ impl MongoStore {
         let date = date_text(fence.settlement_date);
         let revision = i64::from(fence.revision);
         let (merchant, currency) = (line.merchant_id.as_str(), line.currency.code());
+        if self.line_planned(fence, line).await? {
+            return Ok(());
+        }
         // Each open carry-forward is applied by its own compare-and-set (still unapplied → this
         // date): one applied by a concurrent plan of another date stays that date's.
         self.collection(CARRY_FORWARDS)

@@ -39,7 +39,9 @@ fn overflow(line: &SettlementLine) -> StoreError {
 }
 
 /// Plans one line: applies open carry-forwards, then pays or carries the difference between what
-/// the date owes the merchant and what it already settled.
+/// the date owes the merchant and what it already settled. A line this revision already paid or
+/// carried is left alone: a retry must not apply carry-forwards opened since, for the revision's
+/// own carry-forward (one per revision) could not hold the new amount.
 fn plan_line(
     tx: &rusqlite::Transaction,
     fence: &Fence,
@@ -50,6 +52,16 @@ fn plan_line(
 ) -> Result<(), StoreError> {
     let date = date_text(fence.settlement_date);
     let (merchant, currency) = (line.merchant_id.as_str(), line.currency.code());
+    let planned = sum(
+        tx,
+        "SELECT (SELECT COUNT(*) FROM payouts WHERE settlement_date = ?1 AND revision = ?2 \
+         AND merchant_id = ?3 AND currency = ?4) + (SELECT COUNT(*) FROM carry_forwards \
+         WHERE origin_date = ?1 AND origin_revision = ?2 AND merchant_id = ?3 AND currency = ?4)",
+        params![date, fence.revision, merchant, currency],
+    )?;
+    if planned > 0 {
+        return Ok(());
+    }
     tx.execute(
         "UPDATE carry_forwards SET applied_date = ?1, applied_revision = ?2 \
          WHERE merchant_id = ?3 AND currency = ?4 AND applied_date IS NULL AND origin_date != ?1",
