@@ -1148,7 +1148,10 @@ pub async fn a_retried_plan_keeps_carry_forwards_opened_since(t: TestStore) {
         .filter(|c| c.merchant_id == "m-owes")
         .map(|c| c.amount_minor)
         .sum();
-    assert_eq!(open, -500, "the merchant still owes what both dates carried");
+    assert_eq!(
+        open, -500,
+        "the merchant still owes what both dates carried"
+    );
 }
 
 pub async fn notifications_are_recorded_per_event(t: TestStore) {
