@@ -17,6 +17,9 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     // Logging starts in `dispatch`, once telemetry (configured by the file) is set up.
     let cli = cli::Cli::parse();
+    if !matches!(cli.command, cli::Command::Serve(_) | cli::Command::Service(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,3 +38,18 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// A one-shot command whose output goes to a closed pipe (`settle run … | head -1`) ends as
+/// Unix tools do, by SIGPIPE, instead of panicking in `println!`. Not for `serve`: a long-running
+/// process must outlive a peer that goes away (its sockets are written with MSG_NOSIGNAL anyway).
+#[cfg(unix)]
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Windows has no SIGPIPE; a write to a closed pipe there is an error like any other.
+#[cfg(not(unix))]
+fn end_quietly_on_a_closed_pipe() {}

@@ -472,3 +472,33 @@ fn history_lists_settlements_newest_first_and_filters_by_status() {
     bad.assert_code(2);
     assert!(bad.stderr.contains("\"done\""), "{}", bad.stderr);
 }
+
+/// Issue 15: `settle run … | head -1` must not panic when the reader goes away. The pipe is
+/// closed before the command writes anything: it ends by SIGPIPE, quietly, with its settlement
+/// stored.
+#[cfg(unix)]
+#[test]
+fn output_to_a_closed_pipe_ends_quietly_after_the_work_is_done() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let sandbox = settled_sandbox();
+    let mut child = sandbox
+        .command(&["--config", "settle.toml", "run", "--date", "2024-03-10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start settle run");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("settle run ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "ends as a Unix tool does on a closed pipe: {:?} {stderr}",
+        output.status
+    );
+    let shown = sandbox.run(&["--config", "settle.toml", "show", "--date", "2024-03-10"]);
+    shown.assert_ok();
+    assert!(shown.stdout.contains("completed"), "{}", shown.stdout);
+}
