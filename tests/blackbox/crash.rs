@@ -500,3 +500,89 @@ async fn a_run_frozen_past_its_lease_writes_nothing_when_it_wakes() {
         frozen_run_writes_nothing(store, "payout.before_send=sleep(3000)@1").await;
     }
 }
+
+/// Starts `settle run` armed at `failpoint`; returns it once it holds the point (its stderr says
+/// so), with its stderr drained in the background.
+fn spawn_at_point(world: &World, failpoint: &str, what: &str) -> Child {
+    let mut child = world.setup.spawn_with_stderr(
+        &["run", "--date", DATE],
+        &[("SETTLE_FAILPOINTS", failpoint), ("SETTLE_LOG", "warn")],
+    );
+    let (at_point_tx, at_point) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("failpoint hit") {
+                let _ = at_point_tx.send(());
+            }
+        }
+    });
+    tokio::task::block_in_place(|| at_point.recv_timeout(Duration::from_secs(30)))
+        .unwrap_or_else(|_| panic!("{what}: never reached {failpoint}"));
+    child
+}
+
+/// Issue 15 (defect 6): run A completes after its lease expired, while run C, which read the
+/// revision as running on an expired lease, is about to take it over. C's compare-and-set must
+/// name the state it read, so the completed revision is never reopened: C is refused as
+/// already settled and nothing changes. MongoDB only: SQLite decides a claim inside one write
+/// transaction, so no completion can fall between its read and its write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_decided_before_the_run_completed_does_not_reopen_it() {
+    let what = "MongoDB: takeover on a stale read";
+    let world = World::new(Store::Mongo, SCHEDULER_OFF);
+    world.import(date());
+    let store = world.store().await;
+    let mut first = spawn_at_point(&world, "settlement.before_complete=sleep(3000)", what);
+    signal(&first, "-STOP");
+    // Past the run's lease: the next claim reads an expired lease and decides to take over.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut second = spawn_at_point(&world, "store.claim.before_takeover=sleep(3000)", what);
+    signal(&second, "-STOP");
+    signal(&first, "-CONT");
+    let status = wait_exit(&mut first, what).await;
+    assert!(
+        status.success(),
+        "{what}: the first run completes: {status:?}"
+    );
+    let completed = store
+        .settlement(date(), None)
+        .await
+        .expect("read")
+        .expect("a revision");
+    assert_eq!(completed.status, SettlementStatus::Completed, "{what}");
+    let posts = world.provider.post_count();
+
+    signal(&second, "-CONT");
+    let status = wait_exit(&mut second, what).await;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "{what}: the late takeover is refused (already settled): {status:?}"
+    );
+    let after = store
+        .settlement(date(), None)
+        .await
+        .expect("read")
+        .expect("a revision");
+    assert_eq!(
+        (
+            after.status,
+            after.attempts,
+            after.completed_at,
+            after.lease_version
+        ),
+        (
+            completed.status,
+            completed.attempts,
+            completed.completed_at,
+            completed.lease_version
+        ),
+        "{what}: the completed revision was reopened"
+    );
+    assert_eq!(world.provider.post_count(), posts, "{what}: paid again");
+}

@@ -112,9 +112,16 @@ impl MongoStore {
         current: &Settlement,
         request: &ClaimRequest,
     ) -> Result<bool, StoreError> {
+        // The compare-and-set covers the whole state the decision read: its fencing version, its
+        // status and, for a running revision, a lease still expired. A run that completed (or
+        // renewed its lease) after the read is not reopened.
         let mut filter = revision_filter(current.settlement_date, current.revision);
         filter.insert("lease_version", current.lease_version);
         filter.insert("superseded", doc! { "$ne": true });
+        filter.insert("status", current.status.as_str());
+        if current.status == SettlementStatus::Running {
+            filter.insert("lease_expires_at", doc! { "$lte": instant(request.now) });
+        }
         let update = doc! {
             "$set": {
                 "status": SettlementStatus::Running.as_str(),
@@ -150,6 +157,9 @@ impl MongoStore {
                         found: current.revision + 1,
                     });
                 }
+                // Between the read the decision was made on and its compare-and-set.
+                crate::failpoint::hit("store.claim.before_takeover")
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
                 Ok(self
                     .take_over(&current, request)
                     .await?

@@ -96,24 +96,29 @@ fn insert_revision(
     Ok(())
 }
 
-/// Takes over an existing revision: new owner, new lease, fencing version + 1.
+/// Takes over an existing revision: new owner, new lease, fencing version + 1. The write
+/// transaction already makes read and write one step; the filter still names the whole state the
+/// decision read (version, status, an expired lease), as the MongoDB adapter's must.
 fn take_over(
     tx: &rusqlite::Transaction,
     current: &Settlement,
     request: &ClaimRequest,
 ) -> Result<(), StoreError> {
+    let now = instant_text(request.now);
     let changed = tx
         .execute(
             "UPDATE settlements SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, \
              lease_version = lease_version + 1, attempts = attempts + 1, started_at = ?3, error = NULL \
-             WHERE settlement_date = ?4 AND revision = ?5 AND lease_version = ?6",
+             WHERE settlement_date = ?4 AND revision = ?5 AND lease_version = ?6 AND status = ?7 \
+             AND (status != 'running' OR lease_expires_at <= ?3)",
             params![
                 request.owner,
                 instant_text(request.now + request.lease_duration),
-                instant_text(request.now),
+                now,
                 date_text(current.settlement_date),
                 current.revision,
                 current.lease_version,
+                current.status.as_str(),
             ],
         )
         .map_err(backend)?;
