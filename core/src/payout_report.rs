@@ -5,7 +5,9 @@
 //! `sent` → `confirmed`/`failed`); a duplicate, late or out-of-order report changes nothing and is
 //! audited as refused. `failed` is the provider's explicit word that it did not pay, so it is
 //! believed like a refusal at send time; a provider that reports a `failed` payout paid after all
-//! is believed too, as `settle payouts check` believes its lookup (the next rerun deducts it).
+//! is believed too, as `settle payouts check` believes its lookup (the next rerun deducts it). A
+//! report of `sent` for a `failed` payout is not: reports carry no order, and an "accepted" sent
+//! before the failure may arrive after it.
 
 use std::fmt;
 
@@ -75,7 +77,7 @@ pub fn moves_forward(from: PayoutStatus, to: PayoutStatus) -> bool {
         (from, to),
         (Pending | Unknown, Sent | Confirmed | Failed)
             | (Sent, Confirmed | Failed)
-            | (Failed, Sent | Confirmed)
+            | (Failed, Confirmed)
     )
 }
 
@@ -169,9 +171,10 @@ mod tests {
             }
         }
         assert!(moves_forward(Sent, Confirmed) && moves_forward(Sent, Failed));
-        // Paid after all, as a recheck of a failed payout believes.
-        assert!(moves_forward(Failed, Confirmed) && moves_forward(Failed, Sent));
+        // Paid after all, as a recheck of a failed payout believes; a late "accepted" is not.
+        assert!(moves_forward(Failed, Confirmed));
         for (from, to) in [
+            (Failed, Sent),
             (Confirmed, Sent),
             (Confirmed, Failed),
             (Confirmed, Confirmed),

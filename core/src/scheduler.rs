@@ -1,6 +1,7 @@
 //! The nightly scheduler of `settle serve`: settles each date once it becomes settleable, catching
 //! up after downtime, through the same claim as manual runs so that several daemons never settle a date twice.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
@@ -49,13 +50,11 @@ pub fn next_fire(
     }
 }
 
-/// The dates a tick at `now` should settle: from the day after the last completed one (or, with
-/// none or too old, from `latest_settleable(now) - max_catch_up_days + 1`) up to
-/// `latest_settleable(now)`, oldest first, at most `max_catch_up_days` of them. Pure.
-pub fn dates_due(
+/// The catch-up window at `now`: the last `max_catch_up_days` settleable dates, oldest first
+/// (none when `max_catch_up_days` is 0). Pure.
+pub fn catch_up_window(
     calendar: &BusinessCalendar,
     now: DateTime<Utc>,
-    last_completed: Option<NaiveDate>,
     max_catch_up_days: u32,
 ) -> Result<Vec<NaiveDate>, CalendarError> {
     if max_catch_up_days == 0 {
@@ -65,17 +64,24 @@ pub fn dates_due(
     let oldest_allowed = latest
         .checked_sub_days(Days::new(u64::from(max_catch_up_days - 1)))
         .ok_or(CalendarError::OutOfRange(latest))?;
-    let first = match last_completed {
-        Some(last) => match last.succ_opt() {
-            Some(next) => next.max(oldest_allowed),
-            // The last representable date is settled: nothing can come after it.
-            None => return Ok(Vec::new()),
-        },
-        None => oldest_allowed,
-    };
-    Ok(first
+    Ok(oldest_allowed
         .iter_days()
         .take_while(|date| *date <= latest)
+        .collect())
+}
+
+/// The dates a tick at `now` should settle: every date of the catch-up window without a completed
+/// revision, oldest first — wherever the newest completed date is, so that a date another process
+/// held (or that failed) while later ones were settled is looked at again. Pure.
+pub fn dates_due(
+    calendar: &BusinessCalendar,
+    now: DateTime<Utc>,
+    completed: &BTreeSet<NaiveDate>,
+    max_catch_up_days: u32,
+) -> Result<Vec<NaiveDate>, CalendarError> {
+    Ok(catch_up_window(calendar, now, max_catch_up_days)?
+        .into_iter()
+        .filter(|date| !completed.contains(date))
         .collect())
 }
 
@@ -95,6 +101,9 @@ pub struct TickReport {
     pub held_until: Option<DateTime<Utc>>,
     /// The date that stopped the pass and why. At most one: later dates wait for it.
     pub failed: Vec<(NaiveDate, String)>,
+    /// Dates of the window whose latest revision is a failed rerun (date, revision): still
+    /// settled by an earlier revision, so they block nothing; they wait for `settle retry`.
+    pub failed_reruns: Vec<(NaiveDate, u32)>,
 }
 
 /// Liveness of the scheduler loop, for readiness checks.
@@ -173,11 +182,13 @@ impl Scheduler {
         Arc::clone(&self.heartbeat)
     }
 
-    /// One catch-up pass at the clock's now: settles every due date, oldest first, through the
-    /// same claim as manual runs. A date another daemon holds or has settled is skipped (not an
-    /// error). The first failure stops the pass and is reported: later dates take that date's late
-    /// arrivals, so money must not be settled past it silently. A date whose latest revision failed
-    /// is reported again, never retried: that is for a person (`settle retry`).
+    /// One catch-up pass at the clock's now: settles every due date (see `dates_due`), oldest first,
+    /// through the same claim as manual runs. A date another daemon holds or has settled is skipped
+    /// (not an error) and looked at again next time. The first failure of a date without a
+    /// completed revision stops the pass and is reported: later dates take that date's late
+    /// arrivals, so money must not be settled past it silently. Such a date whose latest revision
+    /// failed is reported again, never retried: that is for a person (`settle retry`). A failed
+    /// rerun of a date already settled blocks nothing (`failed_reruns`).
     /// Errs only when the store cannot say what was settled last.
     pub async fn tick(&self) -> Result<TickReport, StoreError> {
         self.tick_until(None).await
@@ -189,16 +200,38 @@ impl Scheduler {
         shutdown: Option<&CancellationToken>,
     ) -> Result<TickReport, StoreError> {
         let now = self.clock.now();
-        let last_completed = self.last_completed().await?;
         let max_catch_up_days = self.settings.max_catch_up_days;
         // Only an instant outside chrono's range gets here; the signature has no calendar error.
+        let window = catch_up_window(&self.calendar, now, max_catch_up_days).map_err(|error| {
+            StoreError::Backend(format!(
+                "the scheduler cannot place {now} in the business calendar: {error}"
+            ))
+        })?;
+        let mut completed = BTreeSet::new();
+        let mut failed_reruns = Vec::new();
+        for &date in &window {
+            let revisions = self.store.settlement_revisions(date).await?;
+            if revisions
+                .iter()
+                .any(|r| r.status == SettlementStatus::Completed)
+            {
+                completed.insert(date);
+                // Sealed by its completed revision: a failed rerun of it waits for `settle
+                // retry` on its own (its failure was reported when it failed) and blocks nothing.
+                if let Some(latest) = revisions.iter().max_by_key(|r| r.revision) {
+                    if latest.status == SettlementStatus::Failed {
+                        failed_reruns.push((date, latest.revision));
+                    }
+                }
+            }
+        }
         let due =
-            dates_due(&self.calendar, now, last_completed, max_catch_up_days).map_err(|error| {
+            dates_due(&self.calendar, now, &completed, max_catch_up_days).map_err(|error| {
                 StoreError::Backend(format!(
                     "the scheduler cannot place {now} in the business calendar: {error}"
                 ))
             })?;
-        if let (Some(last), Some(first)) = (last_completed, due.first()) {
+        if let (Some(first), Some(last)) = (window.first(), self.last_completed().await?) {
             if last.succ_opt().is_some_and(|next| next < *first) {
                 tracing::warn!(
                     %last,
@@ -208,7 +241,13 @@ impl Scheduler {
                 );
             }
         }
-        let mut report = TickReport::default();
+        for (date, revision) in &failed_reruns {
+            tracing::error!(settlement_date = %date, revision, "a failed rerun waits for `settle retry`; the date stays settled by its earlier revision");
+        }
+        let mut report = TickReport {
+            failed_reruns,
+            ..TickReport::default()
+        };
         for (index, &date) in due.iter().enumerate() {
             if shutdown.is_some_and(CancellationToken::is_cancelled) {
                 tracing::info!(
@@ -443,20 +482,25 @@ mod tests {
         );
     }
 
+    fn settled(dates: &[&str]) -> BTreeSet<NaiveDate> {
+        dates.iter().map(|d| date(d)).collect()
+    }
+
     #[test]
     fn dates_due_with_nothing_settled_are_the_last_catch_up_days() {
         let aden = BusinessCalendar::default();
         let now = utc("2024-03-10T12:00:00Z");
         assert_eq!(aden.latest_settleable(now).unwrap(), date("2024-03-09"));
+        let none = BTreeSet::new();
         assert_eq!(
-            dates_due(&aden, now, None, 3).unwrap(),
+            dates_due(&aden, now, &none, 3).unwrap(),
             vec![date("2024-03-07"), date("2024-03-08"), date("2024-03-09")]
         );
         assert_eq!(
-            dates_due(&aden, now, None, 1).unwrap(),
+            dates_due(&aden, now, &none, 1).unwrap(),
             vec![date("2024-03-09")]
         );
-        assert!(dates_due(&aden, now, None, 0).unwrap().is_empty());
+        assert!(dates_due(&aden, now, &none, 0).unwrap().is_empty());
     }
 
     #[test]
@@ -464,8 +508,25 @@ mod tests {
         let aden = BusinessCalendar::default();
         let now = utc("2024-03-10T12:00:00Z");
         assert_eq!(
-            dates_due(&aden, now, Some(date("2024-03-06")), 7).unwrap(),
+            dates_due(
+                &aden,
+                now,
+                &settled(&["2024-03-03", "2024-03-04", "2024-03-05", "2024-03-06"]),
+                7
+            )
+            .unwrap(),
             vec![date("2024-03-07"), date("2024-03-08"), date("2024-03-09")]
+        );
+    }
+
+    #[test]
+    fn dates_due_include_a_gap_before_the_newest_completed_date() {
+        // The 8th was held elsewhere while the 9th was settled: it is still due.
+        let aden = BusinessCalendar::default();
+        let now = utc("2024-03-10T12:00:00Z");
+        assert_eq!(
+            dates_due(&aden, now, &settled(&["2024-03-07", "2024-03-09"]), 3).unwrap(),
+            vec![date("2024-03-08")]
         );
     }
 
@@ -474,7 +535,7 @@ mod tests {
         let aden = BusinessCalendar::default();
         let now = utc("2024-03-10T12:00:00Z");
         assert_eq!(
-            dates_due(&aden, now, Some(date("2024-02-01")), 2).unwrap(),
+            dates_due(&aden, now, &settled(&["2024-02-01"]), 2).unwrap(),
             vec![date("2024-03-08"), date("2024-03-09")]
         );
     }
@@ -483,22 +544,19 @@ mod tests {
     fn dates_due_are_empty_when_up_to_date() {
         let aden = BusinessCalendar::default();
         let now = utc("2024-03-10T12:00:00Z");
-        assert!(dates_due(&aden, now, Some(date("2024-03-09")), 7)
-            .unwrap()
-            .is_empty());
-        // A date settled by hand ahead of the scheduler's view changes nothing either.
-        assert!(dates_due(&aden, now, Some(date("2024-03-10")), 7)
-            .unwrap()
-            .is_empty());
+        let all = settled(&[
+            "2024-03-03",
+            "2024-03-04",
+            "2024-03-05",
+            "2024-03-06",
+            "2024-03-07",
+            "2024-03-08",
+            "2024-03-09",
+        ]);
+        assert!(dates_due(&aden, now, &all, 7).unwrap().is_empty());
         // Once grace has passed on the 10th, it alone is due.
         assert_eq!(
-            dates_due(
-                &aden,
-                utc("2024-03-10T21:10:00Z"),
-                Some(date("2024-03-09")),
-                7
-            )
-            .unwrap(),
+            dates_due(&aden, utc("2024-03-10T21:10:00Z"), &all, 7).unwrap(),
             vec![date("2024-03-10")]
         );
     }
@@ -741,6 +799,58 @@ mod tests {
         assert_eq!(status_of(&h.store, date("2024-03-09")).await, None);
     }
 
+    /// Issue 15 (defect 7): a date another process held while this pass settled a later one is
+    /// looked at again by the next pass, taken over once its holder's lease expired, and settled.
+    #[tokio::test]
+    async fn a_date_held_elsewhere_while_a_later_one_settled_is_settled_next_time() {
+        let h = harness(utc(NOON_10TH), 3).await;
+        let held = date("2024-03-08");
+        h.store
+            .claim_settlement(foreign_claim(held, "dead-daemon", h.clock.now(), 300))
+            .await
+            .unwrap();
+        let first = h.scheduler.tick().await.unwrap();
+        assert_eq!(first.settled, vec![date("2024-03-07"), date("2024-03-09")]);
+        assert_eq!(first.already_done, vec![held]);
+        // Its holder died: after the lease, the next pass takes the date over.
+        h.clock.advance(Duration::seconds(301));
+        let next = h.scheduler.tick().await.unwrap();
+        assert_eq!(next.settled, vec![held], "{next:?}");
+        assert_eq!(
+            status_of(&h.store, held).await,
+            Some(SettlementStatus::Completed)
+        );
+    }
+
+    /// Issue 15 (defect 8): a failed rerun of the newest settled date blocks no later date: that
+    /// date is sealed by its completed revision; the rerun waits for `settle retry` on its own.
+    #[tokio::test]
+    async fn a_failed_rerun_of_a_settled_date_blocks_no_later_date() {
+        let h = harness(utc(NOON_10TH), 3).await;
+        let report = h.scheduler.tick().await.unwrap();
+        assert_eq!(report.settled.len(), 3);
+        let newest = date("2024-03-09");
+        let latest = h.store.settlement(newest, None).await.unwrap().unwrap();
+        let mut rerun = foreign_claim(newest, "someone", h.clock.now(), 300);
+        rerun.mode = ClaimMode::Rerun {
+            after_revision: latest.revision,
+            reason: "provider file corrected".into(),
+        };
+        let claimed = h.store.claim_settlement(rerun).await.unwrap();
+        h.store
+            .fail_settlement(&claimed.fence(), "provider down", h.clock.now())
+            .await
+            .unwrap();
+        // The next night: the 10th is settled although the 9th's rerun failed.
+        h.clock.advance(Duration::days(1));
+        let next = h.scheduler.tick().await.unwrap();
+        assert_eq!(next.settled, vec![date("2024-03-10")], "{next:?}");
+        assert!(next.failed.is_empty(), "{next:?}");
+        assert_eq!(next.failed_reruns, vec![(newest, 2)]);
+        let revisions = h.store.settlement_revisions(newest).await.unwrap();
+        assert_eq!(revisions.len(), 2, "the failed rerun is left to a person");
+    }
+
     #[tokio::test]
     async fn two_schedulers_ticking_together_settle_each_date_exactly_once() {
         let h = harness(utc(NOON_10TH), 5).await;
@@ -780,11 +890,15 @@ mod tests {
             settled.len(),
             "settled twice: {first:?} {second:?}"
         );
-        let due: BTreeSet<NaiveDate> =
-            dates_due(&BusinessCalendar::default(), h.clock.now(), None, 5)
-                .unwrap()
-                .into_iter()
-                .collect();
+        let due: BTreeSet<NaiveDate> = dates_due(
+            &BusinessCalendar::default(),
+            h.clock.now(),
+            &BTreeSet::new(),
+            5,
+        )
+        .unwrap()
+        .into_iter()
+        .collect();
         assert_eq!(unique, due);
         for d in due {
             let revisions = h.store.settlement_revisions(d).await.unwrap();

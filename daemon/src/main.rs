@@ -17,7 +17,10 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     // Logging starts in `dispatch`, once telemetry (configured by the file) is set up.
     let cli = cli::Cli::parse();
-    if !matches!(cli.command, cli::Command::Serve(_) | cli::Command::Service(_)) {
+    if !matches!(
+        cli.command,
+        cli::Command::Serve(_) | cli::Command::Service(_)
+    ) {
         end_quietly_on_a_closed_pipe();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

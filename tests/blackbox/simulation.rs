@@ -1,6 +1,11 @@
 //! The deterministic simulation (VOPR-style): seeded random sequences of payments, returns, imports,
-//! runs, reruns, retries, fee and calendar changes, holds and faulty payout sends, run on the real
-//! core over SQLite and MongoDB, checked against an independent model and replayed for identity.
+//! runs, reruns, retries, fee and calendar changes, holds, faulty payout sends and provider
+//! callbacks, run on the real core over SQLite and MongoDB, checked against an independent model and
+//! replayed for identity.
+//!
+//! Callbacks are injected once, duplicated or late (a status the payout held earlier at the
+//! provider, after a newer one) through `settle_core::payout_report`, the same core service the
+//! daemon's callback route uses; a report that is no step forward must leave its payout as it was.
 //!
 //! Each sequence is generated from its seed (`ops`), executed on a world — a real store, the core's
 //! services, the fault-injecting provider on loopback, a manual clock — with every outcome checked

@@ -1,6 +1,6 @@
 //! The simulation's operations and their generator: from a seed, a sequence of 20–60 payments,
 //! returns, adjustments, imports, runs, reruns, retries, fee and calendar changes, holds, payout
-//! sends under scripted provider faults and provider-side status changes.
+//! sends under scripted provider faults and provider-side status changes, plus provider callbacks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -73,6 +73,27 @@ pub enum Repeat {
     ConflictingRef,
 }
 
+/// How a provider callback reaches Settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The payout's current status at the provider, once.
+    Once,
+    /// The current status twice: the second is a duplicate.
+    Twice,
+    /// The current status, then one the payout held before it: out of order.
+    Late,
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Delivery::Once => "once",
+            Delivery::Twice => "twice",
+            Delivery::Late => "late",
+        })
+    }
+}
+
 /// The payment a refund or chargeback names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentRef {
@@ -136,6 +157,12 @@ pub enum Op {
     /// `settle payouts check`, after moving the clock on.
     Check {
         advance_hours: i64,
+    },
+    /// The provider reports one of its payouts' status to Settle (`pick` indexes its ledger,
+    /// sorted by reference), through the core service the daemon's callback route uses.
+    Callback {
+        pick: usize,
+        delivery: Delivery,
     },
 }
 
@@ -221,6 +248,9 @@ impl fmt::Display for Op {
             Op::SendPayouts => write!(f, "send payouts"),
             Op::ProviderSettles { pick, to } => write!(f, "provider marks payout #{pick} {to}"),
             Op::Check { advance_hours } => write!(f, "clock +{advance_hours}h, payouts check"),
+            Op::Callback { pick, delivery } => {
+                write!(f, "provider calls back on payout #{pick} ({delivery})")
+            }
         }
     }
 }
@@ -788,8 +818,27 @@ impl Generator {
     }
 }
 
-/// The sequence of `seed`: 2–3 merchants, 1–2 currencies, 3–5 dates, 20–60 operations.
+/// The chance, after each operation, that a provider callback follows it.
+const CALLBACK_PERCENT: u32 = 6;
+
+/// A callback, drawn from `rng`: delivered once (40%), twice (30%) or late (30%).
+fn callback(rng: &mut ChaCha8Rng) -> Op {
+    Op::Callback {
+        pick: rng.random_range(0..16),
+        delivery: match rng.random_range(0..10) {
+            0..=3 => Delivery::Once,
+            4..=6 => Delivery::Twice,
+            _ => Delivery::Late,
+        },
+    }
+}
+
+/// The sequence of `seed`: 2–3 merchants, 1–2 currencies, 3–5 dates, 20–60 operations, each
+/// followed now and then by a provider callback. Callbacks are drawn from a stream of their own
+/// (stream 1 of the seed), so the other operations are the ones the seed has always given.
 pub fn generate(seed: u64) -> Scenario {
+    let mut callbacks = ChaCha8Rng::seed_from_u64(seed);
+    callbacks.set_stream(1);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let merchant_count = rng.random_range(2..=3);
     let currencies = if rng.random_bool(0.5) {
@@ -818,7 +867,13 @@ pub fn generate(seed: u64) -> Scenario {
     };
     let fees = generator.schedule();
     let count = generator.rng.random_range(20..=60);
-    let ops = (0..count).map(|_| generator.op()).collect();
+    let mut ops = Vec::new();
+    for _ in 0..count {
+        ops.push(generator.op());
+        if callbacks.random_range(0..100) < CALLBACK_PERCENT {
+            ops.push(callback(&mut callbacks));
+        }
+    }
     Scenario {
         seed,
         name: None,

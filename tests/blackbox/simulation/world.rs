@@ -1,7 +1,7 @@
 //! One simulated world: a real store, the real core services (payments, CSV import, settlement
 //! runner, payout sender), the fault-injecting payout provider on loopback and a manual clock.
-//! Executes operations, checks each outcome against the reference model, and keeps a journal of
-//! outcomes that a replay of the same operations must reproduce line for line.
+//! Executes operations (provider callbacks through `settle_core::payout_report`), checks each outcome
+//! against the reference model, and keeps a journal that a replay must reproduce line for line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -20,20 +20,21 @@ use settle_core::model::{
 use settle_core::money::Currency;
 use settle_core::payments::{problems, Operation, PaymentService};
 use settle_core::payout::PayoutSender;
+use settle_core::payout_report::{apply_report, PayoutReport, ReportOutcome, ReportedStatus};
 use settle_core::provider::{PayoutProvider, ProviderPayoutStatus, ProviderSettings};
 use settle_core::retry::RetryPolicy;
 use settle_core::settlement::{RunError, RunOutcome, RunRequest, SettlementRunner};
 use settle_core::store::mongo::MongoStore;
 use settle_core::store::{MerchantHold, SharedStore, StoreError};
 use settle_core::time::ManualClock;
-use settle_tests::provider_server::ProviderServer;
+use settle_tests::provider_server::{LedgerEntry, ProviderServer};
 use settle_tests::sim_model::{
     Claim, ClaimMode, Figures, Imported, Lines, Model, ModelRule, ModelSchedule, NewTx, Recorded,
     RevisionStatus,
 };
 use uuid::Uuid;
 
-use super::ops::{open_date, At, Op, PaymentRef, Repeat, TxSpec};
+use super::ops::{open_date, At, Delivery, Op, PaymentRef, Repeat, TxSpec};
 use super::Verdict;
 
 /// Who the simulation acts as.
@@ -201,6 +202,81 @@ fn expected_refusal(claim: Claim) -> Option<&'static str> {
     }
 }
 
+/// The documented rule of a provider's report: a payout pending or unknown becomes what the
+/// provider says; a sent one may become confirmed or failed; a failed one the provider reports
+/// paid after all is believed (a late "accepted" is not: it may predate the failure). Nothing else
+/// moves (a duplicate, a step back).
+fn report_moves(from: PayoutStatus, to: PayoutStatus) -> bool {
+    use PayoutStatus::*;
+    match from {
+        Pending | Unknown => matches!(to, Sent | Confirmed | Failed),
+        Sent => matches!(to, Confirmed | Failed),
+        // Paid after all is believed; a late "accepted" may predate the failure.
+        Failed => matches!(to, Confirmed),
+        Confirmed | Held => false,
+    }
+}
+
+/// The report a provider status makes, in the provider's words.
+fn reported(status: ProviderPayoutStatus) -> ReportedStatus {
+    match status {
+        ProviderPayoutStatus::Accepted => ReportedStatus::Sent,
+        ProviderPayoutStatus::Paid => ReportedStatus::Confirmed,
+        ProviderPayoutStatus::Failed => ReportedStatus::Failed,
+    }
+}
+
+/// Checks what one report did to a payout that was `before` and is `after` (read again):
+/// a forward step is applied as reported; anything else leaves the payout exactly as it was.
+fn check_report(
+    before: &Payout,
+    report: &PayoutReport,
+    outcome: &ReportOutcome,
+    after: &Payout,
+) -> Verdict {
+    let target = report.status.payout_status();
+    let reference = &report.reference;
+    ensure!(
+        outcome.payout == *after,
+        "callback {reference} {target}: the outcome shows {:?}, the store has {after:?}",
+        outcome.payout
+    );
+    ensure!(
+        outcome.applied == (after.status != before.status),
+        "callback {reference} {target}: applied {} but the payout went {} -> {}",
+        outcome.applied,
+        before.status,
+        after.status
+    );
+    if report_moves(before.status, target) {
+        ensure!(
+            outcome.applied
+                && after.status == target
+                && after.provider_payout_id == report.provider_payout_id,
+            "callback {reference}: {target} is a step forward from {}, yet the payout is {after:?} \
+             (applied {})",
+            before.status,
+            outcome.applied
+        );
+        if target == PayoutStatus::Failed {
+            ensure!(
+                after.last_error == report.failure_reason,
+                "callback {reference}: failed for {:?}, the payout says {:?}",
+                report.failure_reason,
+                after.last_error
+            );
+        }
+    } else {
+        ensure!(
+            after == before,
+            "callback {reference}: {target} is no step forward from {}, yet the payout changed \
+             from {before:?} to {after:?}",
+            before.status
+        );
+    }
+    Ok(())
+}
+
 fn problem_type(answer: &Answer) -> &str {
     answer.response.body["type"].as_str().unwrap_or("")
 }
@@ -236,6 +312,9 @@ pub struct World {
     pub dirty: BTreeSet<NaiveDate>,
     /// Payouts the provider reported paid after having failed them.
     pub paid_after_failing: BTreeSet<String>,
+    /// Every status the provider has given each payout (with its failure reason), oldest first:
+    /// the one it was created with, then each the world set.
+    provider_history: BTreeMap<String, Vec<(ProviderPayoutStatus, Option<String>)>>,
 }
 
 impl World {
@@ -264,6 +343,7 @@ impl World {
             payout_statuses: BTreeMap::new(),
             dirty: BTreeSet::new(),
             paid_after_failing: BTreeSet::new(),
+            provider_history: BTreeMap::new(),
         }
     }
 
@@ -837,8 +917,18 @@ impl World {
         Ok(())
     }
 
+    /// Records the status each payout new in the provider's ledger was created with.
+    fn observe_provider(&mut self, ledger: &[LedgerEntry]) {
+        for entry in ledger {
+            self.provider_history
+                .entry(entry.reference.clone())
+                .or_insert_with(|| vec![(entry.status, entry.failure_reason.clone())]);
+        }
+    }
+
     fn provider_settles(&mut self, pick: usize, to: ProviderPayoutStatus) {
         let mut ledger = self.provider.ledger();
+        self.observe_provider(&ledger);
         ledger.sort_by(|a, b| a.reference.cmp(&b.reference));
         let candidates: Vec<_> = ledger
             .iter()
@@ -857,7 +947,92 @@ impl World {
         }
         let reference = entry.reference.clone();
         self.provider.set_status(&reference, to);
+        let reason = self
+            .provider
+            .ledger()
+            .into_iter()
+            .find(|e| e.reference == reference)
+            .and_then(|e| e.failure_reason);
+        if let Some(history) = self.provider_history.get_mut(&reference) {
+            history.push((to, reason));
+        }
         self.note(format!("provider marks {reference} {to}"));
+    }
+
+    /// One payout, read from the store.
+    async fn payout(&self, reference: &str) -> Result<Payout, String> {
+        self.payouts()
+            .await?
+            .remove(reference)
+            .ok_or_else(|| format!("Settle has no payout {reference}"))
+    }
+
+    /// The provider reports a payout's status: its current one, once or twice, or its current one
+    /// then one it held before (late). Each report is checked against the documented rule.
+    async fn callback(&mut self, pick: usize, delivery: Delivery) -> Verdict {
+        let mut ledger = self.provider.ledger();
+        self.observe_provider(&ledger);
+        ledger.sort_by(|a, b| a.reference.cmp(&b.reference));
+        if ledger.is_empty() {
+            self.note("callback: nothing to report".into());
+            return Ok(());
+        }
+        let entry = ledger[pick % ledger.len()].clone();
+        let history = self.provider_history[&entry.reference].clone();
+        let (last, earlier) = history.split_last().expect("a status at creation");
+        ensure!(
+            last.0 == entry.status,
+            "the provider has {} {}, the world saw it last {}",
+            entry.reference,
+            entry.status,
+            last.0
+        );
+        let current = (entry.status, entry.failure_reason.clone());
+        let statuses = match delivery {
+            Delivery::Once => vec![current],
+            Delivery::Twice => vec![current.clone(), current],
+            Delivery::Late if earlier.is_empty() => vec![current],
+            Delivery::Late => {
+                let late = earlier[(pick / ledger.len()) % earlier.len()].clone();
+                vec![current, late]
+            }
+        };
+        let mut words = Vec::new();
+        for (status, failure_reason) in statuses {
+            let report = PayoutReport {
+                reference: entry.reference.clone(),
+                status: reported(status),
+                failure_reason,
+                provider_payout_id: Some(entry.id.clone()),
+            };
+            let before = self.payout(&entry.reference).await?;
+            let outcome = must(
+                apply_report(&self.store, self.clock.as_ref(), &report, PRINCIPAL).await,
+                "applying a payout report",
+            )?;
+            let after = self.payout(&entry.reference).await?;
+            check_report(&before, &report, &outcome, &after)?;
+            if (before.status == PayoutStatus::Failed) != (after.status == PayoutStatus::Failed) {
+                self.dirty.insert(after.settlement_date);
+            }
+            words.push(format!(
+                "{} {} ({} -> {})",
+                report.status,
+                if outcome.applied {
+                    "applied"
+                } else {
+                    "refused"
+                },
+                before.status,
+                after.status
+            ));
+        }
+        self.note(format!(
+            "callback {} {delivery}: {}",
+            entry.reference,
+            words.join(", ")
+        ));
+        Ok(())
     }
 
     async fn check(&mut self, advance_hours: i64) -> Verdict {
@@ -943,6 +1118,7 @@ impl World {
             Op::SendPayouts => self.send_payouts().await?,
             Op::ProviderSettles { pick, to } => self.provider_settles(*pick, *to),
             Op::Check { advance_hours } => self.check(*advance_hours).await?,
+            Op::Callback { pick, delivery } => self.callback(*pick, *delivery).await?,
         }
         self.after_operation().await
     }
@@ -977,9 +1153,9 @@ impl World {
             .iter()
             .map(|(reference, payout)| (reference.clone(), payout.status))
             .collect();
-        let ledger: BTreeMap<String, _> = self
-            .provider
-            .ledger()
+        let entries = self.provider.ledger();
+        self.observe_provider(&entries);
+        let ledger: BTreeMap<String, _> = entries
             .into_iter()
             .map(|entry| (entry.reference.clone(), entry))
             .collect();
