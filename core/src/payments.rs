@@ -29,6 +29,7 @@ pub mod problems {
     pub const EXCEEDS_PAYMENT: &str = "urn:settle:problem:refund-exceeds-payment";
     pub const REFERENCE_CONFLICT: &str = "urn:settle:problem:external-ref-conflict";
     pub const STORE_UNAVAILABLE: &str = "urn:settle:problem:store-unavailable";
+    pub const RETURNS_IN_FLIGHT: &str = "urn:settle:problem:returns-in-flight";
 }
 
 /// The API paths the operations answer to; part of each request's fingerprint.
@@ -320,6 +321,28 @@ impl PaymentService {
                         payment.currency,
                     ),
                 ))
+            }
+            // Decided on reservations that may never become refunds: released, not kept.
+            RecordOutcome::ReturnsInDoubt {
+                payment,
+                in_doubt_minor,
+                retry_after_s,
+            } => {
+                let mut response = problem(
+                    409,
+                    problems::RETURNS_IN_FLIGHT,
+                    "Other returns of the payment are in flight",
+                    &format!(
+                        "{} of payment {} is reserved by refunds or chargebacks not yet written; \
+                         retry in {retry_after_s} s",
+                        format_minor(in_doubt_minor, payment.currency),
+                        payment.external_ref
+                    ),
+                );
+                response
+                    .headers
+                    .push(("Retry-After".into(), retry_after_s.max(1).to_string()));
+                HandlerOutcome::NothingChanged(response)
             }
         })
     }

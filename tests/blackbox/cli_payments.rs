@@ -276,3 +276,118 @@ fn a_configured_maximum_per_currency_limits_payments_and_both_signs_of_adjustmen
         "{output}"
     );
 }
+
+/// Issue 15 (defect 5), MongoDB, where a refund reserves its amount on the payment before it is
+/// written: a process killed between the two leaves a reservation whose refund never existed. A
+/// refund with another key is then told to retry (409, not a stored 422 "0.00 left"), and the
+/// killed request's own retry, once its key's lock has passed, replaces the reservation and
+/// records the refund.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_killed_after_its_reservation_refuses_no_one() {
+    use crate::daemon::Setup;
+    use settle_tests::mongo::FreshDatabase;
+    let database = FreshDatabase::new();
+    let setup = Setup::with_options("[idempotency]\nlock_seconds = 1\n", database.options());
+    // `record_args` names the sandbox's own config; `Setup` passes its config itself.
+    let paid = setup.settle(&record_args("pay-key", "100.00")[2..]);
+    paid.assert_ok();
+    let payment: serde_json::Value = serde_json::from_str(&paid.stdout).unwrap();
+    let payment_id = payment["id"].as_str().unwrap().to_string();
+    let refund_args = |key: &'static str, reference: &'static str| {
+        vec![
+            "payment".to_string(),
+            "refund".into(),
+            "--payment".into(),
+            payment_id.clone(),
+            "--amount".into(),
+            "100.00".into(),
+            "--external-ref".into(),
+            reference.into(),
+            "--occurred-at".into(),
+            "2026-11-20T13:00:00+03:00".into(),
+            "--idempotency-key".into(),
+            key.into(),
+        ]
+    };
+    let run = |args: Vec<String>, env: &[(&str, &str)]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = setup.spawn_with_stderr(&args, env);
+        child.wait_with_output().expect("settle payment refund")
+    };
+    let killed = run(
+        refund_args("refund-key-1", "ref-1"),
+        &[("SETTLE_FAILPOINTS", "store.return.after_reserve=kill")],
+    );
+    assert!(!killed.status.success(), "the process died");
+    let store = database.store().await;
+    let refunds = |store: settle_core::store::SharedStore| async move {
+        store
+            .transactions_by_ref(vec![
+                ("m-1".into(), "ref-1".into()),
+                ("m-1".into(), "ref-2".into()),
+            ])
+            .await
+            .unwrap()
+    };
+    assert!(
+        refunds(store.clone()).await.is_empty(),
+        "no refund was written"
+    );
+
+    // Another refund of the whole payment: in doubt, so "retry later", and nothing is kept.
+    let other = setup.settle(
+        &refund_args("refund-key-2", "ref-2")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(other.code, 3, "{} {}", other.stdout, other.stderr);
+    assert!(
+        other.stdout.contains("returns-in-flight"),
+        "{}",
+        other.stdout
+    );
+    assert!(
+        !other.stdout.contains("refund-exceeds-payment"),
+        "{}",
+        other.stdout
+    );
+
+    // The killed request's own retry takes its key over and records the refund.
+    let mut retried = setup.settle(
+        &refund_args("refund-key-1", "ref-1")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    for _ in 0..20 {
+        if retried.code != 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        retried = setup.settle(
+            &refund_args("refund-key-1", "ref-1")
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+    }
+    retried.assert_ok();
+    assert!(retried.stderr.contains("201"), "{}", retried.stderr);
+    // Now the other key's answer is final: the payment is fully refunded.
+    let final_answer = setup.settle(
+        &refund_args("refund-key-2", "ref-2")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        final_answer.stdout.contains("refund-exceeds-payment"),
+        "{} {}",
+        final_answer.stdout,
+        final_answer.stderr
+    );
+    let written = refunds(store).await;
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0].external_ref, "ref-1");
+}

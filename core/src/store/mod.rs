@@ -123,6 +123,16 @@ pub enum RecordOutcome {
         /// Already returned (completed or pending refunds and chargebacks).
         returned_minor: i64,
     },
+    /// The return fits what is recorded, but not with other writers' returns still in flight
+    /// (reserved, not yet written, perhaps never to be: a writer may have died). Not an answer
+    /// to keep: the caller may retry once they are written or expire.
+    ReturnsInDoubt {
+        payment: Transaction,
+        /// Reserved by returns in flight.
+        in_doubt_minor: i64,
+        /// Seconds until the oldest of those reservations expires.
+        retry_after_s: i64,
+    },
 }
 
 impl RecordOutcome {

@@ -168,13 +168,13 @@ pub const ROUTES: &[RouteDoc] = &[
     route(
         "post",
         "/api/v2/payments/{id}/refunds",
-        "Refund (part of) a payment",
+        "Refund (part of) a payment (409 returns-in-flight, with Retry-After, while another return of it is in doubt; not kept)",
         Some("operator"),
     ),
     route(
         "post",
         "/api/v2/payments/{id}/chargebacks",
-        "Record a chargeback of (part of) a payment",
+        "Record a chargeback of (part of) a payment (409 returns-in-flight, with Retry-After, while another return of it is in doubt; not kept)",
         Some("operator"),
     ),
     route(

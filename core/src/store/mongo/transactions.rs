@@ -44,6 +44,16 @@ const RESERVATION_TTL_SECONDS: i64 = 120;
 /// Compare-and-set rounds on a payment's reservations before giving up.
 const RESERVATION_ATTEMPTS: usize = 32;
 
+/// Whether a stored reservation is an earlier attempt of `record`'s own request (same
+/// idempotency principal and key).
+fn own_attempt(reservation: &Document, record: &TransactionRecord) -> bool {
+    let Some(tag) = &record.idempotency else {
+        return false;
+    };
+    reservation.get_str("principal").ok() == Some(tag.principal.as_str())
+        && reservation.get_str("key").ok() == Some(tag.key.as_str())
+}
+
 /// The fencing token of a run: revision first, then lease version, so later revisions and later
 /// claims of a revision always compare greater.
 fn token(fence: &Fence) -> i64 {
@@ -258,6 +268,7 @@ impl MongoStore {
             let oldest_live = record.created_at - Duration::seconds(RESERVATION_TTL_SECONDS);
             let mut live: Vec<Document> = Vec::new();
             let mut reserved: i64 = 0;
+            let mut oldest_reserved_at: Option<chrono::DateTime<chrono::Utc>> = None;
             if let Ok(reservations) = document.get_array("reservations") {
                 for reservation in reservations.iter().filter_map(Bson::as_document) {
                     let id = d::text(reservation, "id")?.to_string();
@@ -265,15 +276,36 @@ impl MongoStore {
                     if recorded_ids.contains(&id) || at < oldest_live {
                         continue;
                     }
+                    // This request's own earlier attempt (same key, taken over after its writer
+                    // died before writing): replaced by this one, never counted against it.
+                    if own_attempt(reservation, record) {
+                        continue;
+                    }
                     reserved = reserved.saturating_add(d::integer(reservation, "amount_minor")?);
+                    oldest_reserved_at = Some(oldest_reserved_at.map_or(at, |o| o.min(at)));
                     live.push(reservation.clone());
                 }
             }
             let returned_minor = recorded.saturating_add(reserved);
             if let Err(refusal) = returns::check_return(t, Some(&target), returned_minor) {
+                // Refused only because of returns in flight: not a final answer.
+                if reserved > 0 && returns::check_return(t, Some(&target), recorded).is_ok() {
+                    let expires_at = oldest_reserved_at.unwrap_or(record.created_at)
+                        + Duration::seconds(RESERVATION_TTL_SECONDS);
+                    return Ok(Err(RecordOutcome::ReturnsInDoubt {
+                        payment,
+                        in_doubt_minor: reserved,
+                        retry_after_s: (expires_at - record.created_at).num_seconds().max(1),
+                    }));
+                }
                 return Ok(Err(RecordOutcome::refused(refusal, Some(payment))));
             }
-            live.push(doc! { "id": record.id.to_string(), "amount_minor": t.amount_minor, "at": instant(record.created_at) });
+            let mut reservation = doc! { "id": record.id.to_string(), "amount_minor": t.amount_minor, "at": instant(record.created_at) };
+            if let Some(tag) = &record.idempotency {
+                reservation.insert("principal", &tag.principal);
+                reservation.insert("key", &tag.key);
+            }
+            live.push(reservation);
             let version_filter = if version == 0 {
                 doc! { "$in": [Bson::Null, Bson::Int64(0)] }
             } else {
@@ -558,6 +590,9 @@ impl TransactionStore for MongoStore {
             Ok(reservation) => reservation,
             Err(refusal) => return Ok(refusal),
         };
+        // Between a refund's reservation and its write (a writer dying here leaves the one).
+        crate::failpoint::hit("store.return.after_reserve")
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         let sealed = self.sealed_dates().await?;
         let date = first_unsealed(record.natural_date, &sealed)?;
         let late = date != record.natural_date;
