@@ -1,18 +1,18 @@
-//! `settle migrate --from sqlite:PATH --to mongodb://…`: copies every record of an embedded store
-//! into MongoDB. Running it again is harmless; an interrupted copy resumes where it stopped.
+//! `settle migrate --from sqlite:PATH --to mongodb://…`: copies into MongoDB every record of an
+//! embedded store that the target lacks (never overwriting one it holds), then verifies the copy.
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use settle_core::model::AuditEvent;
-use settle_core::store::migration::migrate;
+use settle_core::store::migration::{migrate, MigrationError};
 use settle_core::store::mongo::{redact_uri, MongoStore};
 use settle_core::store::sqlite::SqliteStore;
 use settle_core::store::AuditStore;
 
 use crate::cli::MigrateArgs;
 use crate::context::Context;
-use crate::exit::Exit;
+use crate::exit::{Exit, FAILED, REFUSED};
 
 pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
     let Some(path) = args.from.strip_prefix("sqlite:").map(PathBuf::from) else {
@@ -44,21 +44,66 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
         redact_uri(&args.to),
         args.to_db
     );
-    let report = migrate(&source, &target, &|kind, copied| {
+    let clock = context.clock.clone();
+    let report = match migrate(&source, &target, &move || clock.now(), &|kind, copied| {
         eprintln!("  {}: {copied}", kind.as_str());
     })
-    .await?;
+    .await
+    {
+        Ok(report) => report,
+        Err(MigrationError::Refused(message)) => {
+            return Err(Exit {
+                code: REFUSED,
+                message,
+            }
+            .into())
+        }
+        Err(MigrationError::Incomplete(message)) => {
+            return Err(Exit {
+                code: FAILED,
+                message,
+            }
+            .into())
+        }
+        Err(MigrationError::Store(error)) => return Err(error.into()),
+    };
     if report.resumed {
         println!("resumed an interrupted copy");
     }
-    for (kind, copied) in &report.copied {
-        println!("  {:<20} {copied}", kind.as_str());
+    if report.again {
+        println!(
+            "this store was migrated here before: only records the target lacks are added; \
+             records it holds are kept as they are"
+        );
+    }
+    println!(
+        "  {:<20} {:>8} {:>8} {:>8} {:>8}",
+        "kind", "copied", "present", "differ", "removed"
+    );
+    for k in &report.kinds {
+        println!(
+            "  {:<20} {:>8} {:>8} {:>8} {:>8}",
+            k.kind.as_str(),
+            k.outcome.copied,
+            k.outcome.present,
+            k.outcome.differing,
+            k.outcome.removed
+        );
+    }
+    let differing: u64 = report.kinds.iter().map(|k| k.outcome.differing).sum();
+    if differing > 0 {
+        println!(
+            "{differing} record(s) differ from the source: the target's were kept (changed there since)"
+        );
     }
     let detail = serde_json::json!({
         "from": path.display().to_string(),
         "to": redact_uri(&args.to),
         "database": args.to_db,
-        "copied": report.copied.iter().map(|(k, n)| (k.as_str(), n)).collect::<std::collections::BTreeMap<_, _>>(),
+        "source_id": report.source_id,
+        "copied": report.kinds.iter().map(|k| (k.kind.as_str(), k.outcome.copied)).collect::<std::collections::BTreeMap<_, _>>(),
+        "present": report.kinds.iter().map(|k| (k.kind.as_str(), k.outcome.present)).collect::<std::collections::BTreeMap<_, _>>(),
+        "differing": report.kinds.iter().map(|k| (k.kind.as_str(), k.outcome.differing)).collect::<std::collections::BTreeMap<_, _>>(),
     });
     let event = AuditEvent::new(
         context.clock.now(),
@@ -69,6 +114,14 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
         detail,
     );
     target.record_audit(&event).await?;
-    println!("done: the MongoDB store holds everything the SQLite store holds");
+    let removed: u64 = report.kinds.iter().map(|k| k.outcome.removed).sum();
+    if removed > 0 {
+        println!(
+            "done: verified, the MongoDB store holds every record of the SQLite store \
+             except {removed} removed there after an earlier copy"
+        );
+    } else {
+        println!("done: verified, the MongoDB store holds every record of the SQLite store");
+    }
     Ok(())
 }

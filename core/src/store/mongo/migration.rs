@@ -1,32 +1,183 @@
-//! MongoDB as the target of `settle migrate`: each record replaces what its key holds (so a
-//! second run is harmless), and a checkpoint per kind lets an interrupted copy resume.
+//! MongoDB as the target of `settle migrate`: a record is inserted only when the target lacks its
+//! key and was never given it by this source, so nothing the target holds is overwritten.
+//!
+//! Bookkeeping lives in `migrations` (the marker `_id: "marker"` with the source's identity and the
+//! started/finished times, and one checkpoint per kind so an interrupted copy resumes) and in
+//! `migration_copied` (one document per record copied, `_id` = kind and source key, so a record
+//! removed on the target after its copy, such as a released hold, is not brought back).
 //!
 //! Transactions are placed as this adapter keeps them: on a date that already has a revision
 //! they arrive frozen under the latest revision's fencing token (so a later rerun settles exactly
 //! them), otherwise open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::Value;
 
-use crate::model::{AuditEvent, Notification, Payout, Settlement};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+
+use crate::model::{ApiToken, AuditEvent, Notification, Payout, RerunRequest, Settlement};
 use crate::store::migration::forms::{
     CarryForwardForm, IdempotencyForm, LineForm, TransactionForm,
 };
-use crate::store::migration::{MigrationTarget, RecordKind};
+use crate::store::migration::{
+    ExportedRecord, ImportOutcome, MigrationMarker, MigrationTarget, RecordKind,
+};
 use crate::store::{MerchantHold, StoreError};
 
 use super::collections::{
-    AUDIT_EVENTS, CARRY_FORWARDS, FEE_LEDGERS, IDEMPOTENCY_RECORDS, MERCHANT_HOLDS, NOTIFICATIONS,
-    PAYOUTS, SETTLEMENTS, SETTLEMENT_LINES, TRANSACTIONS,
+    API_TOKENS, AUDIT_EVENTS, CARRY_FORWARDS, FEE_LEDGERS, IDEMPOTENCY_RECORDS, MERCHANT_HOLDS,
+    NOTIFICATIONS, PAYOUTS, RERUN_REQUESTS, SETTLEMENTS, SETTLEMENT_LINES, TRANSACTIONS,
 };
 use super::documents::{self as d, date_text, instant};
-use super::{backend, MongoStore};
+use super::{backend, is_duplicate_key, MongoStore};
 
-/// Where checkpoints of interrupted copies are kept.
+/// Where the marker and the checkpoints of interrupted copies are kept.
 const MIGRATIONS: &str = "migrations";
+/// One document per record copied, by kind and source key.
+const MIGRATION_COPIED: &str = "migration_copied";
+const MARKER: &str = "marker";
+
+/// Collections that are not a record kind of their own, and why (the `collections` module names
+/// only record collections; the bookkeeping ones are here).
+#[cfg(test)]
+const NOT_RECORD_COLLECTIONS: &[(&str, &str)] = &[
+    (MIGRATIONS, "migration marker and checkpoints"),
+    (MIGRATION_COPIED, "which records a migration copied"),
+];
+
+/// The collection each kind is written to.
+pub fn target_collection(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Settlements => SETTLEMENTS,
+        RecordKind::SettlementLines => SETTLEMENT_LINES,
+        RecordKind::Transactions => TRANSACTIONS,
+        RecordKind::Payouts => PAYOUTS,
+        RecordKind::CarryForwards => CARRY_FORWARDS,
+        RecordKind::MerchantHolds => MERCHANT_HOLDS,
+        RecordKind::Notifications => NOTIFICATIONS,
+        RecordKind::IdempotencyRecords => IDEMPOTENCY_RECORDS,
+        RecordKind::AuditEvents => AUDIT_EVENTS,
+        RecordKind::FeeLedgers => FEE_LEDGERS,
+        RecordKind::ApiTokens => API_TOKENS,
+        RecordKind::RerunRequests => RERUN_REQUESTS,
+    }
+}
+
+/// A record's key in the target: the filter selecting the document that holds it.
+fn key(kind: RecordKind, value: &Value) -> Result<Document, StoreError> {
+    let value = value.clone();
+    Ok(match kind {
+        RecordKind::Settlements => {
+            let s: Settlement = decode(value)?;
+            doc! { "settlement_date": date_text(s.settlement_date), "revision": i64::from(s.revision) }
+        }
+        RecordKind::SettlementLines => {
+            let form: LineForm = decode(value)?;
+            doc! {
+                "settlement_date": date_text(form.settlement_date),
+                "revision": i64::from(form.revision),
+                "merchant_id": &form.line.merchant_id,
+                "currency": form.line.currency.code(),
+            }
+        }
+        RecordKind::Transactions => {
+            let form: TransactionForm = decode(value)?;
+            doc! { "_id": form.transaction.id.to_string() }
+        }
+        RecordKind::Payouts => {
+            let p: Payout = decode(value)?;
+            doc! { "_id": &p.reference }
+        }
+        RecordKind::CarryForwards => {
+            let c = decode::<CarryForwardForm>(value)?.carry;
+            doc! {
+                "origin_date": date_text(c.origin_date),
+                "origin_revision": i64::from(c.origin_revision),
+                "merchant_id": &c.merchant_id,
+                "currency": c.currency.code(),
+            }
+        }
+        RecordKind::MerchantHolds => {
+            let hold: MerchantHold = decode(value)?;
+            doc! { "_id": &hold.merchant_id }
+        }
+        RecordKind::Notifications => {
+            let n: Notification = decode(value)?;
+            doc! {
+                "settlement_date": date_text(n.settlement_date),
+                "revision": i64::from(n.revision),
+                "event": &n.event,
+            }
+        }
+        RecordKind::IdempotencyRecords => {
+            let form: IdempotencyForm = decode(value)?;
+            doc! { "principal": &form.principal, "key": &form.key }
+        }
+        RecordKind::AuditEvents => {
+            let e: AuditEvent = decode(value)?;
+            doc! { "_id": e.id.to_string() }
+        }
+        RecordKind::FeeLedgers => {
+            let ledger: crate::model::PaymentFeeLedger = decode(value)?;
+            doc! { "merchant_id": &ledger.merchant_id, "external_ref": &ledger.external_ref }
+        }
+        RecordKind::ApiTokens => {
+            let token: ApiToken = decode(value)?;
+            doc! { "_id": token.id.to_string() }
+        }
+        RecordKind::RerunRequests => {
+            let request: RerunRequest = decode(value)?;
+            doc! { "_id": request.id.to_string() }
+        }
+    })
+}
+
+/// Fields the target's adapter keeps for its own bookkeeping; they never make a record "differ".
+const BOOKKEEPING_FIELDS: &[&str] = &[
+    "state",
+    "freeze_token",
+    "lease_version",
+    "superseded",
+    "lines_version",
+    "unlink_pending",
+    "approving_token",
+];
+
+fn number(value: &Bson) -> Option<f64> {
+    match value {
+        Bson::Int32(n) => Some(f64::from(*n)),
+        // Counts and amounts in minor units; exact far beyond any real value.
+        #[allow(clippy::cast_precision_loss)]
+        Bson::Int64(n) => Some(*n as f64),
+        Bson::Double(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// True when the target's document differs from the source's in a field the source carries.
+fn differs(source: &Document, target: &Document) -> bool {
+    source.iter().any(|(field, value)| {
+        if BOOKKEEPING_FIELDS.contains(&field.as_str()) {
+            return false;
+        }
+        match (target.get(field), value) {
+            (Some(held), value) => match (number(held), number(value)) {
+                (Some(a), Some(b)) => a != b,
+                _ => held != value,
+            },
+            (None, Bson::Null) => false,
+            (None, _) => true,
+        }
+    })
+}
+
+fn ledger_id(kind: RecordKind, cursor: &str) -> String {
+    format!("{}:{cursor}", kind.as_str())
+}
 
 fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, StoreError> {
     serde_json::from_value(value)
@@ -62,21 +213,6 @@ fn settlement_document(s: &Settlement) -> Result<Document, StoreError> {
 }
 
 impl MongoStore {
-    /// Replaces (or inserts) the document `filter` selects.
-    async fn upsert(
-        &self,
-        collection: &str,
-        filter: Document,
-        document: Document,
-    ) -> Result<(), StoreError> {
-        self.collection(collection)
-            .replace_one(filter, document)
-            .upsert(true)
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
     /// The latest revision's lease version and fencing token of a date, if it has one.
     async fn latest_fence(&self, date: &str) -> Result<Option<(i64, i64)>, StoreError> {
         let found = self
@@ -101,128 +237,280 @@ impl MongoStore {
         })
     }
 
-    async fn import_settlements(&self, values: Vec<Value>) -> Result<u64, StoreError> {
-        let mut written = 0;
-        for value in values {
-            let settlement: Settlement = decode(value)?;
-            let date = date_text(settlement.settlement_date);
-            let revision = i64::from(settlement.revision);
-            self.upsert(
-                SETTLEMENTS,
-                doc! { "settlement_date": &date, "revision": revision },
-                settlement_document(&settlement)?,
-            )
-            .await?;
-            // Revisions arrive in order: the one before this can no longer be retried.
-            if revision > 1 {
-                self.collection(SETTLEMENTS)
-                    .update_one(
-                        doc! { "settlement_date": &date, "revision": revision - 1 },
-                        doc! { "$set": { "superseded": true } },
-                    )
+    /// After a settlement revision is inserted: the one before it can no longer be retried.
+    async fn after_settlement_inserted(&self, filter: &Document) -> Result<(), StoreError> {
+        let date = d::text(filter, "settlement_date")?.to_string();
+        let revision = d::integer(filter, "revision")?;
+        if revision > 1 {
+            self.collection(SETTLEMENTS)
+                .update_one(
+                    doc! { "settlement_date": &date, "revision": revision - 1 },
+                    doc! { "$set": { "superseded": true } },
+                )
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn line_document(
+        &self,
+        value: Value,
+        versions: &mut HashMap<(String, i64), i64>,
+    ) -> Result<Document, StoreError> {
+        let form: LineForm = decode(value)?;
+        let date = date_text(form.settlement_date);
+        let revision = i64::from(form.revision);
+        let key = (date.clone(), revision);
+        let lease_version = match versions.get(&key) {
+            Some(version) => *version,
+            None => {
+                let settlement = self
+                    .collection(SETTLEMENTS)
+                    .find_one(doc! { "settlement_date": &date, "revision": revision })
                     .await
-                    .map_err(backend)?;
+                    .map_err(backend)?
+                    .ok_or_else(|| {
+                        StoreError::Backend(format!(
+                            "lines of {date} r{revision} without their settlement"
+                        ))
+                    })?;
+                let version = d::integer(&settlement, "lease_version")?;
+                versions.insert(key, version);
+                version
             }
-            written += 1;
-        }
-        Ok(written)
+        };
+        let mut document = d::figures_document(&form.line.figures);
+        document.insert("settlement_date", &date);
+        document.insert("revision", revision);
+        document.insert("lease_version", lease_version);
+        document.insert("merchant_id", &form.line.merchant_id);
+        document.insert("currency", form.line.currency.code());
+        Ok(document)
     }
 
-    async fn import_lines(&self, values: Vec<Value>) -> Result<u64, StoreError> {
-        let mut versions: HashMap<(String, i64), i64> = HashMap::new();
-        let mut written = 0;
-        for value in values {
-            let form: LineForm = decode(value)?;
-            let date = date_text(form.settlement_date);
-            let revision = i64::from(form.revision);
-            let key = (date.clone(), revision);
-            let lease_version = match versions.get(&key) {
-                Some(version) => *version,
-                None => {
-                    let settlement = self
-                        .collection(SETTLEMENTS)
-                        .find_one(doc! { "settlement_date": &date, "revision": revision })
-                        .await
-                        .map_err(backend)?
-                        .ok_or_else(|| {
-                            StoreError::Backend(format!(
-                                "lines of {date} r{revision} without their settlement"
-                            ))
-                        })?;
-                    let version = d::integer(&settlement, "lease_version")?;
-                    versions.insert(key, version);
-                    version
-                }
-            };
-            let mut document = d::figures_document(&form.line.figures);
-            document.insert("settlement_date", &date);
-            document.insert("revision", revision);
-            document.insert("lease_version", lease_version);
-            document.insert("merchant_id", &form.line.merchant_id);
-            document.insert("currency", form.line.currency.code());
-            let filter = doc! {
-                "settlement_date": &date,
-                "revision": revision,
-                "lease_version": lease_version,
-                "merchant_id": &form.line.merchant_id,
-                "currency": form.line.currency.code(),
-            };
-            self.upsert(SETTLEMENT_LINES, filter, document).await?;
-            written += 1;
+    async fn transaction_document(
+        &self,
+        value: Value,
+        tokens: &mut HashMap<String, Option<(i64, i64)>>,
+    ) -> Result<Document, StoreError> {
+        let form: TransactionForm = decode(value)?;
+        let t = &form.transaction;
+        let date = date_text(t.settlement_date);
+        let fence = match tokens.get(&date) {
+            Some(fence) => *fence,
+            None => {
+                let fence = self.latest_fence(&date).await?;
+                tokens.insert(date.clone(), fence);
+                fence
+            }
+        };
+        let tag = form
+            .idempotency_principal
+            .as_deref()
+            .zip(form.idempotency_key.as_deref());
+        let mut document = d::transaction_document(t, t.settlement_date, tag);
+        match fence {
+            Some((_, token)) => {
+                document.insert("state", "frozen");
+                document.insert("freeze_token", token);
+            }
+            None => {
+                document.insert("state", "open");
+            }
         }
-        Ok(written)
+        Ok(document)
+    }
+}
+
+impl MongoStore {
+    /// The document the adapter keeps for one source record.
+    async fn document(
+        &self,
+        kind: RecordKind,
+        value: Value,
+        versions: &mut HashMap<(String, i64), i64>,
+        tokens: &mut HashMap<String, Option<(i64, i64)>>,
+    ) -> Result<Document, StoreError> {
+        match kind {
+            RecordKind::Settlements => settlement_document(&decode(value)?),
+            RecordKind::SettlementLines => self.line_document(value, versions).await,
+            RecordKind::Transactions => self.transaction_document(value, tokens).await,
+            other => other_document(other, value),
+        }
     }
 
-    async fn import_transactions(&self, values: Vec<Value>) -> Result<u64, StoreError> {
-        let mut tokens: HashMap<String, Option<(i64, i64)>> = HashMap::new();
-        let mut written = 0;
-        for value in values {
-            let form: TransactionForm = decode(value)?;
-            let t = &form.transaction;
-            let date = date_text(t.settlement_date);
-            let fence = match tokens.get(&date) {
-                Some(fence) => *fence,
-                None => {
-                    let fence = self.latest_fence(&date).await?;
-                    tokens.insert(date.clone(), fence);
-                    fence
-                }
-            };
-            let tag = form
-                .idempotency_principal
-                .as_deref()
-                .zip(form.idempotency_key.as_deref());
-            let mut document = d::transaction_document(t, t.settlement_date, tag);
-            match fence {
-                Some((_, token)) => {
-                    document.insert("state", "frozen");
-                    document.insert("freeze_token", token);
-                }
-                None => {
-                    document.insert("state", "open");
-                }
-            }
-            self.upsert(TRANSACTIONS, doc! { "_id": t.id.to_string() }, document)
-                .await?;
-            written += 1;
-        }
-        Ok(written)
+    /// Which of `records` an earlier run of this migration copied.
+    async fn copied_before(
+        &self,
+        kind: RecordKind,
+        records: &[ExportedRecord],
+    ) -> Result<HashSet<String>, StoreError> {
+        let ids: Vec<String> = records.iter().map(|r| ledger_id(kind, &r.cursor)).collect();
+        let found: Vec<Document> = self
+            .collection(MIGRATION_COPIED)
+            .find(doc! { "_id": { "$in": ids } })
+            .await
+            .map_err(backend)?
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        Ok(found
+            .iter()
+            .filter_map(|document| document.get_str("_id").ok().map(str::to_string))
+            .collect())
+    }
+
+    async fn note_copied(&self, id: &str) -> Result<(), StoreError> {
+        self.collection(MIGRATION_COPIED)
+            .update_one(doc! { "_id": id }, doc! { "$set": { "copied": true } })
+            .upsert(true)
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl MigrationTarget for MongoStore {
+    fn describe(&self) -> String {
+        format!("MongoDB database {}", self.database_name())
+    }
+
+    async fn migration_marker(&self) -> Result<Option<MigrationMarker>, StoreError> {
+        let Some(document) = self
+            .collection(MIGRATIONS)
+            .find_one(doc! { "_id": MARKER })
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(MigrationMarker {
+            source_id: d::text(&document, "source_id")?.to_string(),
+            started_at: d::utc(&document, "started_at")?,
+            finished_at: d::optional_utc(&document, "finished_at")?,
+        }))
+    }
+
+    async fn held_records(&self) -> Result<Vec<(RecordKind, u64)>, StoreError> {
+        let mut held = Vec::new();
+        for kind in RecordKind::ORDER {
+            let count = self
+                .collection(target_collection(*kind))
+                .count_documents(doc! {})
+                .await
+                .map_err(backend)?;
+            if count > 0 {
+                held.push((*kind, count));
+            }
+        }
+        Ok(held)
+    }
+
+    async fn begin_migration(&self, source_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.collection(MIGRATIONS)
+            .update_one(
+                doc! { "_id": MARKER },
+                doc! {
+                    "$set": { "source_id": source_id, "started_at": instant(now), "finished_at": Bson::Null },
+                    "$setOnInsert": { "first_started_at": instant(now) },
+                },
+            )
+            .upsert(true)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn finish_migration(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.collection(MIGRATIONS)
+            .update_one(
+                doc! { "_id": MARKER },
+                doc! { "$set": { "finished_at": instant(now) } },
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn import_records(
         &self,
         kind: RecordKind,
-        records: Vec<Value>,
-    ) -> Result<u64, StoreError> {
-        match kind {
-            RecordKind::Settlements => self.import_settlements(records).await,
-            RecordKind::SettlementLines => self.import_lines(records).await,
-            RecordKind::Transactions => self.import_transactions(records).await,
-            other => self.import_other(other, records).await,
+        records: Vec<ExportedRecord>,
+    ) -> Result<ImportOutcome, StoreError> {
+        let copied_before = self.copied_before(kind, &records).await?;
+        let collection = self.collection(target_collection(kind));
+        let mut versions = HashMap::new();
+        let mut tokens = HashMap::new();
+        let mut outcome = ImportOutcome::default();
+        for record in records {
+            let filter = key(kind, &record.value)?;
+            let id = ledger_id(kind, &record.cursor);
+            let held = collection.find_one(filter.clone()).await.map_err(backend)?;
+            match held {
+                Some(held) => {
+                    outcome.present += 1;
+                    let document = self
+                        .document(kind, record.value, &mut versions, &mut tokens)
+                        .await?;
+                    if differs(&document, &held) {
+                        outcome.differing += 1;
+                    }
+                    if !copied_before.contains(&id) {
+                        self.note_copied(&id).await?;
+                    }
+                }
+                None if copied_before.contains(&id) => outcome.removed += 1,
+                None => {
+                    let document = self
+                        .document(kind, record.value, &mut versions, &mut tokens)
+                        .await?;
+                    match collection.insert_one(document).await {
+                        Ok(_) => {
+                            outcome.copied += 1;
+                            if kind == RecordKind::Settlements {
+                                self.after_settlement_inserted(&filter).await?;
+                            }
+                        }
+                        // Another key of the target (a name, an external reference) holds it.
+                        Err(error) if is_duplicate_key(&error) => {
+                            outcome.present += 1;
+                            outcome.differing += 1;
+                        }
+                        Err(error) => return Err(backend(error)),
+                    }
+                    self.note_copied(&id).await?;
+                }
+            }
         }
+        Ok(outcome)
+    }
+
+    async fn count_missing(
+        &self,
+        kind: RecordKind,
+        records: &[ExportedRecord],
+    ) -> Result<u64, StoreError> {
+        let copied_before = self.copied_before(kind, records).await?;
+        let collection = self.collection(target_collection(kind));
+        let mut missing = 0;
+        for record in records {
+            if copied_before.contains(&ledger_id(kind, &record.cursor)) {
+                // Copied (or found present) by a migration: present, or removed on the target.
+                continue;
+            }
+            let filter = key(kind, &record.value)?;
+            if collection
+                .find_one(filter)
+                .await
+                .map_err(backend)?
+                .is_none()
+            {
+                missing += 1;
+            }
+        }
+        Ok(missing)
     }
 
     async fn migration_checkpoint(&self, kind: RecordKind) -> Result<Option<String>, StoreError> {
@@ -262,150 +550,220 @@ impl MigrationTarget for MongoStore {
     }
 }
 
-impl MongoStore {
-    /// Payouts, carry-forwards, holds, notifications, idempotency records and audit events, in the
-    /// documents the adapter's own modules write (see their module docs).
-    async fn import_other(&self, kind: RecordKind, records: Vec<Value>) -> Result<u64, StoreError> {
-        let mut written = 0;
-        for value in records {
-            let (collection, filter, document) = match kind {
-                RecordKind::Payouts => {
-                    let p: Payout = decode(value)?;
-                    let document = doc! {
-                        "_id": &p.reference,
-                        "settlement_date": date_text(p.settlement_date),
-                        "revision": i64::from(p.revision),
-                        "merchant_id": &p.merchant_id,
-                        "currency": p.currency.code(),
-                        "amount_minor": p.amount_minor,
-                        "status": p.status.as_str(),
-                        "provider_payout_id": optional(p.provider_payout_id),
-                        "attempts": i64::from(p.attempts),
-                        "last_error": optional(p.last_error),
-                        "created_at": instant(p.created_at),
-                        "updated_at": instant(p.updated_at),
-                    };
-                    (PAYOUTS, doc! { "_id": &p.reference }, document)
-                }
-                RecordKind::CarryForwards => {
-                    let form: CarryForwardForm = decode(value)?;
-                    let c = form.carry;
-                    let filter = doc! {
-                        "origin_date": date_text(c.origin_date),
-                        "origin_revision": i64::from(c.origin_revision),
-                        "merchant_id": &c.merchant_id,
-                        "currency": c.currency.code(),
-                    };
-                    let mut document = filter.clone();
-                    document.insert("amount_minor", c.amount_minor);
-                    document.insert("applied_date", optional(c.applied_date.map(date_text)));
-                    document.insert(
-                        "applied_revision",
-                        c.applied_revision
-                            .map(|r| Bson::Int64(i64::from(r)))
-                            .unwrap_or(Bson::Null),
-                    );
-                    document.insert("created_at", instant(form.created_at));
-                    (CARRY_FORWARDS, filter, document)
-                }
-                RecordKind::MerchantHolds => {
-                    let hold: MerchantHold = decode(value)?;
-                    let document = doc! {
-                        "_id": &hold.merchant_id,
-                        "reason": &hold.reason,
-                        "held_by": &hold.held_by,
-                        "held_at": instant(hold.held_at),
-                    };
-                    (MERCHANT_HOLDS, doc! { "_id": &hold.merchant_id }, document)
-                }
-                RecordKind::Notifications => {
-                    let n: Notification = decode(value)?;
-                    let filter = doc! {
-                        "settlement_date": date_text(n.settlement_date),
-                        "revision": i64::from(n.revision),
-                        "event": &n.event,
-                    };
-                    let mut document = filter.clone();
-                    document.insert("status", n.status.as_str());
-                    document.insert("attempts", i64::from(n.attempts));
-                    document.insert("last_error", optional(n.last_error));
-                    document.insert("created_at", instant(n.created_at));
-                    (NOTIFICATIONS, filter, document)
-                }
-                RecordKind::IdempotencyRecords => {
-                    let form: IdempotencyForm = decode(value)?;
-                    let filter = doc! { "principal": &form.principal, "key": &form.key };
-                    let mut document = filter.clone();
-                    document.insert("fingerprint", &form.fingerprint);
-                    match &form.response {
-                        Some(response) => {
-                            document.insert("state", "completed");
-                            document.insert("response_status", i64::from(response.status));
-                            document.insert("response_body", d::json_text(&response.body));
-                            let headers: Vec<Bson> = response
-                                .headers
-                                .iter()
-                                .map(|(name, value)| {
-                                    Bson::Array(vec![
-                                        Bson::String(name.clone()),
-                                        Bson::String(value.clone()),
-                                    ])
-                                })
-                                .collect();
-                            document.insert("response_headers", headers);
-                        }
-                        None => {
-                            document.insert("state", "in_flight");
-                        }
-                    }
-                    document.insert("locked_until", instant(form.locked_until));
-                    document.insert("created_at", instant(form.created_at));
-                    document.insert("expires_at", instant(form.expires_at));
-                    document.insert("unlink_pending", false);
-                    (IDEMPOTENCY_RECORDS, filter, document)
-                }
-                RecordKind::AuditEvents => {
-                    let e: AuditEvent = decode(value)?;
-                    let document = doc! {
-                        "_id": e.id.to_string(),
-                        "occurred_at": instant(e.occurred_at),
-                        "actor": &e.actor,
-                        "action": &e.action,
-                        "subject": &e.subject,
-                        "outcome": &e.outcome,
-                        "detail": d::json_text(&e.detail),
-                    };
-                    (AUDIT_EVENTS, doc! { "_id": e.id.to_string() }, document)
-                }
-                RecordKind::FeeLedgers => {
-                    let ledger: crate::model::PaymentFeeLedger = decode(value)?;
-                    let filter = doc! {
-                        "merchant_id": &ledger.merchant_id,
-                        "external_ref": &ledger.external_ref,
-                    };
-                    let mut document = filter.clone();
-                    document.insert(
-                        "version",
-                        i64::try_from(ledger.version).map_err(|_| {
-                            StoreError::Corrupt("a fee ledger version overflowed".into())
-                        })?,
-                    );
-                    document.insert("ledger", d::to_nested(&ledger)?);
-                    (FEE_LEDGERS, filter, document)
-                }
-                RecordKind::Settlements
-                | RecordKind::SettlementLines
-                | RecordKind::Transactions => {
-                    unreachable!("imported by their own methods")
-                }
+/// Payouts, carry-forwards, holds, notifications, idempotency records, audit events, fee ledgers,
+/// API tokens and rerun requests, in the documents the adapter's own modules write (see their
+/// module docs).
+fn other_document(kind: RecordKind, value: Value) -> Result<Document, StoreError> {
+    let document = match kind {
+        RecordKind::Payouts => {
+            let p: Payout = decode(value)?;
+            let document = doc! {
+                "_id": &p.reference,
+                "settlement_date": date_text(p.settlement_date),
+                "revision": i64::from(p.revision),
+                "merchant_id": &p.merchant_id,
+                "currency": p.currency.code(),
+                "amount_minor": p.amount_minor,
+                "status": p.status.as_str(),
+                "provider_payout_id": optional(p.provider_payout_id),
+                "attempts": i64::from(p.attempts),
+                "last_error": optional(p.last_error),
+                "created_at": instant(p.created_at),
+                "updated_at": instant(p.updated_at),
             };
-            self.upsert(collection, filter, document).await?;
-            written += 1;
+            document
         }
-        Ok(written)
-    }
+        RecordKind::CarryForwards => {
+            let form: CarryForwardForm = decode(value)?;
+            let c = form.carry;
+            let filter = doc! {
+                "origin_date": date_text(c.origin_date),
+                "origin_revision": i64::from(c.origin_revision),
+                "merchant_id": &c.merchant_id,
+                "currency": c.currency.code(),
+            };
+            let mut document = filter.clone();
+            document.insert("amount_minor", c.amount_minor);
+            document.insert("applied_date", optional(c.applied_date.map(date_text)));
+            document.insert(
+                "applied_revision",
+                c.applied_revision
+                    .map(|r| Bson::Int64(i64::from(r)))
+                    .unwrap_or(Bson::Null),
+            );
+            document.insert("created_at", instant(form.created_at));
+            document
+        }
+        RecordKind::MerchantHolds => {
+            let hold: MerchantHold = decode(value)?;
+            let document = doc! {
+                "_id": &hold.merchant_id,
+                "reason": &hold.reason,
+                "held_by": &hold.held_by,
+                "held_at": instant(hold.held_at),
+            };
+            document
+        }
+        RecordKind::Notifications => {
+            let n: Notification = decode(value)?;
+            let filter = doc! {
+                "settlement_date": date_text(n.settlement_date),
+                "revision": i64::from(n.revision),
+                "event": &n.event,
+            };
+            let mut document = filter.clone();
+            document.insert("status", n.status.as_str());
+            document.insert("attempts", i64::from(n.attempts));
+            document.insert("last_error", optional(n.last_error));
+            document.insert("created_at", instant(n.created_at));
+            document
+        }
+        RecordKind::IdempotencyRecords => {
+            let form: IdempotencyForm = decode(value)?;
+            let filter = doc! { "principal": &form.principal, "key": &form.key };
+            let mut document = filter.clone();
+            document.insert("fingerprint", &form.fingerprint);
+            match &form.response {
+                Some(response) => {
+                    document.insert("state", "completed");
+                    document.insert("response_status", i64::from(response.status));
+                    document.insert("response_body", d::json_text(&response.body));
+                    let headers: Vec<Bson> = response
+                        .headers
+                        .iter()
+                        .map(|(name, value)| {
+                            Bson::Array(vec![
+                                Bson::String(name.clone()),
+                                Bson::String(value.clone()),
+                            ])
+                        })
+                        .collect();
+                    document.insert("response_headers", headers);
+                }
+                None => {
+                    document.insert("state", "in_flight");
+                }
+            }
+            document.insert("locked_until", instant(form.locked_until));
+            document.insert("created_at", instant(form.created_at));
+            document.insert("expires_at", instant(form.expires_at));
+            document.insert("unlink_pending", false);
+            document
+        }
+        RecordKind::AuditEvents => {
+            let e: AuditEvent = decode(value)?;
+            let document = doc! {
+                "_id": e.id.to_string(),
+                "occurred_at": instant(e.occurred_at),
+                "actor": &e.actor,
+                "action": &e.action,
+                "subject": &e.subject,
+                "outcome": &e.outcome,
+                "detail": d::json_text(&e.detail),
+            };
+            document
+        }
+        RecordKind::FeeLedgers => {
+            let ledger: crate::model::PaymentFeeLedger = decode(value)?;
+            let filter = doc! {
+                "merchant_id": &ledger.merchant_id,
+                "external_ref": &ledger.external_ref,
+            };
+            let mut document = filter.clone();
+            document.insert(
+                "version",
+                i64::try_from(ledger.version)
+                    .map_err(|_| StoreError::Corrupt("a fee ledger version overflowed".into()))?,
+            );
+            document.insert("ledger", d::to_nested(&ledger)?);
+            document
+        }
+        RecordKind::ApiTokens => {
+            let token: ApiToken = decode(value)?;
+            let document = doc! {
+                "_id": token.id.to_string(),
+                "name": &token.name,
+                "role": token.role.as_str(),
+                "token_hash": &token.token_hash,
+                "created_at": instant(token.created_at),
+                "created_by": &token.created_by,
+                "revoked_at": token.revoked_at.map(|t| Bson::DateTime(instant(t))).unwrap_or(Bson::Null),
+            };
+            document
+        }
+        RecordKind::RerunRequests => {
+            let r: RerunRequest = decode(value)?;
+            let revision =
+                |r: Option<u32>| r.map(|r| Bson::Int64(i64::from(r))).unwrap_or(Bson::Null);
+            let document = doc! {
+                "_id": r.id.to_string(),
+                "settlement_date": date_text(r.settlement_date),
+                "reason": &r.reason,
+                "apply_current_fees": r.apply_current_fees,
+                "requested_by": &r.requested_by,
+                "requested_at": instant(r.requested_at),
+                "status": r.status.as_str(),
+                "decided_by": optional(r.decided_by),
+                "decided_at": r.decided_at.map(|t| Bson::DateTime(instant(t))).unwrap_or(Bson::Null),
+                "settlement_revision": revision(r.settlement_revision),
+                "run_revision": revision(r.run_revision),
+                "last_refusal": optional(r.last_refusal),
+                "approving_token": Bson::Null,
+            };
+            document
+        }
+        RecordKind::Settlements | RecordKind::SettlementLines | RecordKind::Transactions => {
+            unreachable!("built by their own methods")
+        }
+    };
+    Ok(document)
 }
 
 fn optional(value: Option<String>) -> Bson {
     value.map(Bson::String).unwrap_or(Bson::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The collection names declared in the adapter's `collections` module.
+    fn declared_collections() -> Vec<String> {
+        let source = include_str!("mod.rs");
+        let start = source.find("pub mod collections {").unwrap();
+        let end = start + source[start..].find('}').unwrap();
+        source[start..end]
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("pub const "))
+            .map(|line| line.split('"').nth(1).unwrap().to_string())
+            .collect()
+    }
+
+    /// Every collection is either written as a record kind or listed as not one.
+    #[test]
+    fn every_collection_is_migrated_or_listed_as_not_a_record_kind() {
+        let mut names = declared_collections();
+        assert!(names.len() > 5, "{names:?}");
+        names.extend(
+            NOT_RECORD_COLLECTIONS
+                .iter()
+                .map(|(name, _)| name.to_string()),
+        );
+        for name in &names {
+            let migrated = RecordKind::ORDER
+                .iter()
+                .any(|kind| target_collection(*kind) == name);
+            let listed = NOT_RECORD_COLLECTIONS.iter().any(|(c, _)| c == name);
+            assert!(
+                migrated ^ listed,
+                "collection {name}: migrated {migrated}, listed as not a record kind {listed}"
+            );
+        }
+        for kind in RecordKind::ORDER {
+            assert!(
+                names.iter().any(|name| name == target_collection(*kind)),
+                "{kind:?} is written to an undeclared collection"
+            );
+        }
+    }
 }

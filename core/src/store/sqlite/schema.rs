@@ -231,6 +231,15 @@ ALTER TABLE rerun_requests ADD COLUMN settlement_revision INTEGER;
 ALTER TABLE rerun_requests ADD COLUMN run_revision INTEGER;
 ALTER TABLE rerun_requests ADD COLUMN last_refusal TEXT;
 "#,
+    // The store's stable identity (one row, random), so a migration target can tell this store's
+    // earlier copy from another store's data.
+    r#"
+CREATE TABLE store_identity (
+    singleton INTEGER PRIMARY KEY NOT NULL CHECK (singleton = 1),
+    store_id  TEXT NOT NULL
+) STRICT;
+INSERT INTO store_identity (singleton, store_id) VALUES (1, lower(hex(randomblob(16))));
+"#,
 ];
 
 /// The schema version this build writes.
