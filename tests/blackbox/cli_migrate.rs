@@ -328,6 +328,46 @@ async fn an_interrupted_migration_resumes_where_it_stopped() {
     raw.drop_database().await.unwrap();
 }
 
+/// Issue 15 (defect 3): the source gains a record behind the checkpoint of an interrupted copy
+/// (a rerun of the earlier date sorts before the later date's revision the copy had reached). The
+/// resumed copy's verification finds it and copies it: the target ends holding everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_migration_copies_what_the_source_gained_behind_its_checkpoint() {
+    let sandbox = populated();
+    let database = format!("settle_migrate_{}", uuid::Uuid::new_v4().simple());
+    let interrupted = tokio::task::block_in_place(|| {
+        migrate(
+            &sandbox,
+            &database,
+            &[("SETTLE_FAILPOINTS", "migration.after_page=exit(9)")],
+        )
+    });
+    interrupted.assert_code(9);
+    sandbox
+        .run(&["rerun", "--date", "2024-03-10", "--reason", "late file"])
+        .assert_ok();
+    let resumed = tokio::task::block_in_place(|| migrate(&sandbox, &database, &[]));
+    resumed.assert_ok();
+    assert!(
+        resumed
+            .stdout
+            .contains("found by the verification and copied"),
+        "{}",
+        resumed.stdout
+    );
+    let (target, raw) = mongo(&database).await;
+    let revisions = target
+        .settlement_revisions("2024-03-10".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(revisions.len(), 3, "{revisions:?}");
+    assert_eq!(
+        contents(&target).await,
+        contents(&sandbox.store().await).await
+    );
+    raw.drop_database().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_migration_only_adds_and_never_rolls_the_target_back() {
     let sandbox = populated();

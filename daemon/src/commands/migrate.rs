@@ -90,6 +90,13 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
             k.outcome.removed
         );
     }
+    let caught_up: u64 = report.kinds.iter().map(|k| k.caught_up).sum();
+    if caught_up > 0 {
+        println!(
+            "{caught_up} record(s) the source gained behind the checkpoint were found by the \
+             verification and copied"
+        );
+    }
     let differing: u64 = report.kinds.iter().map(|k| k.outcome.differing).sum();
     if differing > 0 {
         println!(
