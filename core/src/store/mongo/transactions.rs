@@ -264,8 +264,10 @@ impl MongoStore {
             }
             let version = d::optional_integer(&document, "returns_version")?.unwrap_or(0);
             let (recorded, recorded_ids) = self.returned(&payment).await?;
-            // Reservations of writers still in flight: not yet recorded, and recent.
-            let oldest_live = record.created_at - Duration::seconds(RESERVATION_TTL_SECONDS);
+            // Reservations of writers still in flight: not yet recorded, and recent by the one
+            // clock every writer shares, the server's (writers' own clocks may disagree).
+            let server_now = self.server_now().await?;
+            let oldest_live = server_now - Duration::seconds(RESERVATION_TTL_SECONDS);
             let mut live: Vec<Document> = Vec::new();
             let mut reserved: i64 = 0;
             let mut oldest_reserved_at: Option<chrono::DateTime<chrono::Utc>> = None;
@@ -290,17 +292,17 @@ impl MongoStore {
             if let Err(refusal) = returns::check_return(t, Some(&target), returned_minor) {
                 // Refused only because of returns in flight: not a final answer.
                 if reserved > 0 && returns::check_return(t, Some(&target), recorded).is_ok() {
-                    let expires_at = oldest_reserved_at.unwrap_or(record.created_at)
+                    let expires_at = oldest_reserved_at.unwrap_or(server_now)
                         + Duration::seconds(RESERVATION_TTL_SECONDS);
                     return Ok(Err(RecordOutcome::ReturnsInDoubt {
                         payment,
                         in_doubt_minor: reserved,
-                        retry_after_s: (expires_at - record.created_at).num_seconds().max(1),
+                        retry_after_s: (expires_at - server_now).num_seconds().max(1),
                     }));
                 }
                 return Ok(Err(RecordOutcome::refused(refusal, Some(payment))));
             }
-            let mut reservation = doc! { "id": record.id.to_string(), "amount_minor": t.amount_minor, "at": instant(record.created_at) };
+            let mut reservation = doc! { "id": record.id.to_string(), "amount_minor": t.amount_minor, "at": instant(server_now) };
             if let Some(tag) = &record.idempotency {
                 reservation.insert("principal", &tag.principal);
                 reservation.insert("key", &tag.key);
@@ -326,6 +328,21 @@ impl MongoStore {
         Err(StoreError::Backend(
             "too many concurrent refunds of one payment; retry".into(),
         ))
+    }
+
+    /// The server's clock (`hello.localTime`): the one clock reservations are stamped and
+    /// expired by.
+    async fn server_now(&self) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+        let hello = self
+            .database
+            .run_command(doc! { "hello": 1 })
+            .await
+            .map_err(backend)?;
+        let local = hello
+            .get_datetime("localTime")
+            .map_err(|e| StoreError::Backend(format!("the server did not tell its time: {e}")))?;
+        chrono::DateTime::from_timestamp_millis(local.timestamp_millis())
+            .ok_or_else(|| StoreError::Backend("the server's time is out of range".into()))
     }
 
     async fn release_reservation(&self, payment_id: &str, id: Uuid) -> Result<(), StoreError> {
@@ -705,5 +722,74 @@ impl TransactionStore for MongoStore {
             )
         };
         futures::stream::once(open).try_flatten().boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+
+    use super::*;
+    use crate::calendar::BusinessCalendar;
+    use crate::model::{NewTransaction, PaymentMethod, TransactionKind, TransactionStatus};
+    use crate::money::Currency;
+    use crate::store::TransactionStore;
+
+    fn record(
+        kind: TransactionKind,
+        reference: &str,
+        clock: chrono::DateTime<Utc>,
+    ) -> TransactionRecord {
+        let transaction = NewTransaction {
+            id: None,
+            merchant_id: "m-1".into(),
+            kind,
+            status: TransactionStatus::Completed,
+            amount_minor: 10_000,
+            currency: Currency::from_code("USD").unwrap(),
+            method: PaymentMethod::Card,
+            occurred_at: Utc::now() - Duration::hours(1),
+            external_ref: reference.into(),
+            refund_of: (kind == TransactionKind::Refund).then(|| "pay-1".to_string()),
+        };
+        crate::ingest::prepare(transaction, &BusinessCalendar::default(), clock).unwrap()
+    }
+
+    /// Issue 15 (suspected: reservations expired across two clocks). A writer whose clock runs
+    /// ten minutes behind holds a reservation of the whole payment; another writer, on a right
+    /// clock, must see it live (the server stamps and expires reservations), not as expired.
+    #[tokio::test]
+    async fn a_reservation_is_live_by_the_servers_clock_whatever_the_writers_clock() {
+        let Some(store) = super::super::test_store().await else {
+            return;
+        };
+        let now = Utc::now();
+        let paid = store
+            .record_transaction(record(TransactionKind::Payment, "pay-1", now))
+            .await
+            .unwrap();
+        assert!(matches!(paid, RecordOutcome::Inserted(_)), "{paid:?}");
+        let behind = record(
+            TransactionKind::Refund,
+            "ref-1",
+            now - Duration::minutes(10),
+        );
+        let held = store.reserve_return(&behind).await.unwrap();
+        assert!(held.is_ok(), "{held:?}");
+        let other = store
+            .record_transaction(record(TransactionKind::Refund, "ref-2", now))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                other,
+                RecordOutcome::ReturnsInDoubt {
+                    in_doubt_minor: 10_000,
+                    ..
+                }
+            ),
+            "{other:?}"
+        );
+        store.drop_database().await.unwrap();
     }
 }
