@@ -586,3 +586,58 @@ async fn a_takeover_decided_before_the_run_completed_does_not_reopen_it() {
     );
     assert_eq!(world.provider.post_count(), posts, "{what}: paid again");
 }
+
+/// Issue 15 (suspected: two planners of one line on MongoDB, fence checked once). Run A plans
+/// 2024-03-10 and stalls before writing its decision; its lease expires; another date opens a
+/// carry-forward for the same merchant; run B takes 2024-03-10 over and plans it with that
+/// carry-forward (a carry of its own). When A wakes it must not write the payout it computed
+/// earlier: the line has one decision, B's, and the merchant is neither paid nor owed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_planner_and_the_new_holder_make_one_decision_per_line() {
+    let what = "MongoDB: two planners of one line";
+    let world = World::new(Store::Mongo, SCHEDULER_OFF);
+    let rows = [
+        "p-d,m-1,payment,completed,50.00,USD,card,2024-03-10T10:00:00+03:00,",
+        "a-e,m-1,adjustment,completed,-80.00,USD,other,2024-03-09T10:00:00+03:00,",
+    ];
+    let file = world
+        .setup
+        .sandbox
+        .write("two.csv", transactions_csv(&rows));
+    world
+        .setup
+        .settle(&["import", file.to_str().expect("a UTF-8 path")])
+        .assert_ok();
+    let store = world.store().await;
+    let mut stale = spawn_at_point(&world, "store.plan.before_decision=sleep(3000)", what);
+    signal(&stale, "-STOP");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The day before owes 80.00: its carry-forward opens while A is frozen.
+    world
+        .setup
+        .settle(&["run", "--date", "2024-03-09"])
+        .assert_ok();
+    // B takes 2024-03-10 over and deducts the 80.00 from the 48.90 owed: -31.10 carried.
+    world.setup.settle(&["run", "--date", DATE]).assert_ok();
+    signal(&stale, "-CONT");
+    let status = wait_exit(&mut stale, what).await;
+    assert!(!status.success(), "{what}: the stale run cannot complete");
+    let payouts = store.payouts(date()).await.expect("payouts");
+    assert!(
+        payouts.is_empty(),
+        "{what}: a payout was planned: {payouts:?}"
+    );
+    assert!(
+        world.provider.ledger().is_empty(),
+        "{what}: the provider paid"
+    );
+    let open: i64 = store
+        .carry_forwards(true)
+        .await
+        .expect("carry-forwards")
+        .iter()
+        .filter(|c| c.merchant_id == "m-1")
+        .map(|c| c.amount_minor)
+        .sum();
+    assert_eq!(open, -3_110, "{what}: what m-1 still owes");
+}

@@ -47,6 +47,10 @@ const MARKER: &str = "marker";
 const NOT_RECORD_COLLECTIONS: &[(&str, &str)] = &[
     (MIGRATIONS, "migration marker and checkpoints"),
     (MIGRATION_COPIED, "which records a migration copied"),
+    (
+        super::collections::LINE_PLANS,
+        "MongoDB's own planning decisions; a line planned before (on SQLite) is known by its payout or carry-forward",
+    ),
 ];
 
 /// The collection each kind is written to.

@@ -42,6 +42,8 @@ pub mod collections {
     pub const API_TOKENS: &str = "api_tokens";
     pub const RERUN_REQUESTS: &str = "rerun_requests";
     pub const FEE_LEDGERS: &str = "fee_ledgers";
+    /// One planning decision per (settlement date, revision, merchant, currency) line.
+    pub const LINE_PLANS: &str = "line_plans";
 }
 
 /// How long the driver looks for a server before an operation fails.

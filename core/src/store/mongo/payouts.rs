@@ -1,21 +1,19 @@
 //! Payouts, merchant holds and carried-forward amounts in MongoDB, with the semantics of the SQLite
 //! adapter: planning is fenced and idempotent per revision, status changes are compare-and-set.
 //!
-//! No multi-document transaction is used. Planning checks the fence, then writes each line in an
-//! order that a resumed run (the same revision, after a crash or a takeover) can repeat safely:
-//! a line the revision already paid or carried is left alone; otherwise open carry-forwards are
-//! applied to the date (per document, `applied_date: null` → this date), then what the date
-//! already settled is read back (payouts not failed, carry-forwards applied to or carried from
-//! it), and only the difference is written, under a key that is unique per revision: a payout's `_id` is its deterministic reference, a carry-forward is unique on
-//! (origin_date, origin_revision, merchant_id, currency). Whatever an interrupted plan wrote thus
-//! counts as settled when it is planned again (the rest is planned, nothing twice), and a write
-//! planned twice hits the unique key and is not repeated. The fence is checked once, before the
-//! first write, rather than with every write as in SQLite's single transaction: a run that loses
-//! its lease while planning may still finish writing, but only under its own revision's unique
-//! keys, which the new holder's plan of that revision then finds taken, so no amount is paid or
-//! carried twice. One window stays: two holders planning the same line of the same revision at
-//! once, with another date's carry-forward opened between their reads, can apply it in the one
-//! whose carry-forward then loses to the other's unique key (SQLite plans in one transaction).
+//! No multi-document transaction is used. Planning checks the fence, then decides each line once
+//! per revision, whoever plans it: open carry-forwards are applied to the date (per document,
+//! `applied_date: null` → this date, tagged with the planner), what the date already settled is
+//! read back (payouts not failed, carry-forwards applied to or carried from it), and the decision
+//! (the difference, and which applied carry-forwards it counted) is inserted into `line_plans`
+//! under the line's unique key (its payout reference) before anything it decides is written. Then
+//! the decision is enacted: a payout (`_id` = its reference) or a carry-forward (unique on
+//! origin_date, origin_revision, merchant_id, currency), each written once. A planner that finds
+//! a decision enacts it (a resumed run, a retry); one whose decision loses to another's (a stale
+//! holder, whose fence was checked once before the first write, and the new holder planning at
+//! once) takes back the carry-forwards it applied that the winner did not count and enacts the
+//! winner's, so no amount is paid or carried twice and no debt is lost. A line planned before
+//! decisions were kept (or copied from SQLite) is known by its payout or carry-forward.
 //!
 //! Holds: `hold_merchant` writes the hold before holding pending payouts, `release_merchant`
 //! deletes it before releasing held ones. A plan that read the holds before a concurrent change
@@ -32,8 +30,11 @@
 //! `currency`, `amount_minor` Int64, `status`, `provider_payout_id`, `attempts`, `last_error`,
 //! `created_at`, `updated_at`, and while a sender has it in flight `claimed_by` and
 //! `claim_expires_at`); `carry_forwards` (`merchant_id`, `currency`, `amount_minor` Int64,
-//! `origin_date`, `origin_revision`, `applied_date`, `applied_revision`, `created_at`);
-//! `merchant_holds` (`_id` = merchant id, `reason`, `held_by`, `held_at`).
+//! `origin_date`, `origin_revision`, `applied_date`, `applied_revision`, `applied_by`,
+//! `created_at`); `line_plans` (`_id` = the line's payout reference, `settlement_date`,
+//! `revision`, `merchant_id`, `currency`, `amount_minor` Int64 (the difference decided),
+//! `counted` (ids of the applied carry-forwards it counted), `created_at`); `merchant_holds`
+//! (`_id` = merchant id, `reason`, `held_by`, `held_at`).
 
 use std::collections::BTreeSet;
 
@@ -51,7 +52,7 @@ use crate::store::{
     PayoutUpdate, StoreError,
 };
 
-use super::collections::{CARRY_FORWARDS, MERCHANT_HOLDS, PAYOUTS};
+use super::collections::{CARRY_FORWARDS, LINE_PLANS, MERCHANT_HOLDS, PAYOUTS};
 use super::documents::{self as d, date_text, instant};
 use super::{backend, is_duplicate_key, MongoStore};
 
@@ -260,6 +261,11 @@ impl MongoStore {
         Ok(carried > 0)
     }
 
+    /// Plans one line, once per revision whoever plans it: the decision (pay, carry or nothing,
+    /// and which applied carry-forwards it counted) is one document under the line's unique key,
+    /// written before anything it decides. A planner that finds a decision enacts it; one whose
+    /// decision loses to another's (a stale holder and the new one planning at once) takes back
+    /// the carry-forwards it applied that the winner did not count, and enacts the winner's.
     async fn plan_line(
         &self,
         fence: &Fence,
@@ -271,11 +277,22 @@ impl MongoStore {
         let date = date_text(fence.settlement_date);
         let revision = i64::from(fence.revision);
         let (merchant, currency) = (line.merchant_id.as_str(), line.currency.code());
+        let key = payout_reference(
+            fence.settlement_date,
+            line.currency,
+            fence.revision,
+            merchant,
+        );
+        if let Some(decision) = self.line_decision(&key).await? {
+            return self.enact(fence, line, &decision, held, now, plan).await;
+        }
+        // Planned before decisions were kept (or by SQLite before a migration).
         if self.line_planned(fence, line).await? {
             return Ok(());
         }
         // Each open carry-forward is applied by its own compare-and-set (still unapplied → this
-        // date): one applied by a concurrent plan of another date stays that date's.
+        // date), tagged with this planner: one applied by a concurrent plan stays that plan's.
+        let planner = uuid::Uuid::new_v4().to_string();
         self.collection(CARRY_FORWARDS)
             .update_many(
                 doc! {
@@ -284,17 +301,31 @@ impl MongoStore {
                     "applied_date": Bson::Null,
                     "origin_date": { "$ne": &date },
                 },
-                doc! { "$set": { "applied_date": &date, "applied_revision": revision } },
+                doc! { "$set": {
+                    "applied_date": &date,
+                    "applied_revision": revision,
+                    "applied_by": &planner,
+                } },
             )
             .await
             .map_err(backend)?;
-        let carried_in = self
-            .amount_sum(
+        let applied = self
+            .find_all(
                 CARRY_FORWARDS,
                 doc! { "merchant_id": merchant, "currency": currency, "applied_date": &date },
-                line,
+                doc! { "_id": 1 },
+                None,
+                None,
             )
             .await?;
+        let mut carried_in: i64 = 0;
+        let mut counted: Vec<Bson> = Vec::with_capacity(applied.len());
+        for document in &applied {
+            carried_in = carried_in
+                .checked_add(d::integer(document, "amount_minor")?)
+                .ok_or_else(|| overflow(line))?;
+            counted.push(document.get("_id").cloned().unwrap_or(Bson::Null));
+        }
         let paid = self
             .amount_sum(
                 PAYOUTS,
@@ -318,6 +349,69 @@ impl MongoStore {
             .await?;
         let difference = amount_due(line.figures.net_minor, carried_in, paid, carried_out)
             .ok_or_else(|| overflow(line))?;
+        crate::failpoint::hit("store.plan.before_decision")
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let decided = doc! {
+            "_id": &key,
+            "settlement_date": &date,
+            "revision": revision,
+            "merchant_id": merchant,
+            "currency": currency,
+            "amount_minor": difference,
+            "counted": counted,
+            "created_at": instant(now),
+        };
+        let decision = match self
+            .collection(LINE_PLANS)
+            .insert_one(decided.clone())
+            .await
+        {
+            Ok(_) => decided,
+            Err(error) if is_duplicate_key(&error) => {
+                let winner = self
+                    .line_decision(&key)
+                    .await?
+                    .ok_or_else(|| StoreError::Backend(format!("the plan of {key} vanished")))?;
+                let kept = winner.get_array("counted").cloned().unwrap_or_default();
+                self.collection(CARRY_FORWARDS)
+                    .update_many(
+                        doc! { "applied_by": &planner, "_id": { "$nin": kept } },
+                        doc! { "$set": {
+                            "applied_date": Bson::Null,
+                            "applied_revision": Bson::Null,
+                            "applied_by": Bson::Null,
+                        } },
+                    )
+                    .await
+                    .map_err(backend)?;
+                winner
+            }
+            Err(error) => return Err(backend(error)),
+        };
+        self.enact(fence, line, &decision, held, now, plan).await
+    }
+
+    async fn line_decision(&self, key: &str) -> Result<Option<Document>, StoreError> {
+        self.collection(LINE_PLANS)
+            .find_one(doc! { "_id": key })
+            .await
+            .map_err(backend)
+    }
+
+    /// Writes what a line's decision says (idempotently: a write done before hits its key).
+    async fn enact(
+        &self,
+        fence: &Fence,
+        line: &SettlementLine,
+        decision: &Document,
+        held: &BTreeSet<String>,
+        now: DateTime<Utc>,
+        plan: &mut PayoutPlan,
+    ) -> Result<(), StoreError> {
+        let date = date_text(fence.settlement_date);
+        let revision = i64::from(fence.revision);
+        let (merchant, currency) = (line.merchant_id.as_str(), line.currency.code());
+        let difference = d::integer(decision, "amount_minor")?;
         if difference > 0 {
             let reference = payout_reference(
                 fence.settlement_date,
