@@ -104,6 +104,7 @@ impl StoreKind {
                 let database = MongoStore::connect(&adapters::mongodb_uri(), &name)
                     .await
                     .expect("connect to MongoDB");
+                without_ttl_deletion(&name).await;
                 StoreUnderTest {
                     store: std::sync::Arc::new(database.clone()),
                     keep: Box::new(()),
@@ -112,6 +113,21 @@ impl StoreKind {
             }
         }
     }
+}
+
+/// The server's TTL monitor deletes idempotency records by its own (real) clock, while the
+/// simulation's clock is manual and years behind: it would forget keys at random moments of a run.
+/// Its databases drop that index; expiry still applies, as Settle checks it on every use.
+async fn without_ttl_deletion(database: &str) {
+    let client = mongodb::Client::with_uri_str(adapters::mongodb_uri())
+        .await
+        .expect("connect to MongoDB");
+    client
+        .database(database)
+        .collection::<mongodb::bson::Document>("idempotency_records")
+        .drop_index("expires_at_1")
+        .await
+        .expect("drop the TTL index of idempotency records");
 }
 
 /// What one execution of a sequence produced.
