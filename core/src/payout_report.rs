@@ -102,14 +102,19 @@ pub async fn apply_report(
         .get(..10)
         .and_then(|prefix| prefix.parse::<chrono::NaiveDate>().ok())
         .ok_or_else(unknown)?;
-    let payout = store
-        .payouts(date)
-        .await?
-        .into_iter()
-        .find(|p| p.reference == report.reference)
-        .ok_or_else(unknown)?;
+    let read = || async {
+        Ok::<_, StoreError>(
+            store
+                .payouts(date)
+                .await?
+                .into_iter()
+                .find(|p| p.reference == report.reference),
+        )
+    };
+    let payout = read().await?.ok_or_else(unknown)?;
     let target = report.status.payout_status();
-    let updated = if moves_forward(payout.status, target) {
+    let forward = moves_forward(payout.status, target);
+    let updated = if forward {
         store
             .update_payout(&PayoutUpdate {
                 reference: payout.reference.clone(),
@@ -145,14 +150,14 @@ pub async fn apply_report(
             payout,
             applied: true,
         },
+        // A report that lost the compare-and-set shows what won; one that was no step forward
+        // shows the payout as read.
+        None if forward => ReportOutcome {
+            payout: read().await?.unwrap_or(payout),
+            applied: false,
+        },
         None => ReportOutcome {
-            // Read again: a report that lost the compare-and-set shows what won.
-            payout: store
-                .payouts(date)
-                .await?
-                .into_iter()
-                .find(|p| p.reference == report.reference)
-                .unwrap_or(payout),
+            payout,
             applied: false,
         },
     })

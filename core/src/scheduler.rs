@@ -540,6 +540,36 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever was completed (in the window, before it, a gap anywhere): the due dates are
+        /// exactly the window's dates without a completed revision, oldest first.
+        #[test]
+        fn dates_due_are_the_windows_dates_not_completed(
+            completed_offsets in proptest::collection::btree_set(0_u32..20, 0..20),
+            max_catch_up_days in 0_u32..10,
+            hours in 0_i64..24 * 60,
+        ) {
+            let aden = BusinessCalendar::default();
+            let now = utc("2024-03-01T00:00:00Z") + Duration::hours(hours);
+            let latest = aden.latest_settleable(now).unwrap();
+            let completed: BTreeSet<NaiveDate> = completed_offsets
+                .iter()
+                .map(|n| latest - Days::new(u64::from(*n)))
+                .collect();
+            let window = catch_up_window(&aden, now, max_catch_up_days).unwrap();
+            let due = dates_due(&aden, now, &completed, max_catch_up_days).unwrap();
+            proptest::prop_assert_eq!(window.len(), max_catch_up_days as usize);
+            proptest::prop_assert!(window.last().is_none_or(|last| *last == latest));
+            proptest::prop_assert!(due.windows(2).all(|pair| pair[0] < pair[1]));
+            let expected: Vec<NaiveDate> = window
+                .iter()
+                .copied()
+                .filter(|date| !completed.contains(date))
+                .collect();
+            proptest::prop_assert_eq!(due, expected);
+        }
+    }
+
     #[test]
     fn dates_due_are_empty_when_up_to_date() {
         let aden = BusinessCalendar::default();

@@ -301,18 +301,24 @@ async fn a_migration_copies_everything_and_a_second_run_is_harmless() {
     raw.drop_database().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_migration_resumes_where_it_stopped() {
-    let sandbox = populated();
+/// A fresh database holding a copy of `sandbox` interrupted after its first page (exit 9).
+fn interrupted_copy(sandbox: &Sandbox) -> String {
     let database = format!("settle_migrate_{}", uuid::Uuid::new_v4().simple());
     let interrupted = tokio::task::block_in_place(|| {
         migrate(
-            &sandbox,
+            sandbox,
             &database,
             &[("SETTLE_FAILPOINTS", "migration.after_page=exit(9)")],
         )
     });
     interrupted.assert_code(9);
+    database
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_migration_resumes_where_it_stopped() {
+    let sandbox = populated();
+    let database = interrupted_copy(&sandbox);
     let resumed = tokio::task::block_in_place(|| migrate(&sandbox, &database, &[]));
     resumed.assert_ok();
     assert!(
@@ -334,15 +340,7 @@ async fn an_interrupted_migration_resumes_where_it_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_migration_copies_what_the_source_gained_behind_its_checkpoint() {
     let sandbox = populated();
-    let database = format!("settle_migrate_{}", uuid::Uuid::new_v4().simple());
-    let interrupted = tokio::task::block_in_place(|| {
-        migrate(
-            &sandbox,
-            &database,
-            &[("SETTLE_FAILPOINTS", "migration.after_page=exit(9)")],
-        )
-    });
-    interrupted.assert_code(9);
+    let database = interrupted_copy(&sandbox);
     sandbox
         .run(&["rerun", "--date", "2024-03-10", "--reason", "late file"])
         .assert_ok();

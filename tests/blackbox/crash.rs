@@ -419,27 +419,9 @@ async fn frozen_run_writes_nothing(store: Store, failpoint: &str) {
     let world = World::new(store, SCHEDULER_OFF);
     world.import(date);
     let store_handle = world.store().await;
-    let mut frozen = world.setup.spawn_with_stderr(
-        &["run", "--date", DATE],
-        &[("SETTLE_FAILPOINTS", failpoint), ("SETTLE_LOG", "warn")],
-    );
     // Freeze it while it holds the failpoint (3 s), not at any moment after its claim: frozen in
     // the middle of a write, it would hold SQLite's write lock, which no lease can take back.
-    let (at_point_tx, at_point) = std::sync::mpsc::channel();
-    let stderr = frozen.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("failpoint hit") {
-                let _ = at_point_tx.send(());
-            }
-        }
-    });
-    tokio::task::block_in_place(|| at_point.recv_timeout(Duration::from_secs(30)))
-        .unwrap_or_else(|_| panic!("{what}: the run never reached its failpoint"));
+    let mut frozen = spawn_at_point(&world, failpoint, &what);
     let state = store_handle.settlement(date, None).await.expect("read");
     assert!(
         state.is_some_and(|s| s.status == SettlementStatus::Running),

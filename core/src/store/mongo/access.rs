@@ -92,6 +92,38 @@ fn optional_revision_bson(revision: Option<u32>) -> Bson {
         .unwrap_or(Bson::Null)
 }
 
+/// A token as stored (also what a migration writes).
+pub(super) fn token_document(token: &ApiToken) -> Document {
+    doc! {
+        "_id": token.id.to_string(),
+        "name": &token.name,
+        "role": token.role.as_str(),
+        "token_hash": &token.token_hash,
+        "created_at": instant(token.created_at),
+        "created_by": &token.created_by,
+        "revoked_at": optional_instant(token.revoked_at),
+    }
+}
+
+/// A rerun request as stored, with no approval in flight (also what a migration writes).
+pub(super) fn rerun_request_document(r: &RerunRequest) -> Document {
+    doc! {
+        "_id": r.id.to_string(),
+        "settlement_date": date_text(r.settlement_date),
+        "reason": &r.reason,
+        "apply_current_fees": r.apply_current_fees,
+        "requested_by": &r.requested_by,
+        "requested_at": instant(r.requested_at),
+        "status": r.status.as_str(),
+        "decided_by": r.decided_by.clone().map(Bson::String).unwrap_or(Bson::Null),
+        "decided_at": optional_instant(r.decided_at),
+        "settlement_revision": optional_revision_bson(r.settlement_revision),
+        "run_revision": optional_revision_bson(r.run_revision),
+        "last_refusal": r.last_refusal.clone().map(Bson::String).unwrap_or(Bson::Null),
+        "approving_token": Bson::Null,
+    }
+}
+
 /// The fields of an approval in flight, cleared when it ends.
 fn no_reservation() -> Document {
     doc! {
@@ -170,16 +202,11 @@ impl MongoStore {
 #[async_trait]
 impl AccessStore for MongoStore {
     async fn create_token(&self, token: &ApiToken) -> Result<(), StoreError> {
-        let document = doc! {
-            "_id": token.id.to_string(),
-            "name": &token.name,
-            "role": token.role.as_str(),
-            "token_hash": &token.token_hash,
-            "created_at": instant(token.created_at),
-            "created_by": &token.created_by,
-            "revoked_at": optional_instant(token.revoked_at),
-        };
-        match self.collection(API_TOKENS).insert_one(document).await {
+        match self
+            .collection(API_TOKENS)
+            .insert_one(token_document(token))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(error) if is_duplicate_key(&error) => {
                 if self.token_by(doc! { "name": &token.name }).await?.is_some() {
@@ -227,23 +254,8 @@ impl AccessStore for MongoStore {
     }
 
     async fn create_rerun_request(&self, request: &RerunRequest) -> Result<(), StoreError> {
-        let r = request;
         self.collection(RERUN_REQUESTS)
-            .insert_one(doc! {
-                "_id": r.id.to_string(),
-                "settlement_date": date_text(r.settlement_date),
-                "reason": &r.reason,
-                "apply_current_fees": r.apply_current_fees,
-                "requested_by": &r.requested_by,
-                "requested_at": instant(r.requested_at),
-                "status": r.status.as_str(),
-                "decided_by": r.decided_by.clone().map(Bson::String).unwrap_or(Bson::Null),
-                "decided_at": optional_instant(r.decided_at),
-                "settlement_revision": optional_revision_bson(r.settlement_revision),
-                "run_revision": optional_revision_bson(r.run_revision),
-                "last_refusal": r.last_refusal.clone().map(Bson::String).unwrap_or(Bson::Null),
-                "approving_token": Bson::Null,
-            })
+            .insert_one(rerun_request_document(request))
             .await
             .map_err(backend)?;
         Ok(())

@@ -682,39 +682,9 @@ fn other_document(kind: RecordKind, value: Value) -> Result<Document, StoreError
             document.insert("ledger", d::to_nested(&ledger)?);
             document
         }
-        RecordKind::ApiTokens => {
-            let token: ApiToken = decode(value)?;
-            let document = doc! {
-                "_id": token.id.to_string(),
-                "name": &token.name,
-                "role": token.role.as_str(),
-                "token_hash": &token.token_hash,
-                "created_at": instant(token.created_at),
-                "created_by": &token.created_by,
-                "revoked_at": token.revoked_at.map(|t| Bson::DateTime(instant(t))).unwrap_or(Bson::Null),
-            };
-            document
-        }
+        RecordKind::ApiTokens => super::access::token_document(&decode::<ApiToken>(value)?),
         RecordKind::RerunRequests => {
-            let r: RerunRequest = decode(value)?;
-            let revision =
-                |r: Option<u32>| r.map(|r| Bson::Int64(i64::from(r))).unwrap_or(Bson::Null);
-            let document = doc! {
-                "_id": r.id.to_string(),
-                "settlement_date": date_text(r.settlement_date),
-                "reason": &r.reason,
-                "apply_current_fees": r.apply_current_fees,
-                "requested_by": &r.requested_by,
-                "requested_at": instant(r.requested_at),
-                "status": r.status.as_str(),
-                "decided_by": optional(r.decided_by),
-                "decided_at": r.decided_at.map(|t| Bson::DateTime(instant(t))).unwrap_or(Bson::Null),
-                "settlement_revision": revision(r.settlement_revision),
-                "run_revision": revision(r.run_revision),
-                "last_refusal": optional(r.last_refusal),
-                "approving_token": Bson::Null,
-            };
-            document
+            super::access::rerun_request_document(&decode::<RerunRequest>(value)?)
         }
         RecordKind::Settlements | RecordKind::SettlementLines | RecordKind::Transactions => {
             unreachable!("built by their own methods")
