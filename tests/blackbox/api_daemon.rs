@@ -119,6 +119,28 @@ async fn audit_events(daemon: &Daemon, token: &str) -> Vec<Value> {
     body["items"].as_array().expect("items").clone()
 }
 
+/// The audit trail once each of `dates` has a successful `settlement.run` event. A run audits
+/// its outcome just after it completes, so a reader who saw `completed` may be a moment early.
+async fn audit_events_after_runs(daemon: &Daemon, token: &str, dates: &[NaiveDate]) -> Vec<Value> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let events = audit_events(daemon, token).await;
+        let audited = |date: &NaiveDate| {
+            run_outcomes(&events, *date)
+                .iter()
+                .any(|o| o == "succeeded")
+        };
+        if dates.iter().all(audited) {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no successful run audited for some of {dates:?}:\n{events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The outcomes of the `settlement.run` events of `date`, in the trail's order.
 fn run_outcomes(events: &[Value], date: NaiveDate) -> Vec<String> {
     let subject = format!("settlement_date={date}");
@@ -153,7 +175,8 @@ async fn assert_each_date_settled_once(
     window: (NaiveDate, NaiveDate),
 ) -> BTreeSet<NaiveDate> {
     let history = all_revisions(daemon, token).await;
-    let events = audit_events(daemon, token).await;
+    let dates: Vec<NaiveDate> = history.iter().map(date_of).collect();
+    let events = audit_events_after_runs(daemon, token, &dates).await;
     let mut settled = BTreeSet::new();
     for settlement in &history {
         let date = date_of(settlement);
@@ -535,7 +558,7 @@ async fn a_killed_run_keeps_its_lease_until_expiry_then_another_daemon_completes
         "{settlement}"
     );
     assert_eq!(revisions(&taker, &operator, date).await.len(), 1);
-    let events = audit_events(&taker, &operator).await;
+    let events = audit_events_after_runs(&taker, &operator, &[date]).await;
     let outcomes = run_outcomes(&events, date);
     assert_eq!(
         outcomes.iter().filter(|o| *o == "succeeded").count(),
@@ -648,7 +671,10 @@ async fn sigterm_during_a_run_stops_between_pages_releases_the_lease_and_exits_0
     assert_eq!(totals["transaction_count"], transaction_count, "{totals}");
     assert_eq!(totals["gross_minor"], 100 * transaction_count, "{totals}");
     assert_eq!(revisions(&fresh, &operator, date).await.len(), 1);
-    let outcomes = run_outcomes(&audit_events(&fresh, &operator).await, date);
+    let outcomes = run_outcomes(
+        &audit_events_after_runs(&fresh, &operator, &[date]).await,
+        date,
+    );
     assert!(
         outcomes.iter().any(|o| o == "interrupted"),
         "the first run stopped between pages: {outcomes:?}"
