@@ -1,6 +1,6 @@
-//! `settle migrate --from sqlite:PATH --to mongodb://…` on the real binary: everything arrives,
-//! a second run only adds (never rolls the target back), a target holding other data is refused,
-//! an interrupted copy resumes, and the copy keeps working (a rerun settles what SQLite settled).
+//! `settle migrate --from sqlite:PATH --to mongodb://…` on the real binary: everything arrives and
+//! is verified by content, a second run only adds (never rolls the target back), a target holding
+//! other data is refused, an interrupted copy resumes, and the copy keeps working.
 
 use std::collections::BTreeMap;
 
@@ -179,6 +179,136 @@ fn figures(ran: &Ran, kind: &str) -> [u64; 4] {
     [numbers[0], numbers[1], numbers[2], numbers[3]]
 }
 
+/// Every record kind, as `settle migrate` names them.
+const KINDS: &[&str] = &[
+    "settlements",
+    "settlement_lines",
+    "transactions",
+    "payouts",
+    "carry_forwards",
+    "merchant_holds",
+    "notifications",
+    "idempotency_records",
+    "audit_events",
+    "fee_ledgers",
+    "api_tokens",
+    "rerun_requests",
+];
+
+/// One kind's verification as printed: `KIND: source N, target N, missing N, differing N,
+/// removed N, digest source X = target Y` (`!=` when they differ).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verified {
+    source: u64,
+    target: u64,
+    missing: u64,
+    differing: u64,
+    removed: u64,
+    source_digest: String,
+    target_digest: String,
+}
+
+impl Verified {
+    /// Equal counts, nothing missing or differing, and equal digests.
+    fn equal(&self) -> bool {
+        self.source == self.target
+            && self.missing == 0
+            && self.differing == 0
+            && self.source_digest == self.target_digest
+    }
+}
+
+/// The verification line of `kind` in `text` (stdout on success, stderr on failure).
+fn verified(text: &str, kind: &str) -> Verified {
+    let prefix = format!("{kind}: ");
+    let line = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no verification of {kind}: {text}"));
+    let (counts, digests) = line
+        .split_once(", digest source ")
+        .unwrap_or_else(|| panic!("no digests: {line}"));
+    let count = |name: &str| -> u64 {
+        counts
+            .split(", ")
+            .find_map(|part| part.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .parse()
+            .unwrap()
+    };
+    let (source_digest, equals, target_digest) = {
+        let parts: Vec<&str> = digests.split_whitespace().collect();
+        assert_eq!((parts.len(), parts[2]), (4, "target"), "{line}");
+        (parts[0].to_string(), parts[1], parts[3].to_string())
+    };
+    assert_eq!(source_digest.len(), 16, "{line}");
+    assert_eq!(
+        equals == "=",
+        source_digest == target_digest,
+        "the sign agrees with the digests: {line}"
+    );
+    Verified {
+        source: count("source"),
+        target: count("target"),
+        missing: count("missing"),
+        differing: count("differing"),
+        removed: count("removed"),
+        source_digest,
+        target_digest,
+    }
+}
+
+/// Every kind verified equal in a successful run's output, by kind.
+fn all_equal(ran: &Ran) -> BTreeMap<&'static str, Verified> {
+    KINDS
+        .iter()
+        .map(|kind| {
+            let v = verified(&ran.stdout, kind);
+            assert!(v.equal(), "{kind}: {v:?}\n{}", ran.stdout);
+            (*kind, v)
+        })
+        .collect()
+}
+
+/// The raw collection of a migrated database, to change it behind Settle's back.
+async fn raw_collection(
+    database: &str,
+    name: &str,
+) -> mongodb::Collection<mongodb::bson::Document> {
+    mongodb::Client::with_uri_str(mongodb_uri())
+        .await
+        .unwrap()
+        .database(database)
+        .collection(name)
+}
+
+/// Whether the database's migration marker says finished.
+async fn marked_finished(database: &str) -> bool {
+    let marker = raw_collection(database, "migrations")
+        .await
+        .find_one(mongodb::bson::doc! { "_id": "marker" })
+        .await
+        .unwrap()
+        .expect("a marker");
+    !matches!(
+        marker.get("finished_at"),
+        None | Some(mongodb::bson::Bson::Null)
+    )
+}
+
+/// Changes one copied transaction's amount directly on the MongoDB target.
+async fn change_amount_on_target(database: &str, external_ref: &str) {
+    let changed = raw_collection(database, "transactions")
+        .await
+        .update_one(
+            mongodb::bson::doc! { "external_ref": external_ref },
+            mongodb::bson::doc! { "$inc": { "amount_minor": 1_i64 } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.modified_count, 1, "{external_ref} was copied");
+}
+
 /// Adds an API token and a pending rerun request to the SQLite store.
 async fn add_access_records(sandbox: &Sandbox) {
     sandbox
@@ -220,6 +350,9 @@ async fn a_migration_copies_everything_and_a_second_run_is_harmless() {
         "{}",
         first.stdout
     );
+    let verified_first = all_equal(&first);
+    assert_eq!(verified_first["transactions"].source, 7);
+    assert_eq!(verified_first["settlements"].source, 3);
 
     let (target, raw) = mongo(&database).await;
     let source = sandbox.store().await;
@@ -228,6 +361,11 @@ async fn a_migration_copies_everything_and_a_second_run_is_harmless() {
     let second = tokio::task::block_in_place(|| migrate(&sandbox, &database, &[]));
     second.assert_ok();
     assert!(!second.stdout.contains("resumed"), "{}", second.stdout);
+    assert_eq!(
+        all_equal(&second),
+        verified_first,
+        "the same counts and digests again"
+    );
     assert_eq!(
         contents(&target).await,
         contents(&source).await,
@@ -303,13 +441,16 @@ async fn a_migration_copies_everything_and_a_second_run_is_harmless() {
 
 /// A fresh database holding a copy of `sandbox` interrupted after its first page (exit 9).
 fn interrupted_copy(sandbox: &Sandbox) -> String {
+    interrupted_after(sandbox, 1)
+}
+
+/// A fresh database holding a copy of `sandbox` interrupted after its `pages`-th page (exit 9);
+/// with the records of `populated`, one page per kind (3: settlements, lines and transactions).
+fn interrupted_after(sandbox: &Sandbox, pages: u32) -> String {
     let database = format!("settle_migrate_{}", uuid::Uuid::new_v4().simple());
+    let failpoint = format!("migration.after_page=exit(9)@{pages}");
     let interrupted = tokio::task::block_in_place(|| {
-        migrate(
-            sandbox,
-            &database,
-            &[("SETTLE_FAILPOINTS", "migration.after_page=exit(9)")],
-        )
+        migrate(sandbox, &database, &[("SETTLE_FAILPOINTS", &failpoint)])
     });
     interrupted.assert_code(9);
     database
@@ -326,11 +467,71 @@ async fn an_interrupted_migration_resumes_where_it_stopped() {
         "{}",
         resumed.stdout
     );
+    // Equal counts and digests per kind, the same as a copy made in one go.
+    let verified_resumed = all_equal(&resumed);
+    assert_eq!(verified_resumed["transactions"].source, 7);
+    assert_eq!(verified_resumed["merchant_holds"].source, 1);
+    let straight = format!("settle_migrate_{}", uuid::Uuid::new_v4().simple());
+    let in_one_go = tokio::task::block_in_place(|| migrate(&sandbox, &straight, &[]));
+    in_one_go.assert_ok();
+    assert_eq!(all_equal(&in_one_go), verified_resumed);
+    let (_, raw_straight) = mongo(&straight).await;
+    raw_straight.drop_database().await.unwrap();
+
     let (target, raw) = mongo(&database).await;
     assert_eq!(
         contents(&target).await,
         contents(&sandbox.store().await).await
     );
+    raw.drop_database().await.unwrap();
+}
+
+/// A record copied by an interrupted first migration is changed on the target before the copy
+/// resumes: the resumed copy holds every key, but its content verification fails naming the kind,
+/// with both digests, and the migration is not marked finished (nor on a later attempt: a
+/// migration never overwrites).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_migration_fails_when_a_copied_record_was_changed_on_the_target() {
+    let sandbox = populated();
+    let database = interrupted_after(&sandbox, 3);
+    change_amount_on_target(&database, "p-4").await;
+
+    for attempt in 1..=2 {
+        let resumed = tokio::task::block_in_place(|| migrate(&sandbox, &database, &[]));
+        resumed.assert_code(1);
+        assert!(!resumed.stdout.contains("done"), "{}", resumed.stdout);
+        let transactions = verified(&resumed.stderr, "transactions");
+        assert_eq!(
+            (
+                transactions.source,
+                transactions.target,
+                transactions.missing,
+                transactions.differing
+            ),
+            (7, 7, 0, 1),
+            "attempt {attempt}: {}",
+            resumed.stderr
+        );
+        assert_ne!(transactions.source_digest, transactions.target_digest);
+        assert!(
+            resumed.stderr.contains("not marked finished")
+                && resumed.stderr.contains("empty database"),
+            "{}",
+            resumed.stderr
+        );
+        for kind in KINDS.iter().filter(|kind| **kind != "transactions") {
+            assert!(
+                !resumed
+                    .stderr
+                    .lines()
+                    .any(|line| line.trim().starts_with(&format!("{kind}: source "))),
+                "only the differing kind is named: {}",
+                resumed.stderr
+            );
+        }
+        assert!(!marked_finished(&database).await, "attempt {attempt}");
+    }
+    let (_, raw) = mongo(&database).await;
     raw.drop_database().await.unwrap();
 }
 
@@ -373,9 +574,11 @@ async fn a_second_migration_only_adds_and_never_rolls_the_target_back() {
     tokio::task::block_in_place(|| migrate(&sandbox, &database, &[])).assert_ok();
     let (target, raw) = mongo(&database).await;
 
-    // Life goes on on MongoDB: the hold made on SQLite is released and its payouts go out.
+    // Life goes on on MongoDB: the hold made on SQLite is released and its payouts go out, and a
+    // transaction is corrected there.
     tokio::task::block_in_place(|| on_mongo(&sandbox, &database, &["merchant", "release", "m-2"]))
         .assert_ok();
+    change_amount_on_target(&database, "p-4").await;
     let moved_on = contents(&target).await;
     // And one more payment reaches the old store before it is retired.
     sandbox
@@ -433,6 +636,35 @@ async fn a_second_migration_only_adds_and_never_rolls_the_target_back() {
         second.stdout
     );
     assert_eq!(figures(&second, "settlements")[0], 0, "{}", second.stdout);
+    // Verified: nothing missing; the corrected transaction is reported as differing (not a
+    // failure on a second run); the released hold is left out of both sides.
+    let transactions = verified(&second.stdout, "transactions");
+    assert_eq!(
+        (
+            transactions.source,
+            transactions.target,
+            transactions.missing,
+            transactions.differing
+        ),
+        (8, 8, 0, 1),
+        "{}",
+        second.stdout
+    );
+    assert_ne!(transactions.source_digest, transactions.target_digest);
+    let holds = verified(&second.stdout, "merchant_holds");
+    assert_eq!(
+        (holds.source, holds.target, holds.removed),
+        (0, 0, 1),
+        "{}",
+        second.stdout
+    );
+    assert!(holds.equal(), "{holds:?}");
+    assert!(verified(&second.stdout, "settlements").equal());
+    assert!(
+        second.stdout.contains("differing on the target") && second.stdout.contains("transactions"),
+        "{}",
+        second.stdout
+    );
     if moved_on.get("payouts 2024-03-10")
         != contents(&sandbox.store().await)
             .await
@@ -517,6 +749,14 @@ async fn a_hold_released_and_paid_on_mongodb_survives_a_second_migration() {
     assert!(
         payouts[2] >= 1,
         "the paid payout differs from the source: {}",
+        second.stdout
+    );
+    let verified_payouts = verified(&second.stdout, "payouts");
+    assert_eq!(verified_payouts.missing, 0, "{}", second.stdout);
+    assert_eq!(verified_payouts.differing, payouts[2], "{}", second.stdout);
+    assert_ne!(
+        verified_payouts.source_digest, verified_payouts.target_digest,
+        "{}",
         second.stdout
     );
     assert_eq!(

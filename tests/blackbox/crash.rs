@@ -623,3 +623,286 @@ async fn a_stale_planner_and_the_new_holder_make_one_decision_per_line() {
         .sum();
     assert_eq!(open, -3_110, "{what}: what m-1 still owes");
 }
+
+/// A `settle` command that stops itself (SIGSTOP) at its `stall` failpoints.
+struct Stalled {
+    child: Child,
+    /// The points it stalled at, in order, as it says on stderr.
+    points: std::sync::mpsc::Receiver<String>,
+    what: String,
+}
+
+impl Stalled {
+    /// Spawns `settle ARGS` with `SETTLE_FAILPOINTS=failpoints` (each `point=stall`).
+    fn spawn(world: &World, args: &[&str], failpoints: &str, what: &str) -> Stalled {
+        let mut child = world
+            .setup
+            .spawn_with_stderr(args, &[("SETTLE_FAILPOINTS", failpoints)]);
+        let (tx, points) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(point) = line
+                    .strip_prefix("failpoint ")
+                    .and_then(|rest| rest.split_once(" stalled"))
+                {
+                    let _ = tx.send(point.0.to_string());
+                }
+            }
+        });
+        Stalled {
+            child,
+            points,
+            what: what.to_string(),
+        }
+    }
+
+    /// Returns once the process said it stalls at `point` and has stopped (`T` in /proc).
+    async fn wait_at(&mut self, point: &str) {
+        let what = &self.what;
+        let said =
+            tokio::task::block_in_place(|| self.points.recv_timeout(Duration::from_secs(30)))
+                .unwrap_or_else(|_| panic!("{what}: never reached {point}"));
+        assert_eq!(said, point, "{what}: stalled elsewhere first");
+        let stat = format!("/proc/{}/stat", self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            // The state follows the parenthesised command name: "pid (settle) T …".
+            if state
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: never stopped at {point}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn resume(&self) {
+        signal(&self.child, "-CONT");
+    }
+
+    async fn exit(&mut self) -> std::process::ExitStatus {
+        wait_exit(&mut self.child, &self.what).await
+    }
+}
+
+/// How many transaction documents of `date` are in `state` (`open`, `frozen`), or pending a
+/// batch that has not stood yet (`pending`), read from the database directly.
+async fn transactions_in_state(world: &World, date: &str, state: &str) -> u64 {
+    use mongodb::bson::doc;
+    let database = world.database.as_ref().expect("a MongoDB world");
+    let client = mongodb::Client::with_uri_str(&database.uri)
+        .await
+        .expect("connect to MongoDB");
+    let filter = if state == "pending" {
+        doc! { "settlement_date": date, "pending_batch": { "$exists": true } }
+    } else {
+        doc! { "settlement_date": date, "state": state }
+    };
+    client
+        .database(&database.name)
+        .collection::<mongodb::bson::Document>("transactions")
+        .count_documents(filter)
+        .await
+        .expect("count transactions")
+}
+
+/// Issue 15 (suspected: a batch's rollback deletes only rows still open, so a row a concurrent
+/// run froze stays settled while the import reports that nothing was written). Confirmed and
+/// fixed: a batch's rows are pending until the batch stands, and no run freezes a pending row.
+/// The import stalls after its insert found a conflict, before it takes its rows back; a run
+/// settles the date meanwhile; the import then writes nothing and the run counted none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_during_a_failing_import_settles_none_of_the_rows_taken_back() {
+    let what = "MongoDB: a run between an import's insert and its rollback";
+    let world = World::new(Store::Mongo, SCHEDULER_OFF);
+    let stored = world.setup.sandbox.write(
+        "stored.csv",
+        transactions_csv(&["p-1,m-1,payment,completed,10.00,USD,card,2024-03-10T10:00:00+03:00,"]),
+    );
+    let file = world.setup.sandbox.write(
+        "clash.csv",
+        transactions_csv(&[
+            "n-1,m-2,payment,completed,70.00,USD,card,2024-03-10T11:00:00+03:00,",
+            "n-2,m-3,payment,completed,30.00,USD,card,2024-03-10T12:00:00+03:00,",
+            // p-1 again with another amount: the batch conflicts and must write nothing.
+            "p-1,m-1,payment,completed,99.00,USD,card,2024-03-10T10:00:00+03:00,",
+        ]),
+    );
+    let path = file.to_str().expect("a UTF-8 path");
+    let mut import = Stalled::spawn(
+        &world,
+        &["import", path],
+        "store.insert.before_write=stall;store.insert.before_rollback=stall",
+        what,
+    );
+    // The file was checked against the store; before it is written, p-1 is stored by another.
+    import.wait_at("store.insert.before_write").await;
+    world
+        .setup
+        .settle(&["import", stored.to_str().expect("a UTF-8 path")])
+        .assert_ok();
+    import.resume();
+    import.wait_at("store.insert.before_rollback").await;
+    assert_eq!(
+        transactions_in_state(&world, DATE, "pending").await,
+        2,
+        "{what}: the batch's two new rows are written, pending"
+    );
+    world.setup.settle(&["run", "--date", DATE]).assert_ok();
+    import.resume();
+    let status = import.exit().await;
+    assert!(!status.success(), "{what}: the import reports the conflict");
+
+    let store = world.store().await;
+    let settled = store
+        .settlement(date(), None)
+        .await
+        .expect("read")
+        .expect("a revision");
+    assert_eq!(settled.status, SettlementStatus::Completed, "{what}");
+    let counted: u64 = settled
+        .totals
+        .iter()
+        .map(|t| t.figures.transaction_count)
+        .sum();
+    assert_eq!(
+        counted, 1,
+        "{what}: the run counted rows taken back: {settled:?}"
+    );
+    let rows = store
+        .transactions_page(date(), None, 100)
+        .await
+        .expect("transactions");
+    let refs: Vec<&str> = rows.iter().map(|t| t.external_ref.as_str()).collect();
+    assert_eq!(refs, ["p-1"], "{what}: the import left rows behind");
+}
+
+/// A batch whose writer died before it stood leaves its rows pending: no run settles them (the
+/// client never heard that they were recorded), and the same batch sent again adopts them, after
+/// which they are settled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_killed_before_it_stood_is_settled_only_once_it_is_sent_again() {
+    let what = "MongoDB: an import killed before its batch stood";
+    let world = World::new(Store::Mongo, SCHEDULER_OFF);
+    let file = world.setup.sandbox.write(
+        "batch.csv",
+        transactions_csv(&[
+            "n-1,m-2,payment,completed,70.00,USD,card,2024-03-09T11:00:00+03:00,",
+            "n-2,m-3,payment,completed,30.00,USD,card,2024-03-10T12:00:00+03:00,",
+        ]),
+    );
+    let path = file.to_str().expect("a UTF-8 path");
+    let mut killed = world.setup.spawn(
+        &["import", path],
+        &[("SETTLE_FAILPOINTS", "store.insert.before_commit=kill")],
+    );
+    let status = wait_exit(&mut killed, what).await;
+    assert!(!status.success(), "{what}: the import died");
+    assert_eq!(
+        transactions_in_state(&world, "2024-03-09", "pending").await,
+        1
+    );
+    world
+        .setup
+        .settle(&["run", "--date", "2024-03-09"])
+        .assert_ok();
+    let store = world.store().await;
+    let first = store
+        .settlement("2024-03-09".parse().unwrap(), None)
+        .await
+        .expect("read")
+        .expect("a revision");
+    assert!(
+        first
+            .totals
+            .iter()
+            .all(|t| t.figures.transaction_count == 0),
+        "{what}: a run settled a row of a batch that never stood: {first:?}"
+    );
+
+    world.setup.settle(&["import", path]).assert_ok();
+    assert_eq!(
+        transactions_in_state(&world, "2024-03-09", "pending").await,
+        0
+    );
+    assert_eq!(transactions_in_state(&world, DATE, "pending").await, 0);
+    // 2024-03-09 is sealed: its adopted row is settled late, with the next date.
+    world.setup.settle(&["run", "--date", DATE]).assert_ok();
+    let next = store
+        .settlement(date(), None)
+        .await
+        .expect("read")
+        .expect("a revision");
+    let counted: u64 = next
+        .totals
+        .iter()
+        .map(|t| t.figures.transaction_count)
+        .sum();
+    let gross: i64 = next.totals.iter().map(|t| t.figures.gross_minor).sum();
+    assert_eq!((counted, gross), (2, 10_000), "{what}: {next:?}");
+}
+
+/// Issue 15 (suspected: a stale run reverting the rows it froze, after the new holder's freeze
+/// scan, makes a transaction miss its own date). Decided, not a defect: the revert names the
+/// stale run's own freeze token, and the new holder's scan re-freezes every row under a lower
+/// token with its own, so nothing the holder counted goes back to open. Run A stalls between its
+/// freeze and its fence check; its lease expires; run B takes the date over and completes; A
+/// wakes, finds its fence lost and reverts: every row stays frozen for B, counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_run_reverting_its_freeze_takes_nothing_from_the_new_holder() {
+    let what = "MongoDB: a stale freeze reverted after the holder's";
+    let world = World::new(Store::Mongo, SCHEDULER_OFF);
+    world.import(date());
+    let expected_rows = rows(date()).len() as u64;
+    let mut stale = Stalled::spawn(
+        &world,
+        &["run", "--date", DATE],
+        "store.freeze.before_fence_check=stall",
+        what,
+    );
+    stale.wait_at("store.freeze.before_fence_check").await;
+    assert_eq!(
+        transactions_in_state(&world, DATE, "frozen").await,
+        expected_rows,
+        "{what}: A froze the day"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    world.setup.settle(&["run", "--date", DATE]).assert_ok();
+    stale.resume();
+    let status = stale.exit().await;
+    assert!(!status.success(), "{what}: the stale run cannot go on");
+    assert_eq!(
+        transactions_in_state(&world, DATE, "open").await,
+        0,
+        "{what}"
+    );
+    assert_eq!(
+        transactions_in_state(&world, DATE, "frozen").await,
+        expected_rows,
+        "{what}"
+    );
+    let store = world.store().await;
+    let settled = store
+        .settlement(date(), None)
+        .await
+        .expect("read")
+        .expect("a revision");
+    assert_eq!(settled.status, SettlementStatus::Completed, "{what}");
+    let counted: u64 = settled
+        .totals
+        .iter()
+        .map(|t| t.figures.transaction_count)
+        .sum();
+    assert_eq!(counted, expected_rows, "{what}: {settled:?}");
+}

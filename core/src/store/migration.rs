@@ -1,12 +1,14 @@
 //! Copying a whole store into another (`settle migrate`): every kind of record, page by page, in a
 //! neutral JSON form. A migration only adds what the target lacks (never overwrites a key it holds),
 //! refuses a target holding another store's data, resumes an interrupted copy from its last
-//! checkpoint and verifies at the end that the target holds every source record.
+//! checkpoint and verifies at the end, per kind, the target's content against the source's
+//! (counts and a SHA-256 digest of each side).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use super::StoreError;
 
@@ -153,6 +155,15 @@ pub trait MigrationTarget: Send + Sync {
         records: &[ExportedRecord],
     ) -> Result<u64, StoreError>;
 
+    /// Compares `records` with what the target holds under their keys: each record's content in
+    /// the target's form (bookkeeping fields dropped) and the target's, restricted to the same
+    /// fields, so that equal content gives equal bytes.
+    async fn verify_page(
+        &self,
+        kind: RecordKind,
+        records: &[ExportedRecord],
+    ) -> Result<VerifyPage, StoreError>;
+
     /// Where an interrupted copy of `kind` stopped, if it did.
     async fn migration_checkpoint(&self, kind: RecordKind) -> Result<Option<String>, StoreError>;
 
@@ -164,13 +175,111 @@ pub trait MigrationTarget: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// One source record compared with the target's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedRecord {
+    /// The record's key (its cursor).
+    pub key: String,
+    /// The record's canonical content as the target keeps it, bookkeeping fields dropped.
+    pub source: Vec<u8>,
+    /// The target's record under the same key, restricted to the same fields in the same
+    /// canonical form; `None` when the target lacks the key.
+    pub target: Option<Vec<u8>>,
+    /// Held, and different from the source by the target's rule (the rule that counts
+    /// `ImportOutcome::differing`).
+    pub differs: bool,
+}
+
+/// The comparison of one page of source records with the target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyPage {
+    /// The page's records in its order, except those in `removed`.
+    pub records: Vec<VerifiedRecord>,
+    /// Records copied by an earlier run and removed on the target since: left out of both sides.
+    pub removed: u64,
+}
+
+/// A SHA-256 digest over one side of a kind: for each record in cursor order, its key and its
+/// canonical content, each preceded by its length.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContentDigest(pub [u8; 32]);
+
+impl ContentDigest {
+    /// The first 16 hex digits, for messages.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..8])
+    }
+}
+
+impl std::fmt::Display for ContentDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+fn feed(hasher: &mut Sha256, key: &str, content: &[u8]) {
+    hasher.update((key.len() as u64).to_be_bytes());
+    hasher.update(key.as_bytes());
+    hasher.update((content.len() as u64).to_be_bytes());
+    hasher.update(content);
+}
+
+/// The final comparison of one kind: the source's records (less those removed on the target
+/// after a copy) against what the target holds under their keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindVerification {
+    /// Source records compared.
+    pub source: u64,
+    /// Of those, how many the target holds by key.
+    pub held: u64,
+    /// Of those, how many the target lacks.
+    pub missing: u64,
+    /// Held by key, but the content differs.
+    pub differing: u64,
+    /// Copied by an earlier run and removed on the target since: in neither count nor digest.
+    pub removed: u64,
+    /// Over the source's records compared.
+    pub source_digest: ContentDigest,
+    /// Over the target's records held under those keys.
+    pub target_digest: ContentDigest,
+}
+
+impl KindVerification {
+    /// The target holds exactly the source's content.
+    pub fn equal(&self) -> bool {
+        self.missing == 0 && !self.changed()
+    }
+
+    /// Records the target holds differ from the source's (by the target's rule, or by digest
+    /// when nothing is missing).
+    pub fn changed(&self) -> bool {
+        self.differing > 0 || (self.missing == 0 && self.source_digest != self.target_digest)
+    }
+
+    /// `source N, target N, missing N, differing N, removed N, digest source X = target X`
+    /// (`!=` when the digests differ), with 16-digit digests.
+    pub fn summary(&self) -> String {
+        format!(
+            "source {}, target {}, missing {}, differing {}, removed {}, digest source {} {} target {}",
+            self.source,
+            self.held,
+            self.missing,
+            self.differing,
+            self.removed,
+            self.source_digest.short(),
+            if self.source_digest == self.target_digest { "=" } else { "!=" },
+            self.target_digest.short()
+        )
+    }
+}
+
 /// What a migration did with one kind of record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KindReport {
     pub kind: RecordKind,
     pub outcome: ImportOutcome,
-    /// Source records the target lacks after the copy (verified by key; 0 on success).
-    pub missing: u64,
+    /// The final comparison of content, once every kind was copied and caught up.
+    pub verified: KindVerification,
     /// Found by the verification and copied then: records the source gained behind a resumed
     /// copy's checkpoint (or while the copy ran). Included in `outcome.copied`.
     pub caught_up: u64,
@@ -193,7 +302,8 @@ pub enum MigrationError {
     /// The target holds data that is not this source's earlier copy: nothing was written.
     #[error("{0}")]
     Refused(String),
-    /// The copy ran but the target lacks source records.
+    /// The copy ran but the target lacks source records, or (on a first migration) holds some
+    /// with other content: the migration is not marked finished.
     #[error("{0}")]
     Incomplete(String),
     #[error(transparent)]
@@ -203,9 +313,14 @@ pub enum MigrationError {
 /// Records copied per page (and per checkpoint).
 pub const PAGE_SIZE: u32 = 1_000;
 
-/// Copies into `target` every record of `source` it lacks, then checks by key that the target
-/// holds every source record. Refuses a target holding data that is not an earlier copy of this
-/// same source. `progress` is told each page; `now` gives the marker's times.
+/// Copies into `target` every record of `source` it lacks, then compares, per kind, the source's
+/// records with the target's (`verify`). Refuses a target holding data that is not an earlier copy
+/// of this same source. `progress` is told each page; `now` gives the marker's times.
+///
+/// The rule: a source record the target lacks always fails (`Incomplete`). On a first migration
+/// (no earlier run of this source finished) a record the target holds with other content fails
+/// too, as does any difference of counts or digests; on a later run such records are the target's
+/// own changes since the copy (it only adds, never overwrites) and are reported, not a failure.
 pub async fn migrate(
     source: &dyn MigrationSource,
     target: &dyn MigrationTarget,
@@ -281,32 +396,39 @@ pub async fn migrate(
         report.kinds.push(KindReport {
             kind: *kind,
             outcome,
-            missing: 0,
+            verified: KindVerification::default(),
             caught_up,
         });
     }
-    // Verify: every source record's key is in the target (or was removed there after a copy),
-    // counted again after every kind was caught up (the source may have changed meanwhile).
+    // Verify the content, after every kind was caught up (the source may have changed meanwhile).
     for entry in &mut report.kinds {
-        let mut after = None;
-        loop {
-            let page = source.export_page(entry.kind, after, PAGE_SIZE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.cursor.clone());
-            entry.missing += target.count_missing(entry.kind, &page).await?;
-        }
+        entry.verified = verify(source, target, entry.kind).await?;
     }
-    let missing: Vec<String> = report
+    let missing = report.kinds.iter().any(|k| k.verified.missing > 0);
+    let changed = !report.again && report.kinds.iter().any(|k| k.verified.changed());
+    let failing: Vec<String> = report
         .kinds
         .iter()
-        .filter(|k| k.missing > 0)
-        .map(|k| format!("{}: {} missing", k.kind.as_str(), k.missing))
+        .filter(|k| k.verified.missing > 0 || (!report.again && k.verified.changed()))
+        .map(|k| format!("\n  {}: {}", k.kind.as_str(), k.verified.summary()))
         .collect();
-    if !missing.is_empty() {
+    if !failing.is_empty() {
+        let mut why = Vec::new();
+        if missing {
+            why.push("it lacks source records: run settle migrate again");
+        }
+        if changed {
+            why.push(
+                "on this first migration it holds copied records with other content (changed \
+                 there since their copy; a migration never overwrites): migrate into an empty \
+                 database",
+            );
+        }
         return Err(MigrationError::Incomplete(format!(
-            "the copy is incomplete: {} lacks source records ({}); run settle migrate again",
+            "the copy does not match the source in {}; the migration is not marked finished:{}\n{}",
             target.describe(),
-            missing.join(", ")
+            failing.concat(),
+            why.join("\n")
         )));
     }
     // Finished: a later run starts from the beginning again (and only adds what is new).
@@ -315,6 +437,42 @@ pub async fn migrate(
     }
     target.finish_migration(now()).await?;
     Ok(report)
+}
+
+/// Compares every source record of `kind` with the target's, page by page in cursor order.
+async fn verify(
+    source: &dyn MigrationSource,
+    target: &dyn MigrationTarget,
+    kind: RecordKind,
+) -> Result<KindVerification, StoreError> {
+    let mut verified = KindVerification::default();
+    let mut source_digest = Sha256::new();
+    let mut target_digest = Sha256::new();
+    let mut after = None;
+    loop {
+        let page = source.export_page(kind, after, PAGE_SIZE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor.clone());
+        let checked = target.verify_page(kind, &page).await?;
+        verified.removed += checked.removed;
+        for record in checked.records {
+            verified.source += 1;
+            feed(&mut source_digest, &record.key, &record.source);
+            match &record.target {
+                Some(held) => {
+                    verified.held += 1;
+                    feed(&mut target_digest, &record.key, held);
+                    if record.differs {
+                        verified.differing += 1;
+                    }
+                }
+                None => verified.missing += 1,
+            }
+        }
+    }
+    verified.source_digest = ContentDigest(source_digest.finalize().into());
+    verified.target_digest = ContentDigest(target_digest.finalize().into());
+    Ok(verified)
 }
 
 /// The neutral forms of records that carry more than their domain type.
@@ -392,10 +550,12 @@ mod tests {
         }
     }
 
-    /// A target that keeps records of every kind but `loses`, and remembers its marker.
+    /// A target that keeps records of every kind but `loses`, holds those of `changes` with
+    /// other content, and remembers its marker.
     #[derive(Default)]
     struct Target {
         loses: Option<RecordKind>,
+        changes: Mutex<Option<RecordKind>>,
         held: Vec<(RecordKind, u64)>,
         marker: Mutex<Option<MigrationMarker>>,
     }
@@ -457,6 +617,32 @@ mod tests {
             })
         }
 
+        async fn verify_page(
+            &self,
+            kind: RecordKind,
+            records: &[ExportedRecord],
+        ) -> Result<VerifyPage, StoreError> {
+            let changed = *self.changes.lock().unwrap() == Some(kind);
+            Ok(VerifyPage {
+                records: records
+                    .iter()
+                    .map(|r| VerifiedRecord {
+                        key: r.cursor.clone(),
+                        source: r.value.to_string().into_bytes(),
+                        target: (Some(kind) != self.loses).then(|| {
+                            if changed {
+                                b"changed".to_vec()
+                            } else {
+                                r.value.to_string().into_bytes()
+                            }
+                        }),
+                        differs: changed,
+                    })
+                    .collect(),
+                removed: 0,
+            })
+        }
+
         async fn migration_checkpoint(
             &self,
             _kind: RecordKind,
@@ -485,10 +671,59 @@ mod tests {
         };
         let error = run(&target).await.unwrap_err();
         assert!(
-            matches!(&error, MigrationError::Incomplete(m) if m.contains("api_tokens: 1 missing")),
+            matches!(&error, MigrationError::Incomplete(m)
+                if m.contains("api_tokens: source 1, target 0, missing 1, differing 0")
+                    && m.contains("run settle migrate again")
+                    && !m.contains("transactions")),
             "{error}"
         );
         assert!(target
+            .marker
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .finished_at
+            .is_none());
+    }
+
+    /// Equal content gives equal digests; a record held with other content fails a first
+    /// migration (naming the kind, its counts and both digests) but is reported by a later one.
+    #[tokio::test]
+    async fn content_differing_fails_a_first_migration_only() {
+        let target = Target::default();
+        let first = run(&target).await.unwrap();
+        let settlements = first.kinds[0].verified;
+        assert!(settlements.equal(), "{settlements:?}");
+        assert_eq!((settlements.source, settlements.held), (1, 1));
+        assert_ne!(settlements.source_digest, ContentDigest::default());
+        assert!(settlements.summary().ends_with(&format!(
+            "digest source {0} = target {0}",
+            settlements.source_digest.short()
+        )));
+
+        *target.changes.lock().unwrap() = Some(RecordKind::Payouts);
+        let again = run(&target).await.unwrap();
+        assert!(again.again);
+        let payouts = again.kinds[3].verified;
+        assert_eq!((payouts.differing, payouts.missing), (1, 0));
+        assert_ne!(payouts.source_digest, payouts.target_digest);
+        assert_eq!(payouts.source_digest, first.kinds[3].verified.source_digest);
+
+        let fresh = Target::default();
+        *fresh.changes.lock().unwrap() = Some(RecordKind::Payouts);
+        let error = run(&fresh).await.unwrap_err();
+        let expected = format!(
+            "payouts: source 1, target 1, missing 0, differing 1, removed 0, digest source {} != target {}",
+            payouts.source_digest.short(),
+            payouts.target_digest.short()
+        );
+        assert!(
+            matches!(&error, MigrationError::Incomplete(m)
+                if m.contains(&expected) && m.contains("empty database") && !m.contains("settlements")),
+            "{error}"
+        );
+        assert!(fresh
             .marker
             .lock()
             .unwrap()

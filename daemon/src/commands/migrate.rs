@@ -1,5 +1,6 @@
 //! `settle migrate --from sqlite:PATH --to mongodb://…`: copies into MongoDB every record of an
-//! embedded store that the target lacks (never overwriting one it holds), then verifies the copy.
+//! embedded store that the target lacks (never overwriting one it holds), then verifies the copy's
+//! content per kind (counts and a digest of each side).
 
 use std::path::PathBuf;
 
@@ -103,6 +104,25 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
             "{differing} record(s) differ from the source: the target's were kept (changed there since)"
         );
     }
+    println!(
+        "verified per kind: the source's records (less those removed on the target after an \
+         earlier copy) and the target's under the same keys, counted and digested (SHA-256)"
+    );
+    for k in &report.kinds {
+        println!("  {}: {}", k.kind.as_str(), k.verified.summary());
+    }
+    let changed: Vec<&str> = report
+        .kinds
+        .iter()
+        .filter(|k| k.verified.changed())
+        .map(|k| k.kind.as_str())
+        .collect();
+    if !changed.is_empty() {
+        println!(
+            "differing on the target (its own changes since the earlier copy, kept): {}",
+            changed.join(", ")
+        );
+    }
     let detail = serde_json::json!({
         "from": path.display().to_string(),
         "to": redact_uri(&args.to),
@@ -111,6 +131,14 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
         "copied": report.kinds.iter().map(|k| (k.kind.as_str(), k.outcome.copied)).collect::<std::collections::BTreeMap<_, _>>(),
         "present": report.kinds.iter().map(|k| (k.kind.as_str(), k.outcome.present)).collect::<std::collections::BTreeMap<_, _>>(),
         "differing": report.kinds.iter().map(|k| (k.kind.as_str(), k.outcome.differing)).collect::<std::collections::BTreeMap<_, _>>(),
+        "verified": report.kinds.iter().map(|k| (k.kind.as_str(), serde_json::json!({
+            "source": k.verified.source,
+            "target": k.verified.held,
+            "differing": k.verified.differing,
+            "removed": k.verified.removed,
+            "source_digest": k.verified.source_digest.to_string(),
+            "target_digest": k.verified.target_digest.to_string(),
+        }))).collect::<std::collections::BTreeMap<_, _>>(),
     });
     let event = AuditEvent::new(
         context.clock.now(),
@@ -121,14 +149,21 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
         detail,
     );
     target.record_audit(&event).await?;
-    let removed: u64 = report.kinds.iter().map(|k| k.outcome.removed).sum();
+    let removed: u64 = report.kinds.iter().map(|k| k.verified.removed).sum();
+    let sameness = if changed.is_empty() {
+        "with equal content"
+    } else {
+        "(some changed there since the earlier copy)"
+    };
     if removed > 0 {
         println!(
-            "done: verified, the MongoDB store holds every record of the SQLite store \
+            "done: verified, the MongoDB store holds every record of the SQLite store {sameness} \
              except {removed} removed there after an earlier copy"
         );
     } else {
-        println!("done: verified, the MongoDB store holds every record of the SQLite store");
+        println!(
+            "done: verified, the MongoDB store holds every record of the SQLite store {sameness}"
+        );
     }
     Ok(())
 }

@@ -6,6 +6,10 @@
 //! `migration_copied` (one document per record copied, `_id` = kind and source key, so a record
 //! removed on the target after its copy, such as a released hold, is not brought back).
 //!
+//! The final verification compares each source record, in the document this adapter would write
+//! with the bookkeeping fields dropped, with the stored document restricted to the same fields, both
+//! in one canonical BSON form (`canonical_content`), so equal content gives equal digests.
+//!
 //! Transactions are placed as this adapter keeps them: on a date that already has a revision
 //! they arrive frozen under the latest revision's fencing token (so a later rerun settles exactly
 //! them), otherwise open.
@@ -24,7 +28,8 @@ use crate::store::migration::forms::{
     CarryForwardForm, IdempotencyForm, LineForm, TransactionForm,
 };
 use crate::store::migration::{
-    ExportedRecord, ImportOutcome, MigrationMarker, MigrationTarget, RecordKind,
+    ExportedRecord, ImportOutcome, MigrationMarker, MigrationTarget, RecordKind, VerifiedRecord,
+    VerifyPage,
 };
 use crate::store::{MerchantHold, StoreError};
 
@@ -177,6 +182,54 @@ fn differs(source: &Document, target: &Document) -> bool {
             (None, _) => true,
         }
     })
+}
+
+/// A value in a canonical form: numbers (top-level fields only) as the Double `differs` compares
+/// them by, documents with their fields sorted (BSON documents are equal whatever their order),
+/// -0.0 as 0.0. Values `differs` finds equal have equal canonical forms.
+fn canonical_value(value: &Bson, top_level: bool) -> Bson {
+    match value {
+        Bson::Double(n) if *n == 0.0 => Bson::Double(0.0),
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) if top_level => {
+            Bson::Double(number(value).map_or(0.0, |n| if n == 0.0 { 0.0 } else { n }))
+        }
+        Bson::Document(document) => {
+            let mut fields: Vec<(&String, &Bson)> = document.iter().collect();
+            fields.sort_by(|a, b| a.0.cmp(b.0));
+            Bson::Document(
+                fields
+                    .into_iter()
+                    .map(|(field, value)| (field.clone(), canonical_value(value, false)))
+                    .collect(),
+            )
+        }
+        Bson::Array(values) => Bson::Array(
+            values
+                .iter()
+                .map(|value| canonical_value(value, false))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The canonical content `differs` compares, as BSON bytes: the fields of `source` (the source
+/// record in the target's form) but bookkeeping, in its order, with their values taken from
+/// `from` (`source` itself, or the target's document: a field it lacks counts as null).
+fn canonical_content(source: &Document, from: &Document) -> Result<Vec<u8>, StoreError> {
+    let content: Document = source
+        .keys()
+        .filter(|field| !BOOKKEEPING_FIELDS.contains(&field.as_str()))
+        .map(|field| {
+            let value = from.get(field).unwrap_or(&Bson::Null);
+            (field.clone(), canonical_value(value, true))
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    content
+        .to_writer(&mut bytes)
+        .map_err(|e| StoreError::Backend(format!("cannot encode a record's content: {e}")))?;
+    Ok(bytes)
 }
 
 fn ledger_id(kind: RecordKind, cursor: &str) -> String {
@@ -517,6 +570,39 @@ impl MigrationTarget for MongoStore {
         Ok(missing)
     }
 
+    async fn verify_page(
+        &self,
+        kind: RecordKind,
+        records: &[ExportedRecord],
+    ) -> Result<VerifyPage, StoreError> {
+        let copied_before = self.copied_before(kind, records).await?;
+        let collection = self.collection(target_collection(kind));
+        let mut versions = HashMap::new();
+        let mut tokens = HashMap::new();
+        let mut page = VerifyPage::default();
+        for record in records {
+            let filter = key(kind, &record.value)?;
+            let held = collection.find_one(filter).await.map_err(backend)?;
+            if held.is_none() && copied_before.contains(&ledger_id(kind, &record.cursor)) {
+                page.removed += 1;
+                continue;
+            }
+            let document = self
+                .document(kind, record.value.clone(), &mut versions, &mut tokens)
+                .await?;
+            page.records.push(VerifiedRecord {
+                key: record.cursor.clone(),
+                source: canonical_content(&document, &document)?,
+                target: held
+                    .as_ref()
+                    .map(|held| canonical_content(&document, held))
+                    .transpose()?,
+                differs: held.as_ref().is_some_and(|held| differs(&document, held)),
+            });
+        }
+        Ok(page)
+    }
+
     async fn migration_checkpoint(&self, kind: RecordKind) -> Result<Option<String>, StoreError> {
         let found = self
             .collection(MIGRATIONS)
@@ -711,6 +797,37 @@ mod tests {
             .filter_map(|line| line.trim().strip_prefix("pub const "))
             .map(|line| line.split('"').nth(1).unwrap().to_string())
             .collect()
+    }
+
+    /// What `differs` finds equal has equal canonical content; what it finds different does not.
+    #[test]
+    fn canonical_content_agrees_with_differs() {
+        let source = doc! {
+            "_id": "t-1",
+            "amount_minor": 1000_i64,
+            "state": "open",
+            "refund_of": Bson::Null,
+            "calendar": { "zone": "UTC", "days": [1_i64, 2_i64] },
+        };
+        let same = doc! {
+            "calendar": { "days": [1_i64, 2_i64], "zone": "UTC" },
+            "amount_minor": 1000_i32,
+            "_id": "t-1",
+            "state": "frozen",
+            "freeze_token": 7_i64,
+        };
+        assert!(!differs(&source, &same));
+        assert_eq!(
+            canonical_content(&source, &source).unwrap(),
+            canonical_content(&source, &same).unwrap()
+        );
+        let mut changed = same.clone();
+        changed.insert("amount_minor", 1001_i64);
+        assert!(differs(&source, &changed));
+        assert_ne!(
+            canonical_content(&source, &source).unwrap(),
+            canonical_content(&source, &changed).unwrap()
+        );
     }
 
     /// Every collection is either written as a record kind or listed as not one.

@@ -97,6 +97,13 @@ fn hosts_of(uri: &str) -> String {
 }
 
 /// Turns a driver error into a store error whose text never holds a secret.
+/// Passes the named failpoint between two MongoDB writes (a crash, a stall or an error there).
+pub(crate) async fn point(name: &str) -> Result<(), StoreError> {
+    crate::failpoint::pause(name)
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))
+}
+
 pub(crate) fn backend(error: mongodb::error::Error) -> StoreError {
     StoreError::Backend(format!("MongoDB: {error}"))
 }

@@ -54,7 +54,7 @@ use crate::store::{
 
 use super::collections::{CARRY_FORWARDS, LINE_PLANS, MERCHANT_HOLDS, PAYOUTS};
 use super::documents::{self as d, date_text, instant};
-use super::{backend, is_duplicate_key, MongoStore};
+use super::{backend, is_duplicate_key, point, MongoStore};
 
 /// Upserts of one hold retried after a duplicate key (two concurrent first holds).
 const HOLD_ATTEMPTS: usize = 3;
@@ -349,8 +349,7 @@ impl MongoStore {
             .await?;
         let difference = amount_due(line.figures.net_minor, carried_in, paid, carried_out)
             .ok_or_else(|| overflow(line))?;
-        crate::failpoint::hit("store.plan.before_decision")
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        point("store.plan.before_decision").await?;
         let decided = doc! {
             "_id": &key,
             "settlement_date": &date,

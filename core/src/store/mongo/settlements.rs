@@ -17,7 +17,7 @@ use crate::store::{ClaimRequest, HistoryFilter, SettlementStore, StoreError};
 
 use super::collections::{SETTLEMENTS, SETTLEMENT_LINES};
 use super::documents::{self as d, date_text, instant};
-use super::{backend, is_duplicate_key, MongoStore};
+use super::{backend, is_duplicate_key, point, MongoStore};
 
 /// Claims retried after losing a race to another claimant, before reporting what won.
 const CLAIM_ATTEMPTS: usize = 8;
@@ -146,6 +146,8 @@ impl MongoStore {
         let latest = self.latest_revision(date).await?;
         match decide(request, latest.as_ref())? {
             ClaimAction::InsertFirst => {
+                // Between the read that found no revision and the insert the unique key decides.
+                point("store.claim.before_insert").await?;
                 Ok(self.insert_revision(request, 1, None).await?.then_some(1))
             }
             ClaimAction::TakeOver => {
@@ -158,8 +160,7 @@ impl MongoStore {
                     });
                 }
                 // Between the read the decision was made on and its compare-and-set.
-                crate::failpoint::hit("store.claim.before_takeover")
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                point("store.claim.before_takeover").await?;
                 Ok(self
                     .take_over(&current, request)
                     .await?
@@ -279,6 +280,7 @@ impl SettlementStore for MongoStore {
             lines.insert_many(documents).await.map_err(backend)?;
         }
         // Ledgers before the result: a run stopped in between left returns its successor reuses.
+        point("store.save.before_ledgers").await?;
         self.check_fence(fence).await?;
         self.write_fee_ledgers(&result.fee_ledgers).await?;
         let totals: Vec<Document> = result.totals.iter().map(d::totals_document).collect();
@@ -307,6 +309,8 @@ impl SettlementStore for MongoStore {
         fence: &Fence,
         now: DateTime<Utc>,
     ) -> Result<Settlement, StoreError> {
+        // Between the payouts and the completion (a stale holder wakes here with its fence).
+        point("store.complete.before_write").await?;
         let mut filter = fence_filter(fence);
         filter.insert("computed_at", doc! { "$ne": Bson::Null });
         let update = doc! {

@@ -31,10 +31,13 @@ use crate::store::{
 
 use super::collections::{SETTLEMENTS, TRANSACTIONS};
 use super::documents::{self as d, date_text, instant};
-use super::{backend, is_duplicate_key, MongoStore};
+use super::{backend, is_duplicate_key, point, MongoStore};
 
 const OPEN: &str = "open";
 const FROZEN: &str = "frozen";
+/// Set on the rows of a batch until the whole batch is known to stand: a run never freezes such a
+/// row, so taking the batch back (all or nothing) can never meet a row a run already counted.
+const PENDING_BATCH: &str = "pending_batch";
 /// References looked up per query.
 const LOOKUP_BATCH: usize = 500;
 /// How often a writer chases a date that keeps being sealed under it.
@@ -77,6 +80,12 @@ fn transaction_document(
     let mut document = d::transaction_document(&stored, record.natural_date, tag);
     document.insert("state", OPEN);
     document
+}
+
+/// `filter` restricted to rows that stand (not of a batch still pending).
+fn standing(mut filter: Document) -> Document {
+    filter.insert(PENDING_BATCH, doc! { "$exists": false });
+    filter
 }
 
 /// The first date at or after `date` that is not sealed.
@@ -126,9 +135,12 @@ impl MongoStore {
             .collect()
     }
 
+    /// The transactions stored under `keys`; rows of a batch that has not stood yet only when
+    /// `with_pending` (the checks of a new write see them; readers do not).
     async fn by_refs(
         &self,
         keys: &[PaymentKey],
+        with_pending: bool,
     ) -> Result<HashMap<PaymentKey, Transaction>, StoreError> {
         let mut found = HashMap::new();
         for chunk in keys.chunks(LOOKUP_BATCH) {
@@ -137,10 +149,13 @@ impl MongoStore {
             let wanted: BTreeSet<&PaymentKey> = chunk.iter().collect();
             let merchants: BTreeSet<&str> = chunk.iter().map(|(m, _)| m.as_str()).collect();
             let references: BTreeSet<&str> = chunk.iter().map(|(_, r)| r.as_str()).collect();
-            let filter = doc! {
+            let mut filter = doc! {
                 "merchant_id": { "$in": merchants.into_iter().collect::<Vec<_>>() },
                 "external_ref": { "$in": references.into_iter().collect::<Vec<_>>() },
             };
+            if !with_pending {
+                filter = standing(filter);
+            }
             for t in self.find_transactions(filter, doc! {}, None).await? {
                 let key = (t.merchant_id.clone(), t.external_ref.clone());
                 if wanted.contains(&key) {
@@ -151,14 +166,19 @@ impl MongoStore {
         Ok(found)
     }
 
-    async fn by_ids(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Transaction>, StoreError> {
+    async fn by_ids(
+        &self,
+        ids: &[Uuid],
+        with_pending: bool,
+    ) -> Result<HashMap<Uuid, Transaction>, StoreError> {
         let mut found = HashMap::new();
         for chunk in ids.chunks(LOOKUP_BATCH) {
             let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
-            for t in self
-                .find_transactions(doc! { "_id": { "$in": ids } }, doc! {}, None)
-                .await?
-            {
+            let mut filter = doc! { "_id": { "$in": ids } };
+            if !with_pending {
+                filter = standing(filter);
+            }
+            for t in self.find_transactions(filter, doc! {}, None).await? {
                 found.insert(t.id, t);
             }
         }
@@ -357,6 +377,18 @@ impl MongoStore {
     }
 
     /// What a record's reference or id already holds, for one record.
+    /// A row of a batch that never finished, recorded again identically: it stands now.
+    async fn adopt(&self, id: Uuid) -> Result<(), StoreError> {
+        self.collection(TRANSACTIONS)
+            .update_one(
+                doc! { "_id": id.to_string(), PENDING_BATCH: { "$exists": true } },
+                doc! { "$unset": { PENDING_BATCH: "" } },
+            )
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
     async fn existing_outcome(
         &self,
         record: &TransactionRecord,
@@ -375,14 +407,18 @@ impl MongoStore {
         }
         let t: &NewTransaction = &record.transaction;
         let key = (t.merchant_id.clone(), t.external_ref.clone());
-        if let Some(stored) = self.by_refs(std::slice::from_ref(&key)).await?.remove(&key) {
+        if let Some(stored) = self
+            .by_refs(std::slice::from_ref(&key), true)
+            .await?
+            .remove(&key)
+        {
             return Ok(Some(if t.is_recorded_by(&stored) {
                 RecordOutcome::Duplicate(stored)
             } else {
                 RecordOutcome::Conflict(stored)
             }));
         }
-        if let Some(stored) = self.by_ids(&[record.id]).await?.remove(&record.id) {
+        if let Some(stored) = self.by_ids(&[record.id], true).await?.remove(&record.id) {
             return Ok(Some(RecordOutcome::Conflict(stored)));
         }
         Ok(None)
@@ -455,6 +491,7 @@ impl TransactionStore for MongoStore {
             });
         }
         let sealed = self.sealed_dates().await?;
+        let batch_id = Uuid::new_v4().to_string();
         let mut placed: Vec<(Uuid, NaiveDate, bool)> = Vec::with_capacity(to_insert.len());
         let mut documents = Vec::with_capacity(to_insert.len());
         for index in &to_insert {
@@ -462,9 +499,12 @@ impl TransactionStore for MongoStore {
             let date = first_unsealed(record.natural_date, &sealed)?;
             let late = date != record.natural_date;
             placed.push((record.id, date, late));
-            documents.push(transaction_document(record, date, late));
+            let mut document = transaction_document(record, date, late);
+            document.insert(PENDING_BATCH, &batch_id);
+            documents.push(document);
         }
         let mut rejected: BTreeSet<usize> = BTreeSet::new();
+        point("store.insert.before_write").await?;
         if let Err(error) = self
             .collection(TRANSACTIONS)
             .insert_many(documents)
@@ -485,10 +525,16 @@ impl TransactionStore for MongoStore {
             }
         }
         // What the unique indexes refused: identical (a duplicate) or different (a conflict).
+        // A duplicate may be a row of a batch that never finished (its writer died before the
+        // batch stood): this batch adopts it when it stands.
+        let mut adopted: Vec<(Uuid, NaiveDate)> = Vec::new();
         for position in &rejected {
             let index = to_insert[*position];
             match self.existing_outcome(&batch[index]).await? {
-                Some(RecordOutcome::Duplicate(_)) => outcome.duplicates += 1,
+                Some(RecordOutcome::Duplicate(stored)) => {
+                    outcome.duplicates += 1;
+                    adopted.push((stored.id, stored.settlement_date));
+                }
                 Some(
                     RecordOutcome::Conflict(existing) | RecordOutcome::AlreadyRecorded(existing),
                 ) => outcome.conflicts.push(InsertConflict { index, existing }),
@@ -505,11 +551,13 @@ impl TransactionStore for MongoStore {
             .filter(|(position, _)| !rejected.contains(position))
             .map(|(_, (id, date, _))| (*id, *date))
             .collect();
+        let ids: Vec<String> = written.iter().map(|(id, _)| id.to_string()).collect();
         if !outcome.conflicts.is_empty() {
-            // All or nothing: take back what this batch wrote (still open: no run froze it yet).
-            let ids: Vec<String> = written.iter().map(|(id, _)| id.to_string()).collect();
+            // All or nothing: take back what this batch wrote. No run froze any of it: its rows
+            // are still pending.
+            point("store.insert.before_rollback").await?;
             self.collection(TRANSACTIONS)
-                .delete_many(doc! { "_id": { "$in": ids }, "state": OPEN })
+                .delete_many(doc! { "_id": { "$in": ids }, PENDING_BATCH: &batch_id })
                 .await
                 .map_err(backend)?;
             return Ok(InsertOutcome {
@@ -517,13 +565,26 @@ impl TransactionStore for MongoStore {
                 ..InsertOutcome::default()
             });
         }
+        // The batch stands: its rows (and the ones it adopted) may be settled from now on.
+        point("store.insert.before_commit").await?;
+        let mut standing = ids;
+        standing.extend(adopted.iter().map(|(id, _)| id.to_string()));
+        self.collection(TRANSACTIONS)
+            .update_many(
+                doc! { "_id": { "$in": standing }, PENDING_BATCH: { "$exists": true } },
+                doc! { "$unset": { PENDING_BATCH: "" } },
+            )
+            .await
+            .map_err(backend)?;
         outcome.inserted = written.len() as u64;
         outcome.late = placed
             .iter()
             .enumerate()
             .filter(|(position, (_, _, late))| *late && !rejected.contains(position))
             .count() as u64;
-        outcome.late += self.settle_seal_races(&written, &sealed).await?;
+        let mut settled = written;
+        settled.extend(adopted);
+        outcome.late += self.settle_seal_races(&settled, &sealed).await?;
         Ok(outcome)
     }
 
@@ -531,11 +592,11 @@ impl TransactionStore for MongoStore {
         &self,
         keys: Vec<PaymentKey>,
     ) -> Result<Vec<Transaction>, StoreError> {
-        Ok(self.by_refs(&keys).await?.into_values().collect())
+        Ok(self.by_refs(&keys, false).await?.into_values().collect())
     }
 
     async fn transaction(&self, id: Uuid) -> Result<Option<Transaction>, StoreError> {
-        Ok(self.by_ids(&[id]).await?.remove(&id))
+        Ok(self.by_ids(&[id], false).await?.remove(&id))
     }
 
     async fn transactions_page(
@@ -544,7 +605,7 @@ impl TransactionStore for MongoStore {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<Transaction>, StoreError> {
-        let mut filter = doc! { "settlement_date": date_text(settlement_date) };
+        let mut filter = standing(doc! { "settlement_date": date_text(settlement_date) });
         if let Some(after) = after {
             filter.insert("_id", doc! { "$gt": after.to_string() });
         }
@@ -557,7 +618,7 @@ impl TransactionStore for MongoStore {
         settlement_date: NaiveDate,
     ) -> Result<Vec<Transaction>, StoreError> {
         self.find_transactions(
-            doc! { "settlement_date": date_text(settlement_date), "late": true },
+            standing(doc! { "settlement_date": date_text(settlement_date), "late": true }),
             doc! { "occurred_at": 1, "_id": 1 },
             None,
         )
@@ -568,7 +629,7 @@ impl TransactionStore for MongoStore {
         &self,
         keys: Vec<PaymentKey>,
     ) -> Result<Vec<RefundedPayment>, StoreError> {
-        let payments = self.by_refs(&keys).await?;
+        let payments = self.by_refs(&keys, false).await?;
         let mut found = Vec::new();
         for key in &keys {
             let Some(payment) = payments.get(key) else {
@@ -579,11 +640,11 @@ impl TransactionStore for MongoStore {
             }
             let refunds = self
                 .find_transactions(
-                    doc! {
+                    standing(doc! {
                         "merchant_id": &key.0,
                         "refund_of": &key.1,
                         "kind": { "$in": [TransactionKind::Refund.as_str(), TransactionKind::Chargeback.as_str()] },
-                    },
+                    }),
                     doc! {},
                     None,
                 )
@@ -601,6 +662,9 @@ impl TransactionStore for MongoStore {
         record: TransactionRecord,
     ) -> Result<RecordOutcome, StoreError> {
         if let Some(existing) = self.existing_outcome(&record).await? {
+            if let RecordOutcome::Duplicate(stored) = &existing {
+                self.adopt(stored.id).await?;
+            }
             return Ok(existing);
         }
         let reservation = match self.reserve_return(&record).await? {
@@ -608,8 +672,7 @@ impl TransactionStore for MongoStore {
             Err(refusal) => return Ok(refusal),
         };
         // Between a refund's reservation and its write (a writer dying here leaves the one).
-        crate::failpoint::hit("store.return.after_reserve")
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        point("store.return.after_reserve").await?;
         let sealed = self.sealed_dates().await?;
         let date = first_unsealed(record.natural_date, &sealed)?;
         let late = date != record.natural_date;
@@ -618,6 +681,8 @@ impl TransactionStore for MongoStore {
             .insert_one(transaction_document(&record, date, late))
             .await;
         if let Some(payment_id) = &reservation {
+            // Between the refund's write and the release of its reservation.
+            point("store.return.before_release").await?;
             self.release_reservation(payment_id, record.id).await?;
         }
         match inserted {
@@ -658,6 +723,7 @@ impl TransactionStore for MongoStore {
                     doc! {
                         "settlement_date": &date,
                         "$or": [ { "state": OPEN }, { "state": FROZEN, "freeze_token": { "$lt": token } } ],
+                        PENDING_BATCH: { "$exists": false },
                     },
                     doc! { "$set": { "state": FROZEN, "freeze_token": token } },
                 )
@@ -673,6 +739,8 @@ impl TransactionStore for MongoStore {
                 .await
                 .map_err(backend)?;
         }
+        // Between the freeze and the fence check that decides whether it stands.
+        point("store.freeze.before_fence_check").await?;
         if let Err(lost) = self.check_fence(fence).await {
             if fence.revision == 1 {
                 // Whatever this stale run froze goes back to open: the current holder freezes
