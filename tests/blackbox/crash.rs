@@ -419,15 +419,18 @@ async fn frozen_run_writes_nothing(store: Store, failpoint: &str) {
     let world = World::new(store, SCHEDULER_OFF);
     world.import(date);
     let store_handle = world.store().await;
-    // Freeze it while it holds the failpoint (3 s), not at any moment after its claim: frozen in
-    // the middle of a write, it would hold SQLite's write lock, which no lease can take back.
-    let mut frozen = spawn_at_point(&world, failpoint, &what);
+    // Frozen at the failpoint, not at any moment after its claim: frozen in the middle of a
+    // write, it would hold SQLite's write lock, which no lease can take back.
+    let point = failpoint
+        .split_once('=')
+        .map_or(failpoint, |(point, _)| point);
+    let mut frozen = Stalled::spawn(&world, &["run", "--date", DATE], failpoint, &what);
+    frozen.wait_at(point).await;
     let state = store_handle.settlement(date, None).await.expect("read");
     assert!(
         state.is_some_and(|s| s.status == SettlementStatus::Running),
         "{what}: claimed"
     );
-    signal(&frozen, "-STOP");
     settle_until_done(&world, date, &what).await;
     check(&world, date, &expected, &what).await;
     let export_before = world.export(date);
@@ -438,8 +441,8 @@ async fn frozen_run_writes_nothing(store: Store, failpoint: &str) {
         .await
         .expect("revisions");
 
-    signal(&frozen, "-CONT");
-    let status = wait_exit(&mut frozen, &what).await;
+    frozen.resume();
+    let status = frozen.exit().await;
     assert!(!status.success(), "{what}: the fenced run reported success");
     assert_eq!(
         world.export(date),
@@ -478,34 +481,9 @@ fn signal(child: &Child, which: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     for store in [Store::Sqlite, Store::Mongo] {
-        frozen_run_writes_nothing(store, "settlement.after_claim=sleep(3000)").await;
-        frozen_run_writes_nothing(store, "payout.before_send=sleep(3000)@1").await;
+        frozen_run_writes_nothing(store, "settlement.after_claim=stall").await;
+        frozen_run_writes_nothing(store, "payout.before_send=stall@1").await;
     }
-}
-
-/// Starts `settle run` armed at `failpoint`; returns it once it holds the point (its stderr says
-/// so), with its stderr drained in the background.
-fn spawn_at_point(world: &World, failpoint: &str, what: &str) -> Child {
-    let mut child = world.setup.spawn_with_stderr(
-        &["run", "--date", DATE],
-        &[("SETTLE_FAILPOINTS", failpoint), ("SETTLE_LOG", "warn")],
-    );
-    let (at_point_tx, at_point) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("failpoint hit") {
-                let _ = at_point_tx.send(());
-            }
-        }
-    });
-    tokio::task::block_in_place(|| at_point.recv_timeout(Duration::from_secs(30)))
-        .unwrap_or_else(|_| panic!("{what}: never reached {failpoint}"));
-    child
 }
 
 /// Issue 15 (defect 6): run A completes after its lease expired, while run C, which read the
@@ -519,14 +497,15 @@ async fn a_takeover_decided_before_the_run_completed_does_not_reopen_it() {
     let world = World::new(Store::Mongo, SCHEDULER_OFF);
     world.import(date());
     let store = world.store().await;
-    let mut first = spawn_at_point(&world, "settlement.before_complete=sleep(3000)", what);
-    signal(&first, "-STOP");
+    let run = ["run", "--date", DATE];
+    let mut first = Stalled::spawn(&world, &run, "settlement.before_complete=stall", what);
+    first.wait_at("settlement.before_complete").await;
     // Past the run's lease: the next claim reads an expired lease and decides to take over.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let mut second = spawn_at_point(&world, "store.claim.before_takeover=sleep(3000)", what);
-    signal(&second, "-STOP");
-    signal(&first, "-CONT");
-    let status = wait_exit(&mut first, what).await;
+    let mut second = Stalled::spawn(&world, &run, "store.claim.before_takeover=stall", what);
+    second.wait_at("store.claim.before_takeover").await;
+    first.resume();
+    let status = first.exit().await;
     assert!(
         status.success(),
         "{what}: the first run completes: {status:?}"
@@ -539,8 +518,8 @@ async fn a_takeover_decided_before_the_run_completed_does_not_reopen_it() {
     assert_eq!(completed.status, SettlementStatus::Completed, "{what}");
     let posts = world.provider.post_count();
 
-    signal(&second, "-CONT");
-    let status = wait_exit(&mut second, what).await;
+    second.resume();
+    let status = second.exit().await;
     assert_eq!(
         status.code(),
         Some(3),
@@ -591,8 +570,13 @@ async fn a_stale_planner_and_the_new_holder_make_one_decision_per_line() {
         .settle(&["import", file.to_str().expect("a UTF-8 path")])
         .assert_ok();
     let store = world.store().await;
-    let mut stale = spawn_at_point(&world, "store.plan.before_decision=sleep(3000)", what);
-    signal(&stale, "-STOP");
+    let mut stale = Stalled::spawn(
+        &world,
+        &["run", "--date", DATE],
+        "store.plan.before_decision=stall",
+        what,
+    );
+    stale.wait_at("store.plan.before_decision").await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     // The day before owes 80.00: its carry-forward opens while A is frozen.
     world
@@ -601,8 +585,8 @@ async fn a_stale_planner_and_the_new_holder_make_one_decision_per_line() {
         .assert_ok();
     // B takes 2024-03-10 over and deducts the 80.00 from the 48.90 owed: -31.10 carried.
     world.setup.settle(&["run", "--date", DATE]).assert_ok();
-    signal(&stale, "-CONT");
-    let status = wait_exit(&mut stale, what).await;
+    stale.resume();
+    let status = stale.exit().await;
     assert!(!status.success(), "{what}: the stale run cannot complete");
     let payouts = store.payouts(date()).await.expect("payouts");
     assert!(
