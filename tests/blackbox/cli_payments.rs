@@ -391,3 +391,78 @@ async fn a_refund_killed_after_its_reservation_refuses_no_one() {
     assert_eq!(written.len(), 1, "{written:?}");
     assert_eq!(written[0].external_ref, "ref-1");
 }
+
+/// On MongoDB a refund's reservation is released after the refund is written: a process killed
+/// between the two leaves a reservation whose refund exists. It is counted once (as the refund),
+/// so the rest of the payment can still be refunded at once, and the killed request's retry
+/// records nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_killed_before_its_reservation_is_released_is_counted_once() {
+    use crate::daemon::Setup;
+    use settle_tests::mongo::FreshDatabase;
+    let database = FreshDatabase::new();
+    let setup = Setup::with_options("[idempotency]\nlock_seconds = 1\n", database.options());
+    let paid = setup.settle(&record_args("pay-key", "100.00")[2..]);
+    paid.assert_ok();
+    let payment: serde_json::Value = serde_json::from_str(&paid.stdout).unwrap();
+    let payment_id = payment["id"].as_str().unwrap().to_string();
+    let refund = |key: &str, reference: &str, amount: &str, env: &[(&str, &str)]| {
+        let args = [
+            "payment",
+            "refund",
+            "--payment",
+            &payment_id,
+            "--amount",
+            amount,
+            "--external-ref",
+            reference,
+            "--occurred-at",
+            "2026-11-20T13:00:00+03:00",
+            "--idempotency-key",
+            key,
+        ];
+        let output = setup
+            .spawn_with_stderr(&args, env)
+            .wait_with_output()
+            .expect("settle payment refund");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (killed, _) = refund(
+        "refund-key-1",
+        "ref-1",
+        "40.00",
+        &[("SETTLE_FAILPOINTS", "store.return.before_release=kill")],
+    );
+    assert!(!killed.success(), "the process died");
+    let store = database.store().await;
+    let written = |store: settle_core::store::SharedStore| async move {
+        let mut refs: Vec<(String, i64)> = store
+            .transactions_by_ref(vec![
+                ("m-1".into(), "ref-1".into()),
+                ("m-1".into(), "ref-2".into()),
+            ])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.external_ref, t.amount_minor))
+            .collect();
+        refs.sort();
+        refs
+    };
+    assert_eq!(written(store.clone()).await, [("ref-1".to_string(), 4_000)]);
+
+    // The 60.00 left is refundable now: the reservation is not counted beside its refund.
+    let (rest, answer) = refund("refund-key-2", "ref-2", "60.00", &[]);
+    assert!(rest.success(), "{answer}");
+    // The killed request's retry, once its key's lock has passed, adds nothing.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let (retried, answer) = refund("refund-key-1", "ref-1", "40.00", &[]);
+    assert!(retried.success(), "{answer}");
+    assert_eq!(
+        written(store).await,
+        [("ref-1".to_string(), 4_000), ("ref-2".to_string(), 6_000)]
+    );
+}

@@ -54,6 +54,17 @@ const NAMED_KILLS: &[(&str, u32)] = &[
     ("settlement.after_complete", 1),
 ];
 
+/// On MongoDB, also each of the adapter's own points between the writes of a run (SQLite makes
+/// each of those steps one write transaction).
+const MONGODB_STORE_KILLS: &[(&str, u32)] = &[
+    ("store.claim.before_insert", 1),
+    ("store.freeze.before_fence_check", 1),
+    ("store.save.before_ledgers", 1),
+    ("store.plan.before_decision", 1),
+    ("store.plan.before_decision", 5),
+    ("store.complete.before_write", 1),
+];
+
 #[derive(Clone, Copy, Debug)]
 enum Store {
     Sqlite,
@@ -263,7 +274,7 @@ fn crash_runs() -> usize {
     std::env::var("SETTLE_CRASH_RUNS")
         .ok()
         .and_then(|runs| runs.parse::<usize>().ok())
-        .map(|runs| runs.saturating_sub(NAMED_KILLS.len() * 2) / 2)
+        .map(|runs| runs.saturating_sub(NAMED_KILLS.len() * 2 + MONGODB_STORE_KILLS.len()) / 2)
         .unwrap_or(DEFAULT_RANDOM_RUNS)
 }
 
@@ -302,7 +313,11 @@ fn killed_by_sigkill(status: &std::process::ExitStatus) -> bool {
 async fn named_kills(store: Store) {
     let date = date();
     let expected = expected(store, date).await;
-    for (point, hit) in NAMED_KILLS {
+    let store_kills = match store {
+        Store::Sqlite => &[][..],
+        Store::Mongo => MONGODB_STORE_KILLS,
+    };
+    for (point, hit) in NAMED_KILLS.iter().chain(store_kills) {
         let what = format!("{store:?}: SIGKILL at {point} (hit {hit})");
         let world = World::new(store, SCHEDULER_OFF);
         world.import(date);
