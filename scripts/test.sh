@@ -177,6 +177,10 @@ fi
 step "formatting (cargo fmt --check)"
 cargo fmt --all --check
 
+step "module layering (no import cycle between modules)"
+python3 scripts/module_cycles.py --self-test
+python3 scripts/module_cycles.py
+
 step "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -153,22 +153,7 @@ fn write_canonical_json(value: &Value, out: &mut String) {
     }
 }
 
-/// A response as stored and replayed: status, JSON body and the headers worth repeating.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub body: Value,
-    pub headers: Vec<(String, String)>,
-}
-
-/// What `begin` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BeginOutcome {
-    New,
-    Replay(StoredResponse),
-    Conflict { locked_until: DateTime<Utc> },
-    Mismatch,
-}
+pub use crate::model::idempotency::{BeginOutcome, StoredResponse};
 
 /// The outcome names used everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -276,7 +261,7 @@ impl Idempotency {
         let lock = begin.lock();
         let outcome = self.store.idempotency_begin(begin).await?;
         tracing::debug!(principal, outcome = ?outcome_name(&outcome), "idempotency begin");
-        crate::telemetry::idempotency_outcome(outcome_of(&outcome));
+        crate::telemetry::idempotency_outcome(outcome_of(&outcome).as_str());
         match outcome {
             BeginOutcome::Replay(response) => Ok(Answer {
                 outcome: Outcome::Replay,

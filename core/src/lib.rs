@@ -6,12 +6,15 @@ pub mod calendar;
 pub mod chart;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod compute;
 pub mod config;
 pub mod csv;
 pub mod demo;
 pub mod excerpt;
 pub mod failpoint;
-pub mod fees;
+pub mod http;
+/// Fee schedules are part of the model (each revision stores the one it used); kept at its old path.
+pub use model::fees;
 pub mod idempotency;
 pub mod ingest;
 pub mod limits;

@@ -1,7 +1,7 @@
 //! Per-transaction amount limits: the largest amount one transaction may carry, per currency, so
 //! that the sums of a settlement day stay far below i64 overflow. Every way in checks them here.
 
-use crate::fees::AmountByCurrency;
+use crate::model::fees::AmountByCurrency;
 use crate::model::{FieldError, NewTransaction};
 use crate::money::{Currency, Money};
 

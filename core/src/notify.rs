@@ -15,13 +15,13 @@
 //! Any 2xx answer means delivered; 408, 429 and 5xx are retried; any other answer is a refusal.
 
 use std::fmt;
-use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::http::{http_client, validate_url};
 use crate::model::{CurrencyTotals, Settlement, SettlementStatus};
 use crate::money::format_minor;
 use crate::retry::{
@@ -36,12 +36,6 @@ pub const EVENT_ID_HEADER: &str = "Settle-Event-Id";
 
 /// The only signature scheme so far; the prefix leaves room for another without ambiguity.
 const SIGNATURE_PREFIX: &str = "v1=";
-
-/// How long establishing a connection may take, at most (less if the attempt timeout is shorter).
-const CONNECT_TIMEOUT_MS: u64 = 5_000;
-
-/// How much of a refusing answer's body is kept for the log.
-const DETAIL_MAX_CHARS: usize = 200;
 
 pub const EVENT_COMPLETED: &str = "settlement.completed";
 pub const EVENT_FAILED: &str = "settlement.failed";
@@ -250,49 +244,6 @@ pub enum NotifyError {
     Unavailable { attempts: u32, detail: String },
     #[error("webhook configuration: {0}")]
     Config(String),
-}
-
-/// Validates a peer URL: absolute http(s) with a host, and no credentials in it (those belong in a
-/// secret). Error messages never echo a URL that might hold credentials.
-pub(crate) fn validate_url(what: &str, url: &str) -> Result<reqwest::Url, String> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|error| format!("{what} is not a valid URL: {error}"))?;
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(format!(
-            "{what} must not carry credentials; configure them as a secret"
-        ));
-    }
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!(
-            "{what} {url:?} must use http or https, not {}",
-            parsed.scheme()
-        ));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{what} {url:?} has no host"));
-    }
-    Ok(parsed)
-}
-
-/// An HTTP client for one peer: redirects refused (a payout or webhook endpoint has no reason to
-/// move, and following one would resend a signed or authorised request elsewhere).
-pub(crate) fn http_client(policy: &RetryPolicy) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(
-            policy.attempt_timeout_ms.min(CONNECT_TIMEOUT_MS),
-        ))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|error| format!("cannot build the HTTP client: {error}"))
-}
-
-/// The start of an answer body, for a log or error message.
-pub(crate) fn truncate_detail(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(DETAIL_MAX_CHARS) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_string(),
-    }
 }
 
 /// One failed delivery attempt.
@@ -595,7 +546,7 @@ mod tests {
             "requested_by": "cli:test",
             "reason": "late refund",
             "calendar": calendar,
-            "fee_schedule": crate::fees::FeeSchedule::default(),
+            "fee_schedule": crate::model::fees::FeeSchedule::default(),
             "window": window,
             "lease_version": 3,
             "attempts": 1,

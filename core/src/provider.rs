@@ -22,9 +22,9 @@ use std::fmt;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use crate::http::{http_client, truncate_detail, validate_url};
 use crate::model::{Payout, PayoutStatus};
 use crate::money::{format_minor, Currency};
-use crate::notify::{http_client, truncate_detail, validate_url};
 use crate::retry::{
     classify_payment_http_status, classify_reqwest_error, is_payment_refusal, retry,
     Classification, Classify, Idempotence, RetryError, RetryPolicy,

@@ -457,7 +457,7 @@ impl fmt::Display for AttemptOutcome {
 
 /// Counts one attempt in the `settle.retry.attempts` counter; every attempt counts exactly once.
 fn count(policy: PolicyName, outcome: AttemptOutcome) {
-    crate::telemetry::retry_attempt(policy, outcome);
+    crate::telemetry::retry_attempt(policy.as_str(), outcome.as_str());
 }
 
 /// How one attempt failed, inside the retry loop.

@@ -398,8 +398,8 @@ mod tests {
 
     use super::*;
     use crate::calendar::parse_timezone;
-    use crate::fees::FeeSchedule;
     use crate::ingest;
+    use crate::model::fees::FeeSchedule;
     use crate::model::{NewTransaction, PaymentMethod, TransactionKind, TransactionStatus};
     use crate::money::Currency;
     use crate::store::sqlite::SqliteStore;

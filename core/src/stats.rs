@@ -7,10 +7,19 @@ use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
-use crate::chart::DailyPoint;
 use crate::model::{Settlement, SettlementFigures, SettlementStatus};
 use crate::money::{format_minor, Currency, MoneyError};
 use crate::store::{HistoryFilter, SettlementStore, StoreError};
+
+/// The totals of one settlement date in one currency, all in minor units of that currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyPoint {
+    pub settlement_date: NaiveDate,
+    pub currency: Currency,
+    pub gross_minor: i64,
+    pub fees_minor: i64,
+    pub net_minor: i64,
+}
 
 /// Why statistics could not be computed.
 #[derive(Debug, thiserror::Error)]

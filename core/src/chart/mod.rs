@@ -12,6 +12,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::money::{Currency, Money};
+pub use crate::stats::DailyPoint;
 
 mod bars;
 
@@ -51,16 +52,6 @@ const SERIES: [SeriesSpec; 3] = [
     ("fees", FEES_COLOR, |p| p.fees_minor),
     ("net", NET_COLOR, |p| p.net_minor),
 ];
-
-/// The totals of one settlement date in one currency, all in minor units of that currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DailyPoint {
-    pub settlement_date: NaiveDate,
-    pub currency: Currency,
-    pub gross_minor: i64,
-    pub fees_minor: i64,
-    pub net_minor: i64,
-}
 
 /// The file format a chart is rendered in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,6 @@
 mod cell;
 pub mod export;
 pub mod import;
-mod rejects;
 
 pub use cell::{safe_cell, write_safe_record};
 pub use export::{write_settlement_csv, EXPORT_COLUMNS};

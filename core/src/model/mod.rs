@@ -4,6 +4,8 @@
 mod access;
 mod audit;
 mod fee_ledger;
+pub mod fees;
+pub mod idempotency;
 mod payout;
 mod settlement;
 mod transaction;

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::{BusinessCalendar, SettlementDate, Window};
-use crate::fees::FeeSchedule;
+use crate::model::fees::FeeSchedule;
 use crate::money::{Currency, MoneyError};
 
 use super::transaction::named_enum;

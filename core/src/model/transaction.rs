@@ -242,18 +242,6 @@ impl NewTransaction {
     }
 }
 
-impl Transaction {
-    /// Why this transaction cannot be returned (refunded or charged back) in `currency`; `None`
-    /// when it can. The rule is [`crate::returns::why_not_returnable`].
-    pub fn why_not_returnable(&self, currency: Currency) -> Option<String> {
-        crate::returns::why_not_returnable(
-            &self.external_ref,
-            &crate::returns::ReturnTarget::from(self),
-            currency,
-        )
-    }
-}
-
 /// Merchant ids: 1 to 64 ASCII letters, digits, `.`, `_`, `:` or `-`, starting with a letter or
 /// digit (so that no exported cell can be read as a spreadsheet formula).
 pub fn validate_merchant_id(value: &str) -> Result<(), FieldError> {

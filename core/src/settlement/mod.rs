@@ -1,11 +1,13 @@
-//! Settling a business date: the pure fold (`compute`), the run that claims, folds and writes
-//! (`runner`), and four-eyes reruns (`rerun_approval`).
+//! Settling a business date: the run that claims, folds (with the pure `crate::compute`) and
+//! writes (`runner`), and four-eyes reruns (`rerun_approval`).
 
-pub mod compute;
-pub mod fee_ledger;
+pub mod lag;
 pub mod rerun_approval;
 pub mod runner;
 
-pub use compute::{compute, ComputedSettlement, RefundedPayment, SettlementComputation};
+/// The pure fold, at its old paths too.
+pub use crate::compute::{
+    self, compute, fee_ledger, ComputedSettlement, RefundedPayment, SettlementComputation,
+};
 pub use rerun_approval::{ClaimedRerun, RerunApprovalError, RerunApprovals, RerunAsk};
 pub use runner::{RunError, RunOutcome, RunRequest, SettlementRunner};

@@ -10,8 +10,10 @@ use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::calendar::{BusinessCalendar, CalendarError, SettlementDate};
+use crate::compute::fee_ledger::{self, FeeLedgerBook};
+use crate::compute::{ComputedSettlement, PaymentKey, RefundedPayment, SettlementComputation};
 use crate::failpoint;
-use crate::fees::FeeSchedule;
+use crate::model::fees::FeeSchedule;
 use crate::model::{
     AuditEvent, Fence, Notification, NotificationStatus, PaymentFeeLedger, PayoutStatus,
     RunTrigger, Settlement, SettlementLine, SettlementStatus, Transaction, TransactionKind,
@@ -20,10 +22,6 @@ use crate::model::{
 use crate::money::MoneyError;
 use crate::notify::{Notifier, NotifyError, SettlementEvent};
 use crate::payout::{PayoutSender, RunLease};
-use crate::settlement::compute::{
-    ComputedSettlement, PaymentKey, RefundedPayment, SettlementComputation,
-};
-use crate::settlement::fee_ledger::{self, FeeLedgerBook};
 use crate::store::{ClaimMode, ClaimRequest, SharedStore, StoreError};
 use crate::telemetry;
 use crate::time::Clock;

@@ -480,7 +480,7 @@ pub mod forms {
     use chrono::{DateTime, NaiveDate, Utc};
     use serde::{Deserialize, Serialize};
 
-    use crate::idempotency::StoredResponse;
+    use crate::model::idempotency::StoredResponse;
     use crate::model::{CarryForward, SettlementLine, Transaction};
 
     #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::calendar::{BusinessCalendar, SettlementDate, Window};
-use crate::fees::FeeSchedule;
-use crate::idempotency::{BeginOutcome, StoredResponse};
+use crate::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
+use crate::model::fees::FeeSchedule;
+use crate::model::idempotency::{BeginOutcome, StoredResponse};
 use crate::model::{
     ApiToken, AuditEvent, CarryForward, Fence, NewTransaction, Notification, PaymentFeeLedger,
     Payout, PayoutStatus, RerunRequest, RerunRequestStatus, RunTrigger, Settlement, SettlementLine,
     SettlementStatus, Transaction,
 };
-use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
 
 pub mod claim;
 pub mod migration;

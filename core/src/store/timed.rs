@@ -23,12 +23,12 @@ use super::{
     TransactionStore,
 };
 use crate::calendar::SettlementDate;
-use crate::idempotency::{BeginOutcome, StoredResponse};
+use crate::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
+use crate::model::idempotency::{BeginOutcome, StoredResponse};
 use crate::model::{
     ApiToken, AuditEvent, CarryForward, Fence, Notification, PaymentFeeLedger, Payout,
     RerunRequest, RerunRequestStatus, Settlement, SettlementLine, Transaction,
 };
-use crate::settlement::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
 use crate::telemetry;
 
 /// Wraps a store; cheap (one `Instant` and one histogram record per call).

@@ -10,6 +10,7 @@
 pub mod instruments;
 mod process;
 pub mod prometheus;
+pub mod settings;
 pub mod setup;
 
 use std::time::{Duration, Instant};
@@ -20,10 +21,7 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::idempotency::Outcome;
 use crate::model::{PayoutStatus, RunTrigger, Settlement, Transaction};
-use crate::retry::{AttemptOutcome, PolicyName};
-use crate::store::{HistoryFilter, SettlementStore, StoreError};
 
 pub use setup::{shutdown, start, ExportPlan, Started, TelemetryError};
 
@@ -141,20 +139,20 @@ pub fn transaction_recorded(transaction: &Transaction) {
         .add(transaction.amount_minor.unsigned_abs(), &[kind, currency]);
 }
 
-/// How an idempotent request began.
-pub fn idempotency_outcome(outcome: Outcome) {
+/// How an idempotent request began (`new`, `replay`, `conflict`, `mismatch`).
+pub fn idempotency_outcome(outcome: &'static str) {
     instruments()
         .idempotency_requests
-        .add(1, &[KeyValue::new(labels::OUTCOME, outcome.as_str())]);
+        .add(1, &[KeyValue::new(labels::OUTCOME, outcome)]);
 }
 
-/// One attempt of a retried operation.
-pub fn retry_attempt(policy: PolicyName, outcome: AttemptOutcome) {
+/// One attempt of a retried operation: the policy's name and how the attempt ended.
+pub fn retry_attempt(policy: &'static str, outcome: &'static str) {
     instruments().retry_attempts.add(
         1,
         &[
-            KeyValue::new(labels::POLICY, policy.as_str()),
-            KeyValue::new(labels::OUTCOME, outcome.as_str()),
+            KeyValue::new(labels::POLICY, policy),
+            KeyValue::new(labels::OUTCOME, outcome),
         ],
     );
 }
@@ -225,22 +223,6 @@ pub fn settled_through(close: DateTime<Utc>) {
     instruments::settled_through(close.timestamp_millis());
 }
 
-/// Starts the lag from the store: the close of the latest date with a completed revision.
-pub async fn initialise_settlement_lag(store: &dyn SettlementStore) -> Result<(), StoreError> {
-    let latest = store
-        .settlement_history(&HistoryFilter {
-            status: Some(crate::model::SettlementStatus::Completed),
-            all_revisions: true,
-            limit: 1,
-            ..HistoryFilter::default()
-        })
-        .await?;
-    if let Some(settlement) = latest.first() {
-        settled_through(settlement.window.end);
-    }
-    Ok(())
-}
-
 /// A payout reached `outcome` through Settle (sent, looked up, held, or told by a callback).
 pub fn payout_outcome(outcome: PayoutStatus) {
     instruments()
@@ -307,8 +289,8 @@ mod tests {
             .unwrap_or(0.0)
         };
         let before = replays();
-        idempotency_outcome(Outcome::Replay);
-        idempotency_outcome(Outcome::Replay);
+        idempotency_outcome("replay");
+        idempotency_outcome("replay");
         assert!(replays() >= before + 2.0);
     }
 

@@ -24,7 +24,7 @@ use opentelemetry_sdk::Resource;
 
 use super::instruments::Instruments;
 use super::prometheus::PullReader;
-use crate::config::{OtlpProtocol, TelemetrySettings};
+use super::settings::{OtlpProtocol, TelemetrySettings};
 
 /// The service as the resource names it (unless `OTEL_SERVICE_NAME` says otherwise).
 pub const SERVICE_NAME: &str = "settle";

@@ -36,7 +36,7 @@ pub fn run(cli: &Cli, command: &ServiceCommand) -> Result<()> {
         }
         ServiceCommand::Uninstall { unit_dir } => service::uninstall(unit_dir),
         ServiceCommand::Status => service::status(),
-        ServiceCommand::Run => service::run(),
+        ServiceCommand::Run => service::run(|cli| Box::pin(super::dispatch(cli))),
     }
 }
 

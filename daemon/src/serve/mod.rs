@@ -182,7 +182,7 @@ pub async fn run(
         ))
     })?;
     let store = context.open_store().await?;
-    if let Err(error) = telemetry::initialise_settlement_lag(&*store).await {
+    if let Err(error) = settle_core::settlement::lag::initialise_settlement_lag(&*store).await {
         tracing::warn!(%error, "cannot read the latest settled date: the settlement lag starts unknown");
     }
     let runner = Arc::new(

@@ -112,7 +112,7 @@ pub fn status() -> Result<()> {
     }
 }
 
-pub fn run() -> Result<()> {
+pub fn run(_: super::Serve) -> Result<()> {
     Err(Exit::bad_input(
         "`settle service run` is how the Windows service manager starts Settle; on Linux systemd \
          runs `settle serve` (see `settle service install`)",

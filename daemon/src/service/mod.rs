@@ -52,10 +52,16 @@ pub fn status() -> Result<()> {
     platform::status()
 }
 
+/// How a started service runs its command line (`settle … serve`): the command dispatcher, handed
+/// in by the command that starts the service, so this layer needs nothing above it.
+pub type Serve = fn(crate::cli::Cli) -> ServeFuture;
+/// What `Serve` returns: the whole run of the daemon.
+pub type ServeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>>;
+
 /// The entry point the Windows Service Control Manager starts (`settle … service run`): runs
-/// `settle … serve` until the service is told to stop. Refused elsewhere.
-pub fn run() -> Result<()> {
-    platform::run()
+/// `settle … serve` through `serve` until the service is told to stop. Refused elsewhere.
+pub fn run(serve: Serve) -> Result<()> {
+    platform::run(serve)
 }
 
 /// Resolves once the service manager has asked the daemon to stop: on Windows, the service's
@@ -103,7 +109,7 @@ mod unsupported {
         Err(Exit::bad_input(UNSUPPORTED))
     }
 
-    pub fn run() -> Result<()> {
+    pub fn run(_: super::Serve) -> Result<()> {
         Err(Exit::bad_input(UNSUPPORTED))
     }
 }

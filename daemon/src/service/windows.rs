@@ -141,10 +141,15 @@ fn does_not_exist(error: &windows_service::Error) -> bool {
 
 /// Connects this process to the SCM, which calls `service_main` on a thread of its own; returns
 /// when the service has stopped.
-pub fn run() -> Result<()> {
+pub fn run(serve: super::Serve) -> Result<()> {
+    // The SCM calls `service_main` with no context of ours: the dispatcher waits in a static.
+    let _ = SERVE.set(serve);
     service_dispatcher::start(SERVICE_NAME, ffi_service_main)
         .context("cannot connect to the service manager (`service run` is for the SCM only)")
 }
+
+/// How the started service runs `settle … serve`, set by `run` before the SCM calls in.
+static SERVE: std::sync::OnceLock<super::Serve> = std::sync::OnceLock::new();
 
 define_windows_service!(ffi_service_main, service_main);
 
@@ -192,7 +197,10 @@ fn run_service() -> Result<()> {
             Duration::ZERO,
         )?;
         runtime.block_on(async {
-            let serve = crate::commands::dispatch(cli);
+            let dispatch = SERVE
+                .get()
+                .ok_or_else(|| anyhow::anyhow!("the service started without its command line"))?;
+            let serve = dispatch(cli);
             tokio::pin!(serve);
             tokio::select! {
                 outcome = &mut serve => outcome,

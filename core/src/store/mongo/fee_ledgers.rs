@@ -3,8 +3,8 @@
 
 use mongodb::bson::{doc, Document};
 
+use crate::compute::PaymentKey;
 use crate::model::{FeeLedgerWrite, PaymentFeeLedger};
-use crate::settlement::compute::PaymentKey;
 use crate::store::StoreError;
 
 use super::collections::FEE_LEDGERS;

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Bson, Document};
 
-use crate::idempotency::{BeginOutcome, StoredResponse};
+use crate::model::idempotency::{BeginOutcome, StoredResponse};
 use crate::store::{IdempotencyBegin, IdempotencyLock, IdempotencyStore, StoreError};
 
 use super::collections::{IDEMPOTENCY_RECORDS, TRANSACTIONS};

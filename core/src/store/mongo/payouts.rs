@@ -702,7 +702,7 @@ mod tests {
 
     use super::*;
     use crate::calendar::BusinessCalendar;
-    use crate::fees::FeeSchedule;
+    use crate::model::fees::FeeSchedule;
     use crate::model::{RunTrigger, SettlementFigures};
     use crate::money::Currency;
     use crate::store::{ClaimMode, ClaimRequest, SettlementStore};

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use mongodb::bson::{doc, Bson, Document};
 
+use crate::compute::{ComputedSettlement, PaymentKey};
 use crate::model::{Fence, PaymentFeeLedger, Settlement, SettlementLine, SettlementStatus};
-use crate::settlement::compute::{ComputedSettlement, PaymentKey};
 use crate::store::claim::{already_running, decide, ClaimAction};
 use crate::store::{ClaimRequest, HistoryFilter, SettlementStore, StoreError};
 

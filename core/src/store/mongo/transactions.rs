@@ -22,9 +22,9 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Bson, Document};
 use uuid::Uuid;
 
+use crate::compute::{PaymentKey, RefundedPayment};
 use crate::model::{Fence, NewTransaction, Transaction, TransactionKind, TransactionStatus};
 use crate::returns::{self, ReturnRefusal, ReturnTarget};
-use crate::settlement::compute::{PaymentKey, RefundedPayment};
 use crate::store::{
     InsertConflict, InsertOutcome, RecordOutcome, StoreError, TransactionRecord, TransactionStore,
 };

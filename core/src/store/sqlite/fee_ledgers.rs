@@ -3,8 +3,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::compute::PaymentKey;
 use crate::model::{FeeLedgerWrite, PaymentFeeLedger};
-use crate::settlement::compute::PaymentKey;
 use crate::store::StoreError;
 
 use super::backend;

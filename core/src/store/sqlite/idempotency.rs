@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
-use crate::idempotency::{BeginOutcome, StoredResponse};
+use crate::model::idempotency::{BeginOutcome, StoredResponse};
 use crate::store::{IdempotencyBegin, IdempotencyLock, IdempotencyStore, StoreError};
 
 use super::rows::{self, instant_text};

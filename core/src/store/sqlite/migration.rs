@@ -152,7 +152,7 @@ fn form(kind: RecordKind, row: &rusqlite::Row) -> Result<Value, StoreError> {
         }
         RecordKind::IdempotencyRecords => {
             let response = if rows::text(row, "state")? == "completed" {
-                Some(crate::idempotency::StoredResponse {
+                Some(crate::model::idempotency::StoredResponse {
                     status: u16::try_from(rows::integer(row, "response_status")?).unwrap_or(500),
                     body: rows::json(row, "response_body")?,
                     headers: rows::json(row, "response_headers")?,

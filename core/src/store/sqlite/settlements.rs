@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, params_from_iter, Connection};
 
+use crate::compute::{ComputedSettlement, PaymentKey};
 use crate::model::{Fence, PaymentFeeLedger, Settlement, SettlementFigures, SettlementLine};
-use crate::settlement::compute::{ComputedSettlement, PaymentKey};
 use crate::store::claim::{decide, ClaimAction};
 use crate::store::{ClaimRequest, HistoryFilter, SettlementStore, StoreError};
 

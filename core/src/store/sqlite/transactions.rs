@@ -10,9 +10,9 @@ use futures::{StreamExt, TryStreamExt};
 use rusqlite::{params, Connection};
 use uuid::Uuid;
 
+use crate::compute::{PaymentKey, RefundedPayment};
 use crate::model::{Fence, Transaction, TransactionKind};
 use crate::returns::{self, ReturnTarget};
-use crate::settlement::compute::{PaymentKey, RefundedPayment};
 use crate::store::{
     InsertConflict, InsertOutcome, RecordOutcome, StoreError, TransactionRecord, TransactionStore,
 };

@@ -1,13 +1,13 @@
 //! The rejects file of `import --skip-invalid`: every rejected row as it was, with its line number,
 //! column and reason in front. Written to a temporary file and renamed, so it is never half-written;
-//! every cell goes through [`super::safe_cell`], so a field like `=HYPERLINK(…)` is text there.
+//! every cell goes through [`crate::csv::safe_cell`], so a field like `=HYPERLINK(…)` is text there.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use super::cell::write_safe_record;
-use super::import::{open_pass, RowError, Step};
+use super::{open_pass, RowError, Step};
+use crate::csv::cell::write_safe_record;
 
 /// Copies the rejected rows of `input` into `rejects`, with `line,column,reason` columns first.
 pub fn write_rejects(

@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 
 use crate::calendar::SettlementDate;
-use crate::fees::FeeSchedule;
+use crate::compute::PaymentKey;
+use crate::model::fees::FeeSchedule;
 use crate::model::{
     FeeCharge, FeeLedgerWrite, FeeReturn, PaymentFeeLedger, Transaction, TransactionKind,
     TransactionStatus,
 };
 use crate::money::{Money, MoneyError};
-use crate::settlement::compute::PaymentKey;
 
 /// The fee `schedule` charges `payment`, as the revision (`settlement_date`, `revision`) computed it.
 pub fn charge_of(
@@ -213,7 +213,7 @@ impl FeeLedgerBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fees::{AmountByCurrency, FeeRule};
+    use crate::model::fees::{AmountByCurrency, FeeRule};
     use crate::model::PaymentMethod;
     use crate::money::Currency;
     use chrono::{DateTime, Duration, NaiveDate, Utc};

@@ -1,11 +1,13 @@
 //! The pure settlement fold: a date's transactions and a fee schedule in, lines and day totals out.
 //! No I/O and no clock; order-independent; every sum checked, so the totals equal the lines exactly.
 
+pub mod fee_ledger;
+
 use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
-use crate::fees::FeeSchedule;
+use crate::model::fees::FeeSchedule;
 
 use crate::model::{
     CurrencyTotals, FeeLedgerWrite, SettlementFigures, SettlementLine, Transaction,
@@ -183,7 +185,7 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fees::FeeRule;
+    use crate::model::fees::FeeRule;
     use crate::model::PaymentMethod;
     use chrono::{DateTime, Duration, NaiveDate, Utc};
     use proptest::prelude::*;
@@ -356,7 +358,7 @@ mod tests {
             }
             // Each refund's return as the runner settles them: in (occurred_at, id) order.
             let schedule = returning_schedule();
-            let mut book = crate::settlement::fee_ledger::FeeLedgerBook::default();
+            let mut book = crate::compute::fee_ledger::FeeLedgerBook::default();
             let mut refunds: Vec<&Transaction> = txs
                 .iter()
                 .filter(|t| t.kind == TransactionKind::Refund)
@@ -370,7 +372,7 @@ mod tests {
                 else {
                     continue;
                 };
-                let charge = crate::settlement::fee_ledger::charge_of(
+                let charge = crate::compute::fee_ledger::charge_of(
                     &schedule,
                     payment,
                     payment.settlement_date,

@@ -12,15 +12,17 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::calendar::BusinessCalendar;
+use crate::compute::PaymentKey;
 use crate::excerpt::excerpt;
 use crate::ingest;
 use crate::limits::{check_amount_limit, AmountLimits};
 use crate::model::NewTransaction;
 use crate::money::{Currency, Money};
 use crate::returns::{self, ReturnTarget};
-use crate::settlement::compute::PaymentKey;
 use crate::store::{InsertOutcome, StoreError, TransactionStore};
 use crate::time::parse_rfc3339;
+
+mod rejects;
 
 /// Columns every file must have, in any order.
 pub const REQUIRED_COLUMNS: &[&str] = &[
@@ -719,7 +721,7 @@ pub async fn import_csv(
     };
     let rejects = rejects_path(path);
     if rejected > 0 {
-        super::rejects::write_rejects(path, &rejects, &verdicts.rejected).map_err(|e| {
+        rejects::write_rejects(path, &rejects, &verdicts.rejected).map_err(|e| {
             ImportError::Io {
                 path: rejects.clone(),
                 detail: e.to_string(),
