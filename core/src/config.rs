@@ -60,6 +60,27 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
 }
 
+impl Settings {
+    /// Every currency the configuration names (in fee rules and amount limits), in code order.
+    pub fn named_currencies(&self) -> Vec<Currency> {
+        let schedule = &self.fee_schedule;
+        let rules = std::iter::once(&schedule.default)
+            .chain(schedule.methods.values())
+            .chain(schedule.merchants.values().flat_map(|merchant| {
+                std::iter::once(&merchant.rule).chain(merchant.methods.values())
+            }));
+        let mut currencies = std::collections::BTreeSet::new();
+        for rule in rules {
+            for amounts in [&rule.fixed, &rule.min, &rule.max] {
+                currencies.extend(amounts.0.keys().copied());
+            }
+        }
+        let limits = &self.payments.amount_limits.per_currency;
+        currencies.extend(limits.0.keys().copied());
+        currencies.into_iter().collect()
+    }
+}
+
 /// `[payments]`: rules every way of recording a transaction applies (API, CLI, import).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PaymentSettings {

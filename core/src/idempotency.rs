@@ -166,6 +166,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::New,
+        Outcome::Replay,
+        Outcome::Conflict,
+        Outcome::Mismatch,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::New => "new",

@@ -991,3 +991,57 @@ async fn without_telemetry_configured_nothing_is_exported_and_the_daemon_works()
     }
     assert_eq!(receiver.request_count(), 0, "nothing was exported");
 }
+
+/// Counters with known label values are exported at zero by a fresh daemon (no request, no run):
+/// `rate()`, `increase()` and the burn-rate rules see a series from the start, not "no data".
+/// Per currency for the currencies the configuration names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_daemon_exports_its_counters_at_zero() {
+    let setup =
+        Setup::sqlite("[scheduler]\nenabled = false\n[fees.default]\nfixed = { SAR = \"0.50\" }\n");
+    let mut daemon = setup.start();
+    let metrics = daemon.get("/metrics").send().await;
+    assert_eq!(metrics.status, 200);
+    let samples = parse_exposition(&metrics.text());
+    let zero = |name: &str, labels: &[(&str, &str)]| {
+        assert_eq!(
+            value(&samples, name, labels),
+            Some(0.0),
+            "{name} {labels:?} at zero in:\n{}",
+            metrics.text()
+        );
+    };
+    for outcome in ["failed", "unknown", "sent", "confirmed", "held", "pending"] {
+        zero("settle_payouts_total", &[("outcome", outcome)]);
+    }
+    for (outcome, trigger) in [("failed", "scheduler"), ("completed", "manual")] {
+        zero(
+            "settle_settlement_runs_total",
+            &[("outcome", outcome), ("trigger", trigger)],
+        );
+    }
+    zero(
+        "settle_payments_total",
+        &[
+            ("kind", "refund"),
+            ("status", "completed"),
+            ("currency", "SAR"),
+        ],
+    );
+    for series in [
+        "settle_settled_gross_total",
+        "settle_settled_fees_total",
+        "settle_settled_net_total",
+    ] {
+        zero(series, &[("currency", "SAR"), ("revision_kind", "first")]);
+    }
+    zero(
+        "settle_idempotency_requests_total",
+        &[("outcome", "conflict")],
+    );
+    zero(
+        "settle_retry_attempts_total",
+        &[("policy", "database"), ("outcome", "retried")],
+    );
+    assert!(daemon.terminate(PATIENCE).success(), "{}", daemon.output());
+}

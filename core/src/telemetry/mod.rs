@@ -21,7 +21,10 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::model::{PayoutStatus, RunTrigger, Settlement, Transaction};
+use crate::model::{
+    PayoutStatus, RunTrigger, Settlement, Transaction, TransactionKind, TransactionStatus,
+};
+use crate::money::Currency;
 
 pub use setup::{shutdown, start, ExportPlan, Started, TelemetryError};
 
@@ -117,6 +120,93 @@ impl Drop for ActiveRequest {
             -1,
             &[KeyValue::new(labels::HTTP_REQUEST_METHOD, self.method)],
         );
+    }
+}
+
+/// The label values of the counters whose values are not the model's own (retry policies and
+/// attempt outcomes, idempotency outcomes), and the currencies to expect: handed in by the
+/// process that starts, which knows them (telemetry imports nothing above the model).
+#[derive(Debug, Clone, Default)]
+pub struct SeriesAtZero<'a> {
+    pub currencies: &'a [Currency],
+    pub retry_policies: &'a [&'static str],
+    pub attempt_outcomes: &'a [&'static str],
+    pub idempotency_outcomes: &'a [&'static str],
+}
+
+/// Exports every counter series whose label values are known at zero (Prometheus'
+/// instrumentation practice), so that a fresh daemon's dashboards and burn-rate rules see series
+/// from the start, not "no data". Per currency only for `known.currencies`. Histograms have no
+/// zero observation in OpenTelemetry: they appear with their first.
+pub fn export_at_zero(known: &SeriesAtZero) {
+    let instruments = instruments();
+    for currency in known.currencies {
+        let currency = KeyValue::new(labels::CURRENCY, currency.code());
+        for kind in TransactionKind::ALL {
+            let kind = KeyValue::new(labels::KIND, kind.as_str());
+            for status in TransactionStatus::ALL {
+                instruments.payments.add(
+                    0,
+                    &[
+                        kind.clone(),
+                        KeyValue::new(labels::STATUS, status.as_str()),
+                        currency.clone(),
+                    ],
+                );
+            }
+            instruments
+                .payments_amount
+                .add(0, &[kind, currency.clone()]);
+        }
+        for revision_kind in ["first", "rerun"] {
+            let labels = [
+                currency.clone(),
+                KeyValue::new(labels::REVISION_KIND, revision_kind),
+            ];
+            for counter in [
+                &instruments.settled_gross,
+                &instruments.settled_fees,
+                &instruments.settled_net,
+            ] {
+                counter.add(0, &labels);
+            }
+        }
+    }
+    for outcome in [
+        RunOutcome::Completed,
+        RunOutcome::Failed,
+        RunOutcome::Interrupted,
+    ] {
+        for trigger in RunTrigger::ALL {
+            instruments.settlement_runs.add(
+                0,
+                &[
+                    KeyValue::new(labels::OUTCOME, outcome.as_str()),
+                    KeyValue::new(labels::TRIGGER, trigger.as_str()),
+                ],
+            );
+        }
+    }
+    for outcome in PayoutStatus::ALL {
+        instruments
+            .payouts
+            .add(0, &[KeyValue::new(labels::OUTCOME, outcome.as_str())]);
+    }
+    for outcome in known.idempotency_outcomes {
+        instruments
+            .idempotency_requests
+            .add(0, &[KeyValue::new(labels::OUTCOME, *outcome)]);
+    }
+    for policy in known.retry_policies {
+        for outcome in known.attempt_outcomes {
+            instruments.retry_attempts.add(
+                0,
+                &[
+                    KeyValue::new(labels::POLICY, *policy),
+                    KeyValue::new(labels::OUTCOME, *outcome),
+                ],
+            );
+        }
     }
 }
 

@@ -168,6 +168,18 @@ async fn termination() {
     }
 }
 
+/// Every counter with known label values at zero from the start (see `export_at_zero`).
+fn export_series_at_zero(settings: &settle_core::config::Settings) {
+    use settle_core::idempotency::Outcome;
+    use settle_core::retry::{AttemptOutcome, PolicyName};
+    settle_core::telemetry::export_at_zero(&settle_core::telemetry::SeriesAtZero {
+        currencies: &settings.named_currencies(),
+        retry_policies: &PolicyName::ALL.map(PolicyName::as_str),
+        attempt_outcomes: &AttemptOutcome::ALL.map(AttemptOutcome::as_str),
+        idempotency_outcomes: &Outcome::ALL.map(|o| o.as_str()),
+    });
+}
+
 /// Runs the daemon until SIGTERM (or Ctrl-C, or `shutdown` being cancelled).
 pub async fn run(
     context: Context,
@@ -182,6 +194,7 @@ pub async fn run(
         ))
     })?;
     let store = context.open_store().await?;
+    export_series_at_zero(&settings);
     if let Err(error) = settle_core::settlement::lag::initialise_settlement_lag(&*store).await {
         tracing::warn!(%error, "cannot read the latest settled date: the settlement lag starts unknown");
     }
