@@ -176,6 +176,15 @@ impl FeeLedgerBook {
             .returned_minor
             .checked_add(returned_minor)
             .ok_or(MoneyError::Overflow(payment.currency))?;
+        // The engine's invariant where it is made: one return is within the fee charged. (The
+        // ledger's sum may pass a lowered charge for a moment, until the payment's other returns,
+        // computed under the earlier charge, are computed again; the property test below checks
+        // the sum once they are.)
+        debug_assert!(
+            (0..=charge.fee_minor.max(0)).contains(&returned_minor),
+            "a fee return of {returned_minor} outside [0, fee charged {}]",
+            charge.fee_minor
+        );
         ledger.charge = charge.clone();
         ledger.returns.push(FeeReturn {
             refund_id: refund.id,

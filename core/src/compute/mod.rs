@@ -160,12 +160,46 @@ impl<'a> SettlementComputation<'a> {
                 figures,
             });
         }
-        Ok(ComputedSettlement {
+        let computed = ComputedSettlement {
             lines,
             totals: totals.into_values().collect(),
             fee_ledgers: Vec::new(),
-        })
+        };
+        debug_assert_eq!(
+            lines_summed(&computed.lines),
+            Some(computed.totals.clone()),
+            "the lines do not sum to the totals"
+        );
+        Ok(computed)
     }
+}
+
+/// The lines summed again per currency (the engine's invariant: lines sum to totals, and each
+/// net is its figures' net), for debug builds' assertions; `None` on a net that disagrees.
+fn lines_summed(lines: &[SettlementLine]) -> Option<Vec<CurrencyTotals>> {
+    let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
+    for line in lines {
+        if line.figures.expected_net_minor() != Some(line.figures.net_minor) {
+            return None;
+        }
+        let total = totals
+            .entry(line.currency)
+            .or_insert_with(|| CurrencyTotals {
+                currency: line.currency,
+                merchant_count: 0,
+                figures: SettlementFigures::default(),
+            });
+        total.merchant_count += 1;
+        total
+            .figures
+            .accumulate(&line.figures, line.currency)
+            .ok()?;
+    }
+    let totals: Vec<CurrencyTotals> = totals.into_values().collect();
+    totals
+        .iter()
+        .all(|t| t.figures.expected_net_minor() == Some(t.figures.net_minor))
+        .then_some(totals)
 }
 
 /// Folds a whole slice; convenient for tests and small days.
