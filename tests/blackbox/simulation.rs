@@ -7,6 +7,20 @@
 //! provider, after a newer one) through `settle_core::payout_report`, the same core service the
 //! daemon's callback route uses; a report that is no step forward must leave its payout as it was.
 //!
+//! Concurrency: `RunTwice` runs one date twice at once. `StalledRun` holds run A of a date at one
+//! of the MongoDB adapter's write points (a scoped `settle_core::failpoint` stall: before the
+//! claim's insert, the freeze's fence check, the result's ledgers, a payout line's decision or the
+//! completion), moves the clock past A's lease, lets run B take the date over and run to its end,
+//! then lets A go on: A must lose (fenced, or refused if it had not claimed), the date is settled
+//! once, and every money invariant holds. On SQLite A simply runs first and B is refused; the
+//! journal says only how the date was settled, so the replay stays identical.
+//!
+//! Migration: `Migrate` copies a world on SQLite into a fresh MongoDB database with the core of
+//! `settle migrate` (verified: nothing missing or differing) and goes on there with the same
+//! clock, provider and model; a second `Migrate` copies the old SQLite store into it again, which
+//! must copy nothing and leave every record the target changed since as it is. A world on MongoDB
+//! from the start, or without a MongoDB server, does nothing (the replay on SQLite migrates).
+//!
 //! Each sequence is generated from its seed (`ops`), executed on a world — a real store, the core's
 //! services, the fault-injecting provider on loopback, a manual clock — with every outcome checked
 //! against the reference model (`settle_tests::sim_model`), brought to rest and checked for every
@@ -36,6 +50,7 @@ use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
 use settle_core::store::mongo::MongoStore;
+use settle_core::store::sqlite::SqliteStore;
 
 use crate::store_contract::adapters;
 use ops::{generate, Scenario};
@@ -87,16 +102,21 @@ impl StoreKind {
         }
     }
 
-    /// A fresh store: a new SQLite file (as the contract suite makes it), or a new MongoDB
-    /// database, which `World::close` drops.
+    /// A fresh store: a new SQLite file in a temporary directory (as the contract suite makes
+    /// it), or a new MongoDB database, which `World::close` drops.
     async fn open(self) -> StoreUnderTest {
         match self {
             StoreKind::Sqlite => {
-                let test_store = adapters::sqlite().await;
+                let directory = tempfile::tempdir().expect("a directory for the store");
+                let store = SqliteStore::open(&directory.path().join("sim.db"))
+                    .await
+                    .expect("open SQLite");
+                let store = std::sync::Arc::new(store);
                 StoreUnderTest {
-                    store: test_store.store.clone(),
-                    keep: Box::new(test_store),
+                    store: store.clone(),
+                    keep: Box::new(directory),
                     database: None,
+                    sqlite: Some(store),
                 }
             }
             StoreKind::Mongodb => {
@@ -109,6 +129,7 @@ impl StoreKind {
                     store: std::sync::Arc::new(database.clone()),
                     keep: Box::new(()),
                     database: Some(database),
+                    sqlite: None,
                 }
             }
         }
@@ -299,6 +320,13 @@ async fn simulate(kind: StoreKind, scenarios: Vec<Scenario>, in_flight: usize) {
     for failure in &failures {
         println!("  {}", failure.lines().next().unwrap_or_default());
     }
+    let cases = world::cases();
+    if !cases.is_empty() {
+        println!("stalled runs and migrations so far (all simulation tests of this process):");
+        for case in cases {
+            println!("  {case}");
+        }
+    }
     if let Some(first) = failures.first() {
         panic!(
             "{} of {count} sequence(s) failed; the first:\n{first}",
@@ -327,9 +355,13 @@ fn seeds(kind: StoreKind) -> Vec<u64> {
     }
 }
 
+/// Whether a MongoDB server is configured (`MONGODB_URI` or `SETTLE_TEST_MONGODB_URI`).
+fn mongodb_available() -> bool {
+    std::env::var("MONGODB_URI").is_ok() || std::env::var("SETTLE_TEST_MONGODB_URI").is_ok()
+}
+
 fn mongodb_configured() -> bool {
-    let configured =
-        std::env::var("MONGODB_URI").is_ok() || std::env::var("SETTLE_TEST_MONGODB_URI").is_ok();
+    let configured = mongodb_available();
     if !configured {
         println!("simulation on mongodb skipped: set SETTLE_TEST_MONGODB_URI (or MONGODB_URI)");
     }

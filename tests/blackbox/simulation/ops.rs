@@ -1,6 +1,7 @@
 //! The simulation's operations and their generator: from a seed, a sequence of 20–60 payments,
 //! returns, adjustments, imports, runs, reruns, retries, fee and calendar changes, holds, payout
-//! sends under scripted provider faults and provider-side status changes, plus provider callbacks.
+//! sends under scripted provider faults and provider-side status changes, plus provider callbacks,
+//! runs held at a MongoDB write while another takes their date over, and migrations to MongoDB.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -133,6 +134,13 @@ pub enum Op {
     Run(NaiveDate),
     /// Two runs of one date at once: one may claim it, never both.
     RunTwice(NaiveDate),
+    /// Run A of the date is held at the store write `point` (on MongoDB) while the clock passes
+    /// its lease and run B takes the date over and runs to its end; then A goes on and must lose.
+    /// Where nothing holds A (SQLite, or A never reaches the point) A simply runs first.
+    StalledRun {
+        date: NaiveDate,
+        point: &'static str,
+    },
     Rerun {
         date: NaiveDate,
         apply_current_fees: bool,
@@ -164,7 +172,22 @@ pub enum Op {
         pick: usize,
         delivery: Delivery,
     },
+    /// A world on SQLite (with a MongoDB server configured) is copied into a fresh MongoDB
+    /// database with `settle migrate`'s core and goes on there; a later one copies the same SQLite
+    /// store into that database again, which must change nothing. Elsewhere it does nothing.
+    Migrate,
 }
+
+/// The MongoDB write points a stalled run's A may be held at (in the order a run passes them).
+/// `store.claim.before_takeover` is left out: a plain run of a date takes over only a run whose
+/// lease expired, which no operation leaves behind.
+pub const STALL_POINTS: [&str; 5] = [
+    "store.claim.before_insert",
+    "store.freeze.before_fence_check",
+    "store.save.before_ledgers",
+    "store.plan.before_decision",
+    "store.complete.before_write",
+];
 
 fn money(minor: i64, currency: Currency) -> String {
     super::world::major(minor, currency)
@@ -226,6 +249,9 @@ impl fmt::Display for Op {
             }
             Op::Run(date) => write!(f, "run {date}"),
             Op::RunTwice(date) => write!(f, "run {date} twice at once"),
+            Op::StalledRun { date, point } => {
+                write!(f, "run {date} held at {point}, taken over, then let go")
+            }
             Op::Rerun {
                 date,
                 apply_current_fees,
@@ -251,6 +277,7 @@ impl fmt::Display for Op {
             Op::Callback { pick, delivery } => {
                 write!(f, "provider calls back on payout #{pick} ({delivery})")
             }
+            Op::Migrate => write!(f, "migrate to MongoDB"),
         }
     }
 }
@@ -833,9 +860,108 @@ fn callback(rng: &mut ChaCha8Rng) -> Op {
     }
 }
 
+/// The chance, after each operation, that a stalled run follows it.
+const STALLED_RUN_PERCENT: u32 = 4;
+/// The chance that a sequence migrates to MongoDB at some point, and that one which does
+/// migrates again later.
+const MIGRATE_PERCENT: u32 = 4;
+const MIGRATE_AGAIN_PERCENT: u32 = 50;
+
+/// The operations added to the generator's (stalled runs, migrations), drawn from a stream of
+/// their own (stream 2 of the seed) and never changing the generator's state, so the generator's
+/// operations stay the ones the seed has always given, in the same order.
+struct Extras {
+    rng: ChaCha8Rng,
+    /// Dates a stalled run was generated for (the generator does not know them settled).
+    stalled: BTreeSet<NaiveDate>,
+    /// After which of the generator's operations (by index) a migration comes.
+    migrations: Vec<usize>,
+}
+
+impl Extras {
+    fn new(seed: u64, count: usize) -> Extras {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(2);
+        let mut migrations = Vec::new();
+        if rng.random_range(0..100) < MIGRATE_PERCENT {
+            let first = rng.random_range(0..count);
+            migrations.push(first);
+            if rng.random_range(0..100) < MIGRATE_AGAIN_PERCENT && first + 1 < count {
+                migrations.push(rng.random_range(first + 1..count));
+            }
+        }
+        Extras {
+            rng,
+            stalled: BTreeSet::new(),
+            migrations,
+        }
+    }
+
+    /// A stalled run: mostly of the earliest date not settled yet (as far as the generator and
+    /// the stalled runs before know), now and then of any date (likely refused, settled already).
+    fn stalled_run(&mut self, generator: &Generator) -> Op {
+        let open: Vec<NaiveDate> = generator
+            .dates
+            .iter()
+            .copied()
+            .filter(|d| !generator.settled.contains_key(d) && !self.stalled.contains(d))
+            .collect();
+        let date = if !open.is_empty() && self.rng.random_range(0..100) < 85 {
+            open[0]
+        } else {
+            generator.dates[self.rng.random_range(0..generator.dates.len())]
+        };
+        self.stalled.insert(date);
+        Op::StalledRun {
+            date,
+            point: STALL_POINTS[self.rng.random_range(0..STALL_POINTS.len())],
+        }
+    }
+
+    /// What follows the generator's operation `n`, if anything.
+    fn after(&mut self, n: usize, generator: &Generator) -> Vec<Op> {
+        let mut ops = Vec::new();
+        if self.rng.random_range(0..100) < STALLED_RUN_PERCENT {
+            ops.push(self.stalled_run(generator));
+        }
+        for _ in self.migrations.iter().filter(|m| **m == n) {
+            ops.push(Op::Migrate);
+        }
+        ops
+    }
+
+    /// What a sequence that must stay as it was gets at its end: a migration now and then (it
+    /// comes to rest on MongoDB), and a stalled run if a date is still open.
+    fn tail(&mut self, generator: &Generator) -> Vec<Op> {
+        let mut ops = Vec::new();
+        if self.rng.random_range(0..100) < 50 {
+            ops.push(Op::Migrate);
+        }
+        if generator
+            .dates
+            .iter()
+            .any(|d| !generator.settled.contains_key(d))
+        {
+            ops.push(self.stalled_run(generator));
+        }
+        ops
+    }
+}
+
+/// True for the seeds that found a defect (`FOUND_DEFECTS`): their sequences must stay the ones
+/// that found it, so the added operations only follow them.
+fn found_a_defect(seed: u64) -> bool {
+    super::FOUND_DEFECTS
+        .iter()
+        .any(|(_, _, seeds)| seeds.contains(&seed))
+}
+
 /// The sequence of `seed`: 2–3 merchants, 1–2 currencies, 3–5 dates, 20–60 operations, each
-/// followed now and then by a provider callback. Callbacks are drawn from a stream of their own
-/// (stream 1 of the seed), so the other operations are the ones the seed has always given.
+/// followed now and then by a provider callback and by a stalled run, and now and then one or two
+/// migrations to MongoDB. Callbacks are drawn from a stream of their own (stream 1 of the seed),
+/// stalled runs and migrations from another (stream 2), so the other operations are the ones the
+/// seed has always given. A seed of `FOUND_DEFECTS` gets stalled runs and migrations only after
+/// its operations, which stay the sequence that found the defect.
 pub fn generate(seed: u64) -> Scenario {
     let mut callbacks = ChaCha8Rng::seed_from_u64(seed);
     callbacks.set_stream(1);
@@ -867,12 +993,20 @@ pub fn generate(seed: u64) -> Scenario {
     };
     let fees = generator.schedule();
     let count = generator.rng.random_range(20..=60);
+    let mut extras = Extras::new(seed, count);
+    let append_only = found_a_defect(seed);
     let mut ops = Vec::new();
-    for _ in 0..count {
+    for n in 0..count {
         ops.push(generator.op());
         if callbacks.random_range(0..100) < CALLBACK_PERCENT {
             ops.push(callback(&mut callbacks));
         }
+        if !append_only {
+            ops.extend(extras.after(n, &generator));
+        }
+    }
+    if append_only {
+        ops.extend(extras.tail(&generator));
     }
     Scenario {
         seed,

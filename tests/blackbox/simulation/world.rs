@@ -1,16 +1,22 @@
 //! One simulated world: a real store, the real core services (payments, CSV import, settlement
 //! runner, payout sender), the fault-injecting payout provider on loopback and a manual clock.
-//! Executes operations (provider callbacks through `settle_core::payout_report`), checks each outcome
-//! against the reference model, and keeps a journal that a replay must reproduce line for line.
+//! Executes operations (provider callbacks through `settle_core::payout_report`, stalled runs through
+//! `settle_core::failpoint`'s scoped stalls, migrations through `settle_core::store::migration`),
+//! checks each outcome against the reference model, and keeps a journal that a replay must
+//! reproduce line for line.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use settle_core::calendar::{BusinessCalendar, Cutoff, DEFAULT_GRACE_MINUTES};
 use settle_core::csv::{import_csv, ImportError, ImportOptions, NoProgress};
+use settle_core::failpoint;
 use settle_core::fees::{AmountByCurrency, FeeRule, FeeSchedule, MerchantFees};
 use settle_core::idempotency::{Answer, Idempotency, IdempotencyKey, IdempotencySettings, Outcome};
 use settle_core::model::{
@@ -24,9 +30,11 @@ use settle_core::payout_report::{apply_report, PayoutReport, ReportOutcome, Repo
 use settle_core::provider::{PayoutProvider, ProviderPayoutStatus, ProviderSettings};
 use settle_core::retry::RetryPolicy;
 use settle_core::settlement::{RunError, RunOutcome, RunRequest, SettlementRunner};
+use settle_core::store::migration::{migrate, MigrationReport};
 use settle_core::store::mongo::MongoStore;
+use settle_core::store::sqlite::SqliteStore;
 use settle_core::store::{MerchantHold, SharedStore, StoreError};
-use settle_core::time::ManualClock;
+use settle_core::time::{Clock, ManualClock};
 use settle_tests::provider_server::{LedgerEntry, ProviderServer};
 use settle_tests::sim_model::{
     Claim, ClaimMode, Figures, Imported, Lines, Model, ModelRule, ModelSchedule, NewTx, Recorded,
@@ -36,9 +44,43 @@ use uuid::Uuid;
 
 use super::ops::{open_date, At, Delivery, Op, PaymentRef, Repeat, TxSpec};
 use super::Verdict;
+use crate::store_contract::adapters;
 
 /// Who the simulation acts as.
 const PRINCIPAL: &str = "sim";
+
+/// The lease of every run of the world (the core's default, stated here so that a stalled run's
+/// clock is moved exactly past it).
+const RUN_LEASE_SECONDS: i64 = 300;
+/// A payout sender's claim lasts the provider's call deadline plus this margin (`PayoutSender`).
+const PAYOUT_CLAIM_MARGIN_SECONDS: i64 = 2;
+/// How long a stalled run's A may take to reach its point or end, and to end once let go.
+const STALL_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+/// The write point before the claim's insert: a run held there has claimed nothing.
+const BEFORE_CLAIM: &str = "store.claim.before_insert";
+
+/// Stall scopes, unique in the process (sequences of several tests run in it at once).
+static NEXT_SCOPE: AtomicU64 = AtomicU64::new(1);
+/// What stalled runs and migrations came to, by case, over the process: for the summary.
+static CASES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+fn count_case(case: String) {
+    *CASES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(case)
+        .or_default() += 1;
+}
+
+/// How often each case of a stalled run or a migration happened so far, one line per case.
+pub fn cases() -> Vec<String> {
+    CASES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .map(|(case, n)| format!("{n:>4} × {case}"))
+        .collect()
+}
 
 /// Where the clock stands when a sequence starts: after every date a sequence settles.
 fn start() -> DateTime<Utc> {
@@ -282,18 +324,60 @@ fn problem_type(answer: &Answer) -> &str {
 }
 
 /// A real store plus what keeps it alive (its temporary directory) or what to drop after (its
-/// MongoDB database).
+/// MongoDB database), and the SQLite store itself when it is one (a migration's source).
 pub struct StoreUnderTest {
     pub store: SharedStore,
     pub keep: Box<dyn std::any::Any + Send + Sync>,
     pub database: Option<MongoStore>,
+    pub sqlite: Option<Arc<SqliteStore>>,
+}
+
+/// A world's migration: the SQLite store it left and the MongoDB database it went on in.
+struct Migration {
+    source: Arc<SqliteStore>,
+    target: MongoStore,
+}
+
+/// Every document of a MongoDB database but the migration's bookkeeping, by collection, in `_id`
+/// order.
+async fn contents(database: &str) -> Result<BTreeMap<String, Vec<Document>>, String> {
+    let client = must(
+        mongodb::Client::with_uri_str(adapters::mongodb_uri()).await,
+        "connecting to MongoDB",
+    )?;
+    let database = client.database(database);
+    let mut contents = BTreeMap::new();
+    for name in must(
+        database.list_collection_names().await,
+        "listing collections",
+    )? {
+        if name.starts_with("migration") {
+            continue;
+        }
+        let cursor = must(
+            database
+                .collection::<Document>(&name)
+                .find(doc! {})
+                .sort(doc! { "_id": 1 })
+                .await,
+            "reading a collection",
+        )?;
+        let documents = must(cursor.try_collect().await, "reading a collection")?;
+        contents.insert(name, documents);
+    }
+    Ok(contents)
 }
 
 /// One world: the store, the provider, the clock and the model, plus the journal.
 pub struct World {
     pub store: SharedStore,
     _keep: Box<dyn std::any::Any + Send + Sync>,
+    /// The MongoDB database the world is on, if it is on one.
     database: Option<MongoStore>,
+    /// The world's store while it is on SQLite.
+    sqlite: Option<Arc<SqliteStore>>,
+    /// Where the world migrated, once it did.
+    migration: Option<Migration>,
     pub provider: ProviderServer,
     client: Arc<PayoutProvider>,
     pub clock: Arc<ManualClock>,
@@ -330,6 +414,8 @@ impl World {
             store: under_test.store,
             _keep: under_test.keep,
             database: under_test.database,
+            sqlite: under_test.sqlite,
+            migration: None,
             provider,
             client: Arc::new(client),
             clock: Arc::new(ManualClock::new(start())),
@@ -347,11 +433,18 @@ impl World {
         }
     }
 
-    /// Drops the world's MongoDB database, if it has one (awaited here: a drop that blocked a
-    /// runtime worker could starve the driver it waits for).
+    /// Drops the world's MongoDB databases, the one it is on and the one it migrated to (awaited
+    /// here: a drop that blocked a runtime worker could starve the driver it waits for).
     pub async fn close(&self) {
-        if let Some(database) = &self.database {
-            let _ = database.drop_database().await;
+        let mut dropped = BTreeSet::new();
+        let databases = self
+            .database
+            .iter()
+            .chain(self.migration.as_ref().map(|m| &m.target));
+        for database in databases {
+            if dropped.insert(database.database_name().to_string()) {
+                let _ = database.drop_database().await;
+            }
         }
     }
 
@@ -380,7 +473,13 @@ impl World {
             fee_schedule(&self.fees),
             owner,
         )
+        .with_lease_duration(Duration::seconds(RUN_LEASE_SECONDS))
         .with_payouts(self.sender())
+    }
+
+    /// How long a payout sender's claim lasts on the world's clock.
+    fn payout_claim_duration(&self) -> Duration {
+        self.client.call_deadline() + Duration::seconds(PAYOUT_CLAIM_MARGIN_SECONDS)
     }
 
     /// The date `at` falls on in the calendar in force.
@@ -697,7 +796,6 @@ impl World {
     }
 
     fn clock_now(&self) -> DateTime<Utc> {
-        use settle_core::time::Clock;
         self.clock.now()
     }
 
@@ -864,6 +962,288 @@ impl World {
             }
         };
         self.note(format!("run {date} twice: {word}"));
+        Ok(())
+    }
+
+    /// Run A of `date` in a task of its own, held at `point` on MongoDB; the clock moves past A's
+    /// lease and run B settles the date (taking A's claim over); then A is let go and must lose:
+    /// fenced, or refused if it had not claimed yet. Where A is not held (SQLite, or a run that
+    /// never reaches the point) it runs first and B is refused. The journal says only how the date
+    /// was settled, the same whichever run settled it.
+    async fn stalled_run(&mut self, date: NaiveDate, point: &'static str) -> Verdict {
+        let claim = self.model.claim(date, ClaimMode::Run);
+        let fees = self.fees.clone();
+        let scope = NEXT_SCOPE.fetch_add(1, Ordering::Relaxed);
+        // Only MongoDB has the point: SQLite decides each step in one write transaction.
+        let stall = self
+            .database
+            .is_some()
+            .then(|| failpoint::stall_in(scope, point));
+        let first = self.runner("sim-a");
+        let mut a = tokio::spawn(failpoint::scoped(scope, async move {
+            first
+                .execute(date, RunRequest::Run, PRINCIPAL, RunTrigger::Manual)
+                .await
+        }));
+        // A is held at the point, or ended without reaching it (refused, or nothing to plan).
+        let waited = match &stall {
+            Some(stall) => {
+                tokio::time::timeout(STALL_BOUND, async {
+                    tokio::select! {
+                        () = stall.reached() => None,
+                        joined = &mut a => Some(joined),
+                    }
+                })
+                .await
+            }
+            None => tokio::time::timeout(STALL_BOUND, &mut a).await.map(Some),
+        };
+        let Ok(ended) = waited else {
+            failpoint::clear_scope(scope);
+            a.abort();
+            return Err(format!(
+                "{date}: run A neither reached {point} nor ended in {STALL_BOUND:?}"
+            ));
+        };
+        let held = ended.is_none();
+        self.clock.advance(Duration::seconds(RUN_LEASE_SECONDS + 1));
+        let second = self
+            .runner("sim-b")
+            .execute(date, RunRequest::Run, PRINCIPAL, RunTrigger::Manual)
+            .await;
+        // Lets A go on (and disarms the point).
+        failpoint::clear_scope(scope);
+        let first = match ended {
+            Some(joined) => joined,
+            None => match tokio::time::timeout(STALL_BOUND, a).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    return Err(format!(
+                        "{date}: run A, let go at {point}, did not end in {STALL_BOUND:?}"
+                    ))
+                }
+            },
+        };
+        let first = first.map_err(|error| format!("{date}: run A panicked: {error}"))?;
+        // A stale run may claim a payout B left unsettled before its fence stops it: the claim
+        // lapses here, on every store alike, so it holds no later sender up.
+        self.clock
+            .advance(self.payout_claim_duration() + Duration::seconds(1));
+
+        let lost = matches!(first, Err(RunError::Store(StoreError::LeaseLost(_))));
+        let a_seen = if lost {
+            None
+        } else {
+            Some(Observed::of(&first)?)
+        };
+        let b_seen = Observed::of(&second)?;
+        let a_word = a_seen.map_or("lease lost".to_string(), |seen| seen.describe());
+        count_case(format!(
+            "stalled run on {} at {point}: {}, A {a_word}, B {}",
+            if self.database.is_some() {
+                "mongodb"
+            } else {
+                "sqlite"
+            },
+            if held { "held" } else { "not held" },
+            b_seen.describe()
+        ));
+        let winner = if held {
+            let lost_as_it_should = if point == BEFORE_CLAIM {
+                matches!(
+                    a_seen,
+                    Some(Observed::Refused("already settled" | "revision failed"))
+                )
+            } else {
+                lost
+            };
+            ensure!(
+                lost_as_it_should,
+                "{date}: run A, held at {point} while B took the date over, went on to {a_word}"
+            );
+            if point != BEFORE_CLAIM {
+                if let Ok(done) = &second {
+                    ensure!(
+                        done.resumed,
+                        "{date}: run B completed A's claim without taking it over"
+                    );
+                }
+            }
+            b_seen
+        } else {
+            let Some(a_seen) = a_seen else {
+                return Err(format!(
+                    "{date}: run A lost its lease without being held (B: {})",
+                    b_seen.describe()
+                ));
+            };
+            ensure!(
+                matches!(
+                    b_seen,
+                    Observed::Refused("already settled" | "revision failed")
+                ),
+                "{date}: run A ran first ({a_word}), yet run B {}",
+                b_seen.describe()
+            );
+            a_seen
+        };
+        if let Observed::Failed(_) = winner {
+            // The revision failed on payouts left unsettled. A stale run let go may have claimed
+            // one (it stops at its fence before it sends) or looked one up at the provider and
+            // recorded what it found there (a lookup pays nothing): a sender brings the date's
+            // payouts to where any sender would, on every store alike, before anything observes
+            // them. Not journaled: how many it moved depends on what the stale run did.
+            must(
+                self.sender().send_awaiting(Some(date), None, None).await,
+                "sending the date's payouts",
+            )?;
+        }
+        self.settled(date, claim, winner, &fees).await?;
+        let mut word = winner.describe();
+        if let Some(revision) = winner.claimed() {
+            // Exactly one run settled the revision, as the model expects it.
+            let revisions = must(
+                self.store.settlement_revisions(date).await,
+                "reading revisions",
+            )?;
+            let of_it: Vec<_> = revisions
+                .iter()
+                .filter(|r| r.revision == revision)
+                .collect();
+            let status = match winner {
+                Observed::Completed(_) => SettlementStatus::Completed,
+                _ => SettlementStatus::Failed,
+            };
+            ensure!(
+                of_it.len() == 1 && of_it[0].status == status,
+                "{date} r{revision}: after a stalled run the store has {:?}",
+                of_it
+                    .iter()
+                    .map(|r| (r.revision, r.status, r.lease_version))
+                    .collect::<Vec<_>>()
+            );
+            let totals: Vec<String> = of_it[0]
+                .totals
+                .iter()
+                .map(|t| {
+                    format!(
+                        "net {} {}",
+                        major(t.figures.net_minor, t.currency),
+                        t.currency
+                    )
+                })
+                .collect();
+            word = format!("{word}, once ({})", totals.join(", "));
+        }
+        self.note(format!("stalled run {date}: {word}"));
+        Ok(())
+    }
+
+    /// Copies the world's SQLite store into a fresh MongoDB database and goes on there; once
+    /// migrated, copies the same SQLite store into that database again, which must change nothing.
+    /// On a world on MongoDB from the start, or without a MongoDB server, nothing.
+    async fn migrate(&mut self) -> Verdict {
+        let case = if self.migration.is_some() {
+            self.migrate_again().await?;
+            "migrate again"
+        } else if let Some(source) = self.sqlite.clone().filter(|_| super::mongodb_available()) {
+            self.migrate_first(source).await?;
+            "migrate from SQLite"
+        } else if self.database.is_some() {
+            "migrate: nothing (on MongoDB)"
+        } else {
+            "migrate: nothing (no MongoDB server)"
+        };
+        count_case(case.to_string());
+        self.note("migrate".into());
+        Ok(())
+    }
+
+    async fn run_migration(
+        &self,
+        source: &SqliteStore,
+        target: &MongoStore,
+    ) -> Result<MigrationReport, String> {
+        let clock = self.clock.clone();
+        must(
+            migrate(source, target, &move || clock.now(), &|_, _| {}).await,
+            "migrating",
+        )
+    }
+
+    async fn migrate_first(&mut self, source: Arc<SqliteStore>) -> Verdict {
+        let name = format!("settle_sim_{}", Uuid::new_v4().simple());
+        let target = must(
+            MongoStore::connect(&adapters::mongodb_uri(), &name).await,
+            "connecting to MongoDB",
+        )?;
+        super::without_ttl_deletion(&name).await;
+        self.migration = Some(Migration {
+            source: source.clone(),
+            target: target.clone(),
+        });
+        let report = self.run_migration(&source, &target).await?;
+        ensure!(
+            !report.again && !report.resumed,
+            "a first migration into a fresh database: again {}, resumed {}",
+            report.again,
+            report.resumed
+        );
+        for kind in &report.kinds {
+            let (outcome, verified) = (&kind.outcome, &kind.verified);
+            ensure!(
+                verified.equal()
+                    && verified.held == verified.source
+                    && outcome.copied == verified.source
+                    && outcome.differing == 0,
+                "migration, {}: copied {}, present {}, differing {}; verified {}",
+                kind.kind.as_str(),
+                outcome.copied,
+                outcome.present,
+                outcome.differing,
+                verified.summary()
+            );
+        }
+        self.store = Arc::new(target.clone());
+        self.database = Some(target);
+        self.sqlite = None;
+        Ok(())
+    }
+
+    async fn migrate_again(&mut self) -> Verdict {
+        let Some(migration) = &self.migration else {
+            return Ok(());
+        };
+        let (source, target) = (migration.source.clone(), migration.target.clone());
+        let before = contents(target.database_name()).await?;
+        let report = self.run_migration(&source, &target).await?;
+        ensure!(
+            report.again && !report.resumed,
+            "a second migration of the same store: again {}, resumed {}",
+            report.again,
+            report.resumed
+        );
+        for kind in &report.kinds {
+            ensure!(
+                kind.outcome.copied == 0 && kind.verified.missing == 0,
+                "second migration, {}: copied {} (the target holds every record already), \
+                 verified {}",
+                kind.kind.as_str(),
+                kind.outcome.copied,
+                kind.verified.summary()
+            );
+        }
+        let after = contents(target.database_name()).await?;
+        if before != after {
+            let changed: Vec<&String> = before
+                .keys()
+                .chain(after.keys())
+                .filter(|name| before.get(*name) != after.get(*name))
+                .collect();
+            return Err(format!(
+                "a second migration of the same store changed the target's {changed:?}"
+            ));
+        }
         Ok(())
     }
 
@@ -1069,6 +1449,7 @@ impl World {
             Op::Import { rows, spoiled } => self.import(rows, *spoiled).await?,
             Op::Run(date) => self.settle(*date, RunRequest::Run).await?,
             Op::RunTwice(date) => self.run_twice(*date).await?,
+            Op::StalledRun { date, point } => self.stalled_run(*date, point).await?,
             Op::Rerun {
                 date,
                 apply_current_fees,
@@ -1119,6 +1500,7 @@ impl World {
             Op::ProviderSettles { pick, to } => self.provider_settles(*pick, *to),
             Op::Check { advance_hours } => self.check(*advance_hours).await?,
             Op::Callback { pick, delivery } => self.callback(*pick, *delivery).await?,
+            Op::Migrate => self.migrate().await?,
         }
         self.after_operation().await
     }
