@@ -1,5 +1,6 @@
 //! Black-box HTTP tests of access control, payments and bad input: the role matrix over every route
-//! of the OpenAPI document, tokens, idempotent payments, problems for bad bodies, health and audit.
+//! of the OpenAPI document, tokens and whoami, idempotent payments, problems for bad bodies, health,
+//! and the audit trail with its filters.
 
 use std::collections::BTreeSet;
 
@@ -7,6 +8,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use settle_core::auth::hash_token;
 use uuid::Uuid;
+
+use settle_tests::mongo::FreshDatabase;
 
 use crate::daemon::{payment_body, Daemon, Reply, Setup};
 
@@ -1461,4 +1464,302 @@ async fn an_amount_above_the_per_transaction_maximum_is_a_422_naming_the_field_a
         .send()
         .await
         .expect(201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_answers_each_role_its_name_and_role_and_nothing_secret() {
+    let setup = Setup::sqlite(CONFIG);
+    let tokens: Vec<(&str, String)> = ROLES
+        .iter()
+        .map(|role| (*role, setup.token(&format!("me-{role}"), role)))
+        .collect();
+    let leaver = setup.token("me-leaver", "admin");
+    let daemon = setup.start();
+    let mut secrets: Vec<&str> = tokens.iter().map(|(_, t)| t.as_str()).collect();
+    secrets.push(&leaver);
+    let hashes: Vec<String> = secrets.iter().map(|s| hash_token(s)).collect();
+
+    for (role, token) in &tokens {
+        let reply = daemon.get("/api/v2/whoami").bearer(token).send().await;
+        let body = reply.expect(200);
+        assert_eq!(
+            body,
+            json!({ "name": format!("me-{role}"), "role": role }),
+            "only the name and the role"
+        );
+        assert_clean(&reply, &secrets);
+        for hash in &hashes {
+            assert!(!reply.text().contains(hash.as_str()), "a hash: {body}");
+        }
+    }
+
+    let garbage = format!("Bearer stl_{}", "0".repeat(64));
+    for authorization in [None, Some(garbage.as_str()), Some("Basic dXNlcjpwYXNz")] {
+        let mut call = daemon.get("/api/v2/whoami");
+        if let Some(value) = authorization {
+            call = call.header("authorization", value);
+        }
+        let reply = call.send().await;
+        reply.expect_problem(401, "unauthorized");
+        assert_clean(&reply, &secrets);
+    }
+    daemon
+        .get("/api/v2/whoami")
+        .bearer(&leaver)
+        .send()
+        .await
+        .expect(200);
+    setup.settle(&["token", "revoke", "me-leaver"]).assert_ok();
+    let reply = daemon.get("/api/v2/whoami").bearer(&leaver).send().await;
+    let problem = reply.expect_problem(401, "unauthorized");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("revoked")),
+        "{problem}"
+    );
+    assert_clean(&reply, &secrets);
+}
+
+/// `/api/v2/finance/audit` with these query parameters, percent-encoded (`+` as `%2B`).
+fn audit_path(params: &[(&str, &str)]) -> String {
+    let mut url = reqwest::Url::parse("http://settle.invalid/api/v2/finance/audit").expect("url");
+    url.query_pairs_mut().extend_pairs(params);
+    format!("{}?{}", url.path(), url.query().unwrap_or_default())
+}
+
+/// A page of the audit trail at `path`, read with `token`.
+async fn audit_page(daemon: &Daemon, token: &str, path: &str) -> Value {
+    daemon.get(path).bearer(token).send().await.expect(200)
+}
+
+/// The events of a page, as their ids.
+fn event_ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+fn occurred_at(event: &Value) -> chrono::DateTime<chrono::Utc> {
+    event["occurred_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .expect("occurred_at")
+        .with_timezone(&chrono::Utc)
+}
+
+/// Filters select in the store exactly what filtering the whole trail would, paged after
+/// filtering; bad instants and inverted ranges are 422 problems naming their parameters.
+async fn audit_filters_select_in_the_store(setup: Setup) {
+    let ana = setup.token("filter-ana", "operator");
+    let bob = setup.token("filter-bob", "operator");
+    let viewer = setup.token("filter-viewer", "viewer");
+    let daemon = setup.start();
+    let mut payments = Vec::new();
+    for (token, external_ref) in [(&ana, "ord-a1"), (&bob, "ord-b1"), (&ana, "ord-a2")] {
+        let created = daemon
+            .post("/api/v2/payments")
+            .bearer(token)
+            .key(&key())
+            .json(&payment_body("m-0042", "12.50", external_ref, OCCURRED_AT))
+            .send()
+            .await
+            .expect(201);
+        payments.push(created["id"].as_str().expect("id").to_string());
+    }
+    let everything = audit_events(&daemon, &viewer).await;
+    assert!(everything.len() >= 6, "{everything:?}");
+    let expect = |keep: &dyn Fn(&Value) -> bool| -> Vec<String> {
+        everything
+            .iter()
+            .filter(|e| keep(e))
+            .map(|e| e["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+
+    // Exact matches, alone and together.
+    // (query parameters, the ids they select).
+    type Case = (Vec<(&'static str, String)>, Vec<String>);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("actor", "token:filter-ana".into())],
+            expect(&|e| e["actor"] == "token:filter-ana"),
+        ),
+        (vec![("actor", "token:filter-an".into())], vec![]),
+        (
+            vec![
+                ("actor", "token:filter-bob".into()),
+                ("action", "http.request".into()),
+            ],
+            expect(&|e| e["actor"] == "token:filter-bob" && e["action"] == "http.request"),
+        ),
+        (
+            vec![("subject", format!("transaction={}", payments[0]))],
+            expect(&|e| e["subject"] == format!("transaction={}", payments[0])),
+        ),
+        (
+            vec![("subject", "POST /api/v2/payments".into())],
+            expect(&|e| e["subject"] == "POST /api/v2/payments"),
+        ),
+        (
+            vec![
+                ("subject", "POST /api/v2/payments".into()),
+                ("actor", "token:filter-ana".into()),
+                ("action", "http.request".into()),
+            ],
+            expect(&|e| {
+                e["subject"] == "POST /api/v2/payments"
+                    && e["actor"] == "token:filter-ana"
+                    && e["action"] == "http.request"
+            }),
+        ),
+        (vec![("action", "HTTP.REQUEST".into())], vec![]),
+    ];
+    for (params, expected) in cases {
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let path = audit_path(&[&params[..], &[("per_page", "500")]].concat());
+        let page = audit_page(&daemon, &viewer, &path).await;
+        assert_eq!(event_ids(&page), expected, "{path}: {page}");
+        assert_eq!(page["has_more"], false, "{path}");
+    }
+    assert_eq!(
+        expect(&|e| e["actor"] == "token:filter-ana" && e["action"] == "payments.record_payment")
+            .len(),
+        2,
+        "each of ana's payments is audited: {everything:?}"
+    );
+
+    // Paged after filtering: ana's events one by one, then past the end.
+    let anas = expect(&|e| e["actor"] == "token:filter-ana");
+    assert!(anas.len() >= 4, "{anas:?}");
+    for (n, id) in anas.iter().enumerate() {
+        let number = (n + 1).to_string();
+        let path = audit_path(&[
+            ("actor", "token:filter-ana"),
+            ("per_page", "1"),
+            ("page", &number),
+        ]);
+        let page = audit_page(&daemon, &viewer, &path).await;
+        assert_eq!(event_ids(&page), std::slice::from_ref(id), "{path}");
+        assert_eq!(page["has_more"], n + 1 < anas.len(), "{path}: {page}");
+    }
+    let past = (anas.len() + 1).to_string();
+    let path = audit_path(&[
+        ("actor", "token:filter-ana"),
+        ("per_page", "1"),
+        ("page", &past),
+    ]);
+    assert_eq!(
+        audit_page(&daemon, &viewer, &path).await["items"],
+        json!([])
+    );
+
+    // A half-open range around an event in the middle of the trail: from holds it, to does not.
+    let middle = &everything[everything.len() / 2];
+    let instant = occurred_at(middle);
+    let text = middle["occurred_at"]
+        .as_str()
+        .expect("occurred_at")
+        .to_string();
+    let later = expect(&|e| occurred_at(e) >= instant);
+    let earlier = expect(&|e| occurred_at(e) < instant);
+    assert!(!later.is_empty() && !earlier.is_empty());
+    let shifted = instant
+        .with_timezone(&chrono::FixedOffset::east_opt(3 * 3600).expect("offset"))
+        .to_rfc3339();
+    for (params, expected) in [
+        (vec![("from", text.as_str())], later.clone()),
+        (vec![("from", shifted.as_str())], later.clone()),
+        (vec![("to", text.as_str())], earlier.clone()),
+        (vec![("to", shifted.as_str())], earlier.clone()),
+        (vec![("from", text.as_str()), ("to", text.as_str())], vec![]),
+        (
+            vec![("from", shifted.as_str()), ("actor", "token:filter-ana")],
+            expect(&|e| occurred_at(e) >= instant && e["actor"] == "token:filter-ana"),
+        ),
+    ] {
+        let path = audit_path(&[&params[..], &[("per_page", "500")]].concat());
+        let page = audit_page(&daemon, &viewer, &path).await;
+        assert_eq!(event_ids(&page), expected, "{path}: {page}");
+    }
+    // Compared as instants, not text: 12:00+03:00 is before 10:00Z.
+    let path = audit_path(&[
+        ("from", "2024-03-10T12:00:00+03:00"),
+        ("to", "2024-03-10T10:00:00Z"),
+    ]);
+    assert_eq!(
+        audit_page(&daemon, &viewer, &path).await["items"],
+        json!([])
+    );
+
+    // Malformed instants and an inverted range: 422, naming the parameter.
+    for (query, field) in [
+        ("from=yesterday", "from"),
+        ("to=2024-03-10", "to"),
+        ("from=2024-03-10T10:00:00", "from"),
+        ("to=2024-02-30T10:00:00Z", "to"),
+        ("from=", "from"),
+        ("from=2024-03-10T10:00:00Z&to=noon", "to"),
+        ("actor=token:filter-ana&to=2024-03-10T25:00:00Z", "to"),
+    ] {
+        let path = format!("/api/v2/finance/audit?{query}");
+        let reply = daemon.get(&path).bearer(&viewer).send().await;
+        let problem = reply.expect_problem(422, "invalid-request");
+        assert_eq!(problem["field"], field, "{path}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&format!("{field}: "))),
+            "{path}: {problem}"
+        );
+        assert_clean(&reply, &[&viewer]);
+    }
+    // An unencoded `+` arrives as a space: refused, and the detail says how to send it.
+    let reply = daemon
+        .get("/api/v2/finance/audit?from=2024-03-10T10:00:00+03:00")
+        .bearer(&viewer)
+        .send()
+        .await;
+    let problem = reply.expect_problem(422, "invalid-request");
+    assert_eq!(problem["field"], "from", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("%2B")),
+        "{problem}"
+    );
+    for query in [
+        "from=2024-03-11T00:00:00Z&to=2024-03-10T00:00:00Z",
+        "from=2024-03-10T10:00:00.001Z&to=2024-03-10T10:00:00Z",
+        "subject=x&from=2024-03-10T10:00:00Z&to=2024-03-10T12:59:59%2B03:00",
+    ] {
+        let path = format!("/api/v2/finance/audit?{query}");
+        let reply = daemon.get(&path).bearer(&viewer).send().await;
+        let problem = reply.expect_problem(422, "invalid-request");
+        assert_eq!(problem["field"], "from", "{path}: {problem}");
+        assert_eq!(
+            problem["fields"],
+            json!(["from", "to"]),
+            "{path}: {problem}"
+        );
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.starts_with("from: ") && detail.contains(" to "),
+            "{path}: the detail names both: {problem}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_filters_select_in_the_store_on_sqlite() {
+    audit_filters_select_in_the_store(Setup::sqlite(CONFIG)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_filters_select_in_the_store_on_mongodb() {
+    let database = FreshDatabase::new();
+    audit_filters_select_in_the_store(Setup::with_options(CONFIG, database.options())).await;
 }

@@ -1,5 +1,5 @@
 //! The daemon client (`settle_core::client`, the desktop console's) against a real `settle serve`:
-//! auth and transport errors, trigger, replay, rerun, retry, four-eyes, and every read typed.
+//! auth and transport errors, whoami, trigger, replay, rerun, retry, four-eyes, and every read typed.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -8,8 +8,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Asia::Aden;
 use settle_core::client::{
     problem_types, Client, ClientError, HistoryQuery, IdempotencyKey, LineSort, LinesQuery,
-    PayoutStatus, RerunOutcome, RerunRequestStatus, Secret, Settlement, SettlementFigures,
-    SettlementStatus, SortOrder,
+    PayoutStatus, RerunOutcome, RerunRequestStatus, Role, Secret, Settlement, SettlementFigures,
+    SettlementStatus, SortOrder, Whoami,
 };
 
 use crate::daemon::{Daemon, Setup};
@@ -306,6 +306,38 @@ async fn verify_proves_the_url_and_token_and_roles_are_enforced() {
         matches!(&not_settle, ClientError::InvalidResponse(detail) if detail.contains("does not serve the Settle API")),
         "{not_settle:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_tells_each_token_its_name_and_role() {
+    let setup = Setup::sqlite(&config(""));
+    let tokens: Vec<(Role, String)> = [Role::Viewer, Role::Operator, Role::Admin]
+        .into_iter()
+        .map(|role| {
+            (
+                role,
+                setup.token(&format!("desk-{role}"), &role.to_string()),
+            )
+        })
+        .collect();
+    let daemon = setup.start();
+    for (role, token) in &tokens {
+        let me = connect(&daemon, token).whoami().await.expect("whoami");
+        assert_eq!(
+            me,
+            Whoami {
+                name: format!("desk-{role}"),
+                role: *role,
+            }
+        );
+    }
+    let forged = "stl_forged0000000000000000000000";
+    let refused = connect(&daemon, forged).whoami().await.unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Unauthorized { .. }),
+        "{refused:?}"
+    );
+    assert!(!format!("{refused:?}").contains(forged));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

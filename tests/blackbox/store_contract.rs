@@ -15,7 +15,9 @@ use settle_core::model::{
 };
 use settle_core::money::Currency;
 use settle_core::settlement::compute;
-use settle_core::store::{ClaimMode, ClaimRequest, HistoryFilter, SharedStore, StoreError};
+use settle_core::store::{
+    AuditFilter, ClaimMode, ClaimRequest, HistoryFilter, SharedStore, StoreError,
+};
 use uuid::Uuid;
 
 /// A store under test, and a way to open another independent handle on the same data.
@@ -752,6 +754,199 @@ pub async fn audit_events_are_appended_and_listed_newest_first(t: TestStore) {
     );
     assert_eq!(events[0].detail["n"], 2);
     assert_eq!(store.audit_events(10, 2).await.unwrap()[0].action, "first");
+}
+
+pub async fn audit_events_are_filtered_exactly_and_by_a_half_open_range(t: TestStore) {
+    let store = t.store;
+    let t0 = at("2024-03-10T10:00:00Z");
+    // (minutes after t0, actor, action, subject); lookalikes differ by case, a suffix or a prefix.
+    let rows = [
+        (0, "token:ana", "payment.record", "transaction=1"),
+        (1, "token:bob", "payment.record", "transaction=2"),
+        (2, "token:ana", "token.create", "token=x"),
+        (3, "token:ana", "payment.record", "transaction=1"),
+        (4, "token:ana2", "payment.record", "transaction=10"),
+        (5, "Token:ana", "Payment.record", "Transaction=1"),
+        (6, "token:an", "payment.recor", "transaction="),
+    ];
+    let mut events = Vec::new();
+    for (minutes, actor, action, subject) in rows {
+        let event = AuditEvent::new(
+            t0 + Duration::minutes(minutes),
+            actor,
+            action,
+            subject,
+            "succeeded",
+            serde_json::json!({ "minute": minutes }),
+        );
+        store.record_audit(&event).await.unwrap();
+        events.push(event);
+    }
+    let minutes = |found: Vec<AuditEvent>| -> Vec<i64> {
+        found
+            .iter()
+            .map(|e| e.detail["minute"].as_i64().expect("minute"))
+            .collect()
+    };
+    let text = |value: &str| Some(value.to_string());
+    let matching = |filter: AuditFilter, limit: u32, offset: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .audit_events_matching(&filter, limit, offset)
+                .await
+                .unwrap()
+        }
+    };
+
+    assert_eq!(
+        minutes(matching(AuditFilter::default(), 100, 0).await),
+        [6, 5, 4, 3, 2, 1, 0],
+        "no filter: every event, newest first"
+    );
+    assert_eq!(
+        matching(AuditFilter::default(), 100, 0).await,
+        store.audit_events(100, 0).await.unwrap()
+    );
+    let by_subject = AuditFilter {
+        subject: text("transaction=1"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(minutes(matching(by_subject.clone(), 100, 0).await), [3, 0]);
+    assert_eq!(
+        minutes(matching(by_subject.clone(), 1, 1).await),
+        [0],
+        "paged after filtering"
+    );
+    assert!(matching(by_subject, 1, 2).await.is_empty(), "past the end");
+    let by_action = AuditFilter {
+        action: text("token.create"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(minutes(matching(by_action, 100, 0).await), [2]);
+    let by_actor = AuditFilter {
+        actor: text("token:ana"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(minutes(matching(by_actor, 100, 0).await), [3, 2, 0]);
+    let combined = AuditFilter {
+        actor: text("token:ana"),
+        action: text("payment.record"),
+        subject: text("transaction=1"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        minutes(matching(combined, 100, 0).await),
+        [3, 0],
+        "every filter holds"
+    );
+    for (subject, why) in [
+        ("transaction=.*", "a pattern is only text"),
+        ("%", "a wildcard is only text"),
+        ("{\"$ne\": \"\"}", "an operator is only text"),
+        ("", "empty is an exact value too"),
+    ] {
+        let filter = AuditFilter {
+            subject: text(subject),
+            ..AuditFilter::default()
+        };
+        assert!(matching(filter, 100, 0).await.is_empty(), "{why}");
+    }
+
+    // from inclusive, to exclusive, at any offset.
+    let range = |from: &str, to: &str| AuditFilter {
+        from: Some(at(from)),
+        to: Some(at(to)),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        minutes(
+            matching(
+                range("2024-03-10T10:01:00Z", "2024-03-10T10:03:00Z"),
+                100,
+                0
+            )
+            .await
+        ),
+        [2, 1]
+    );
+    assert_eq!(
+        minutes(
+            matching(
+                range("2024-03-10T13:01:00+03:00", "2024-03-10T07:03:00-03:00"),
+                100,
+                0
+            )
+            .await
+        ),
+        [2, 1],
+        "offsets are instants"
+    );
+    // Finer than the millisecond the stores keep: still exact on both bounds.
+    assert_eq!(
+        minutes(
+            matching(
+                range("2024-03-10T10:01:00.0005Z", "2024-03-10T10:03:00.0005Z"),
+                100,
+                0
+            )
+            .await
+        ),
+        [3, 2]
+    );
+    assert_eq!(
+        minutes(
+            matching(
+                range("2024-03-10T10:00:59.9999Z", "2024-03-10T10:02:59.9999Z"),
+                100,
+                0
+            )
+            .await
+        ),
+        [2, 1]
+    );
+    assert!(
+        matching(
+            range("2024-03-10T10:02:00Z", "2024-03-10T10:02:00Z"),
+            100,
+            0
+        )
+        .await
+        .is_empty(),
+        "from = to is empty"
+    );
+    assert!(
+        matching(
+            range("2024-03-10T10:03:00Z", "2024-03-10T10:01:00Z"),
+            100,
+            0
+        )
+        .await
+        .is_empty(),
+        "an inverted range is empty"
+    );
+    let since = AuditFilter {
+        from: Some(at("2024-03-10T10:05:00Z")),
+        ..AuditFilter::default()
+    };
+    assert_eq!(minutes(matching(since, 100, 0).await), [6, 5]);
+    let until = AuditFilter {
+        to: Some(at("2024-03-10T10:01:00Z")),
+        actor: text("token:ana"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(minutes(matching(until, 100, 0).await), [0]);
+    let ranged_subject = AuditFilter {
+        subject: text("transaction=1"),
+        from: Some(at("2024-03-10T10:01:00Z")),
+        ..AuditFilter::default()
+    };
+    assert_eq!(minutes(matching(ranged_subject.clone(), 100, 0).await), [3]);
+    assert!(
+        matching(ranged_subject.clone(), 0, 0).await.is_empty(),
+        "limit 0"
+    );
+    assert!(matching(ranged_subject, 10, u64::MAX).await.is_empty());
 }
 
 pub async fn data_survives_reopening(t: TestStore) {
@@ -1532,6 +1727,7 @@ contract_tests!(sqlite:
     concurrent_claims_have_exactly_one_winner,
     history_lists_latest_revisions_filtered,
     audit_events_are_appended_and_listed_newest_first,
+    audit_events_are_filtered_exactly_and_by_a_half_open_range,
     data_survives_reopening,
     idempotency_keys_begin_once_replay_and_expire,
     recorded_transactions_respect_keys_and_refund_limits,
@@ -1558,6 +1754,7 @@ contract_tests!(mongodb:
     concurrent_claims_have_exactly_one_winner,
     history_lists_latest_revisions_filtered,
     audit_events_are_appended_and_listed_newest_first,
+    audit_events_are_filtered_exactly_and_by_a_half_open_range,
     data_survives_reopening,
     idempotency_keys_begin_once_replay_and_expire,
     recorded_transactions_respect_keys_and_refund_limits,

@@ -18,13 +18,13 @@ use uuid::Uuid;
 pub use self::error::{problem_types, ClientError};
 pub use self::types::{
     HistoryQuery, LineSort, LinesPage, LinesQuery, Page, RerunOutcome, RerunPending, RunAccepted,
-    SettlementDetail, SortOrder, TransactionRecord,
+    SettlementDetail, SortOrder, TransactionRecord, Whoami,
 };
 pub use crate::idempotency::IdempotencyKey;
 pub use crate::model::{
     AuditEvent, CurrencyTotals, Notification, NotificationStatus, Payout, PayoutStatus,
-    RerunRequest, RerunRequestStatus, RunTrigger, Settlement, SettlementFigures, SettlementLine,
-    SettlementStatus,
+    RerunRequest, RerunRequestStatus, Role, RunTrigger, Settlement, SettlementFigures,
+    SettlementLine, SettlementStatus,
 };
 pub use crate::secret::Secret;
 pub use crate::stats::{CurrencySummary, MerchantVolume, Summary};
@@ -128,7 +128,7 @@ impl Client {
     }
 
     /// One cheap authenticated call (`GET …/history?per_page=1`) that proves the URL points at a
-    /// Settle daemon and the token is accepted (any role). The API does not tell a token its
+    /// Settle daemon and the token is accepted (any role). [`Client::whoami`] tells the token's
     /// role; a call above it answers `Forbidden`.
     pub async fn verify(&self) -> Result<(), ClientError> {
         let url = self.url(
@@ -144,6 +144,13 @@ impl Client {
             .redacted(&self.token)),
             Err(other) => Err(other),
         }
+    }
+
+    /// The token's name and role (`GET /whoami`, any role), so that the console can hide what
+    /// the role cannot do. The answer never holds the token.
+    pub async fn whoami(&self) -> Result<Whoami, ClientError> {
+        let url = self.url(&[&["whoami"][..]], &[]);
+        self.get_json(url).await
     }
 
     /// Settlements, newest first: the latest revision of each date unless `all_revisions`.

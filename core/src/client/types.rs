@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{
-    Notification, PaymentMethod, RerunRequest, Settlement, SettlementLine, SettlementStatus,
+    Notification, PaymentMethod, RerunRequest, Role, Settlement, SettlementLine, SettlementStatus,
     TransactionKind, TransactionStatus,
 };
 use crate::money::Currency;
@@ -213,6 +213,13 @@ pub enum RerunOutcome {
     /// Boxed: a settlement is much larger than a request.
     Started(Box<RunAccepted>),
     AwaitingApproval(RerunPending),
+}
+
+/// `GET /whoami`: the calling token's name and role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    pub name: String,
+    pub role: Role,
 }
 
 /// `{"items": [...]}` (and whatever else the envelope holds).

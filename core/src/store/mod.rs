@@ -617,13 +617,63 @@ pub trait AccessStore: Send + Sync {
     ) -> Result<Option<RerunRequest>, StoreError>;
 }
 
+/// Which audit events to list: an event matches when it matches every field that is set (text
+/// exactly, case and all; `from` inclusive, `to` exclusive). `Default` matches every event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub subject: Option<String>,
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    /// Events at or after this instant.
+    pub from: Option<DateTime<Utc>>,
+    /// Events strictly before this instant.
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl AuditFilter {
+    /// `from` and `to` as the stores compare them: stores keep instants to the millisecond
+    /// (rounded down), so each bound is rounded up to the next whole millisecond, which keeps
+    /// `occurred_at >= from` and `occurred_at < to` exact for a bound with finer digits.
+    pub fn stored_bounds(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        (self.from.map(ceil_millis), self.to.map(ceil_millis))
+    }
+
+    /// True when the range holds no instant (`from` at or after `to`): nothing can match.
+    pub fn is_empty_range(&self) -> bool {
+        matches!(self.stored_bounds(), (Some(from), Some(to)) if from >= to)
+    }
+}
+
+/// The first whole millisecond at or after `instant`.
+fn ceil_millis(instant: DateTime<Utc>) -> DateTime<Utc> {
+    let floor =
+        DateTime::<Utc>::from_timestamp_millis(instant.timestamp_millis()).unwrap_or(instant);
+    if floor < instant {
+        floor + Duration::milliseconds(1)
+    } else {
+        floor
+    }
+}
+
 /// The audit trail: append-only.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
 
-    /// Events newest first.
-    async fn audit_events(&self, limit: u32, offset: u64) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Events newest first (every event: [`AuditStore::audit_events_matching`] with no filter).
+    async fn audit_events(&self, limit: u32, offset: u64) -> Result<Vec<AuditEvent>, StoreError> {
+        self.audit_events_matching(&AuditFilter::default(), limit, offset)
+            .await
+    }
+
+    /// The events `filter` matches, newest first (by `occurred_at`, then id, descending): at most
+    /// `limit` (0: none) after skipping `offset` matching ones; one past the end gives an empty list.
+    async fn audit_events_matching(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
 /// Everything Settle keeps, behind one handle.

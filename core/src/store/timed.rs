@@ -16,8 +16,8 @@ use futures::stream::{BoxStream, Stream};
 use uuid::Uuid;
 
 use super::{
-    AccessStore, AuditStore, ClaimRequest, HistoryFilter, IdempotencyBegin, IdempotencyLock,
-    IdempotencyStore, InsertOutcome, MerchantHold, NotificationStore, PayoutClaim,
+    AccessStore, AuditFilter, AuditStore, ClaimRequest, HistoryFilter, IdempotencyBegin,
+    IdempotencyLock, IdempotencyStore, InsertOutcome, MerchantHold, NotificationStore, PayoutClaim,
     PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore, PayoutUpdate, RecordOutcome,
     RerunApproval, SettlementStore, SharedStore, Store, StoreError, TransactionRecord,
     TransactionStore,
@@ -468,6 +468,19 @@ impl AuditStore for TimedStore {
     async fn audit_events(&self, limit: u32, offset: u64) -> Result<Vec<AuditEvent>, StoreError> {
         self.timed("audit_events", self.inner.audit_events(limit, offset))
             .await
+    }
+
+    async fn audit_events_matching(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.timed(
+            "audit_events_matching",
+            self.inner.audit_events_matching(filter, limit, offset),
+        )
+        .await
     }
 }
 

@@ -115,7 +115,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/adjustments", post(payments::create_adjustment))
         .route("/tokens", get(admin::list_tokens).post(admin::create_token))
-        .route("/tokens/{name}", delete(admin::revoke_token));
+        .route("/tokens/{name}", delete(admin::revoke_token))
+        .route("/whoami", get(admin::whoami));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -150,7 +150,7 @@ pub const ROUTES: &[RouteDoc] = &[
     route(
         "get",
         "/api/v2/finance/audit",
-        "The audit trail, newest first (paged)",
+        "The audit trail, newest first (paged; subject, action and actor match exactly; from inclusive and to exclusive, RFC 3339 instants; from after to is a 422)",
         Some("viewer"),
     ),
     route(
@@ -200,6 +200,12 @@ pub const ROUTES: &[RouteDoc] = &[
         "/api/v2/tokens/{name}",
         "Revoke a token",
         Some("admin"),
+    ),
+    route(
+        "get",
+        "/api/v2/whoami",
+        "The calling token's name and role (never the token or its hash)",
+        Some("viewer"),
     ),
 ];
 

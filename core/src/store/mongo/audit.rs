@@ -8,7 +8,8 @@
 //! race to insert; the loser's duplicate key is retried as an update of the winner's document.
 //!
 //! Documents: `audit_events` (`_id` = event id, `occurred_at` DateTime, `actor`, `action`,
-//! `subject`, `outcome`, `detail` as JSON text, so any JSON value round-trips exactly);
+//! `subject`, `outcome`, `detail` as JSON text, so any JSON value round-trips exactly; listed by
+//! `occurred_at` and `_id` descending, with an index per filter field: subject, action, actor);
 //! `notifications` (`settlement_date`, `revision`, `event`, `status`, `attempts` Int64,
 //! `last_error`, `created_at`).
 
@@ -17,7 +18,7 @@ use chrono::NaiveDate;
 use mongodb::bson::{doc, Bson, Document};
 
 use crate::model::{AuditEvent, Notification};
-use crate::store::{AuditStore, NotificationStore, StoreError};
+use crate::store::{AuditFilter, AuditStore, NotificationStore, StoreError};
 
 use super::collections::{AUDIT_EVENTS, NOTIFICATIONS};
 use super::documents::{self as d, date_text, instant};
@@ -68,15 +69,20 @@ impl AuditStore for MongoStore {
         Ok(())
     }
 
-    async fn audit_events(&self, limit: u32, offset: u64) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn audit_events_matching(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         // MongoDB reads a limit of 0 as "no limit"; SQL's `LIMIT 0` returns nothing. The server
         // takes a signed 64-bit skip: an offset beyond it is past any end, as in SQLite.
-        if limit == 0 || i64::try_from(offset).is_err() {
+        if limit == 0 || i64::try_from(offset).is_err() || filter.is_empty_range() {
             return Ok(Vec::new());
         }
         self.find_all(
             AUDIT_EVENTS,
-            doc! {},
+            audit_query(filter),
             doc! { "occurred_at": -1, "_id": -1 },
             Some(i64::from(limit)),
             Some(offset),
@@ -86,6 +92,34 @@ impl AuditStore for MongoStore {
         .map(audit_event)
         .collect()
     }
+}
+
+/// The query document of a filter: equality on each text field that is set, a range on
+/// `occurred_at` (each bound rounded up to the millisecond a BSON DateTime holds).
+fn audit_query(filter: &AuditFilter) -> Document {
+    let mut query = Document::new();
+    for (field, value) in [
+        ("subject", &filter.subject),
+        ("action", &filter.action),
+        ("actor", &filter.actor),
+    ] {
+        if let Some(value) = value {
+            // `$eq`, so that a value that looks like an operator document is still only text.
+            query.insert(field, doc! { "$eq": value.as_str() });
+        }
+    }
+    let (from, to) = filter.stored_bounds();
+    let mut range = Document::new();
+    if let Some(from) = from {
+        range.insert("$gte", instant(from));
+    }
+    if let Some(to) = to {
+        range.insert("$lt", instant(to));
+    }
+    if !range.is_empty() {
+        query.insert("occurred_at", range);
+    }
+    query
 }
 
 #[async_trait]

@@ -269,7 +269,24 @@ impl MongoStore {
             ),
             (
                 AUDIT_EVENTS,
-                vec![index(doc! { "occurred_at": -1, "_id": -1 }, false, None)],
+                vec![
+                    index(doc! { "occurred_at": -1, "_id": -1 }, false, None),
+                    index(
+                        doc! { "subject": 1, "occurred_at": -1, "_id": -1 },
+                        false,
+                        None,
+                    ),
+                    index(
+                        doc! { "action": 1, "occurred_at": -1, "_id": -1 },
+                        false,
+                        None,
+                    ),
+                    index(
+                        doc! { "actor": 1, "occurred_at": -1, "_id": -1 },
+                        false,
+                        None,
+                    ),
+                ],
             ),
             (
                 API_TOKENS,

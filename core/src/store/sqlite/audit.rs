@@ -3,10 +3,11 @@
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use rusqlite::params;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter};
 
 use crate::model::{AuditEvent, Notification};
-use crate::store::{AuditStore, NotificationStore, StoreError};
+use crate::store::{AuditFilter, AuditStore, NotificationStore, StoreError};
 
 use super::rows::{self, date_text, instant_text};
 use super::{backend, query_all, SqliteStore};
@@ -35,17 +36,48 @@ impl AuditStore for SqliteStore {
         .await
     }
 
-    async fn audit_events(&self, limit: u32, offset: u64) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn audit_events_matching(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         // SQLite's OFFSET is a signed 64-bit integer: an offset beyond it is past any end.
         let Ok(offset) = i64::try_from(offset) else {
             return Ok(Vec::new());
         };
+        if filter.is_empty_range() {
+            return Ok(Vec::new());
+        }
+        let (from, to) = filter.stored_bounds();
+        // Only the conditions that are set, so that the planner can use the index of one
+        // (`x = ?` rather than `(? IS NULL OR x = ?)`, which no index serves).
+        let conditions = [
+            ("subject = ?", filter.subject.clone()),
+            ("action = ?", filter.action.clone()),
+            ("actor = ?", filter.actor.clone()),
+            ("occurred_at >= ?", from.map(instant_text)),
+            ("occurred_at < ?", to.map(instant_text)),
+        ];
+        let (clauses, mut values): (Vec<&str>, Vec<Value>) = conditions
+            .into_iter()
+            .filter_map(|(clause, value)| value.map(|value| (clause, Value::Text(value))))
+            .unzip();
+        let mut sql = String::from(
+            "SELECT id, occurred_at, actor, action, subject, outcome, detail FROM audit_events",
+        );
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(" ORDER BY occurred_at DESC, id DESC LIMIT ? OFFSET ?");
+        values.push(Value::Integer(i64::from(limit)));
+        values.push(Value::Integer(offset));
         self.read(move |connection| {
             query_all(
                 connection,
-                "SELECT id, occurred_at, actor, action, subject, outcome, detail FROM audit_events \
-                 ORDER BY occurred_at DESC, id DESC LIMIT ?1 OFFSET ?2",
-                params![limit, offset],
+                &sql,
+                params_from_iter(values),
                 rows::audit_event,
             )
         })

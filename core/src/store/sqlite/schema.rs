@@ -240,6 +240,12 @@ CREATE TABLE store_identity (
 ) STRICT;
 INSERT INTO store_identity (singleton, store_id) VALUES (1, lower(hex(randomblob(16))));
 "#,
+    // The audit trail listed by subject, action or actor, newest first (`GET /finance/audit`).
+    r#"
+CREATE INDEX audit_events_by_subject ON audit_events (subject, occurred_at, id);
+CREATE INDEX audit_events_by_action ON audit_events (action, occurred_at, id);
+CREATE INDEX audit_events_by_actor ON audit_events (actor, occurred_at, id);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -1,16 +1,19 @@
 //! Administration routes: API tokens (admin only; a new token is shown once and never stored or
-//! replayed) and the audit trail (any role may read it).
+//! replayed), who the caller is, and the audit trail, filtered and paged (any role may read both).
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::json;
 use settle_core::auth::{issue, validate_token_name};
 use settle_core::idempotency::{fingerprint, problem, HandlerOutcome, StoredResponse};
 use settle_core::model::{ApiToken, AuditEvent, Role};
-use settle_core::store::StoreError;
+use settle_core::store::{AuditFilter, StoreError};
+use settle_core::time::{format_utc, parse_rfc3339};
 
 use super::{answer, Page};
 use crate::serve::extract::{Caller, JsonBody, Key};
@@ -174,16 +177,91 @@ pub async fn revoke_token(
     Ok(Json(token_json(&revoked)).into_response())
 }
 
+/// `GET /whoami`: the calling token's name and role, for any role. Never the token or its hash:
+/// a console uses it to show who it is signed in as and to hide what the role cannot do.
+pub async fn whoami(caller: Caller) -> Result<Response, Problem> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(json!({
+        "name": caller.token.name,
+        "role": caller.token.role,
+    }))
+    .into_response())
+}
+
+/// `GET /finance/audit` parameters, as the caller wrote them: the filters are checked by
+/// [`audit_filter`], the page by [`Page::bounds`], so that each refusal names its parameter.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditQuery {
+    subject: Option<String>,
+    action: Option<String>,
+    actor: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page: Option<String>,
+    per_page: Option<String>,
+}
+
+/// An RFC 3339 instant from the parameter `name`, or a 422 naming it.
+fn instant(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, StoredResponse> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    parse_rfc3339(text).map(Some).map_err(|error| {
+        // A `+` in a query string arrives as a space: say so, since it is the usual cause.
+        let hint = if text.contains(' ') {
+            " (send a + offset as %2B in a query string)"
+        } else {
+            ""
+        };
+        invalid_field(name, format!("{error}{hint}"))
+    })
+}
+
+/// The store filter of a query: subject, action and actor match exactly; `from` (inclusive) and
+/// `to` (exclusive) are RFC 3339 instants. `from` after `to` is refused naming both; `from`
+/// equal to `to` is an empty range, answered with no events.
+fn audit_filter(query: &AuditQuery) -> Result<AuditFilter, StoredResponse> {
+    let from = instant("from", query.from.as_deref())?;
+    let to = instant("to", query.to.as_deref())?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            let mut refusal = invalid_field(
+                "from",
+                format!(
+                    "{} is after to {}; from must not be after to",
+                    format_utc(from),
+                    format_utc(to)
+                ),
+            );
+            refusal.body["fields"] = json!(["from", "to"]);
+            return Err(refusal);
+        }
+    }
+    Ok(AuditFilter {
+        subject: query.subject.clone(),
+        action: query.action.clone(),
+        actor: query.actor.clone(),
+        from,
+        to,
+    })
+}
+
+/// `GET /finance/audit`: the audit trail, newest first, filtered and paged in the store.
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
-    page: Result<Query<Page>, QueryRejection>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     caller.require(Role::Viewer)?;
-    let page = super::settlements::query_params(page)?.bounds()?;
+    let query = super::settlements::query_params(query)?;
+    let page = Page::new(query.page.clone(), query.per_page.clone()).bounds()?;
+    let filter = match audit_filter(&query) {
+        Ok(filter) => filter,
+        Err(refusal) => return Ok(stored_response(&refusal)),
+    };
     let mut events = state
         .store
-        .audit_events(page.probe_limit(), page.offset)
+        .audit_events_matching(&filter, page.probe_limit(), page.offset)
         .await?;
     let has_more = events.len() > page.per_page as usize;
     events.truncate(page.per_page as usize);
