@@ -695,6 +695,26 @@ impl Stalled {
     }
 }
 
+/// The latest revision of `date`, which must be completed, and how many transactions it counted.
+async fn completed_with_count(
+    store: &SharedStore,
+    date: NaiveDate,
+    what: &str,
+) -> (settle_core::model::Settlement, u64) {
+    let settled = store
+        .settlement(date, None)
+        .await
+        .expect("read")
+        .expect("a revision");
+    assert_eq!(settled.status, SettlementStatus::Completed, "{what}");
+    let counted = settled
+        .totals
+        .iter()
+        .map(|t| t.figures.transaction_count)
+        .sum();
+    (settled, counted)
+}
+
 /// How many transaction documents of `date` are in `state` (`open`, `frozen`), or pending a
 /// batch that has not stood yet (`pending`), read from the database directly.
 async fn transactions_in_state(world: &World, date: &str, state: &str) -> u64 {
@@ -764,17 +784,7 @@ async fn a_run_during_a_failing_import_settles_none_of_the_rows_taken_back() {
     assert!(!status.success(), "{what}: the import reports the conflict");
 
     let store = world.store().await;
-    let settled = store
-        .settlement(date(), None)
-        .await
-        .expect("read")
-        .expect("a revision");
-    assert_eq!(settled.status, SettlementStatus::Completed, "{what}");
-    let counted: u64 = settled
-        .totals
-        .iter()
-        .map(|t| t.figures.transaction_count)
-        .sum();
+    let (settled, counted) = completed_with_count(&store, date(), what).await;
     assert_eq!(
         counted, 1,
         "{what}: the run counted rows taken back: {settled:?}"
@@ -838,16 +848,7 @@ async fn a_batch_killed_before_it_stood_is_settled_only_once_it_is_sent_again() 
     assert_eq!(transactions_in_state(&world, DATE, "pending").await, 0);
     // 2024-03-09 is sealed: its adopted row is settled late, with the next date.
     world.setup.settle(&["run", "--date", DATE]).assert_ok();
-    let next = store
-        .settlement(date(), None)
-        .await
-        .expect("read")
-        .expect("a revision");
-    let counted: u64 = next
-        .totals
-        .iter()
-        .map(|t| t.figures.transaction_count)
-        .sum();
+    let (next, counted) = completed_with_count(&store, date(), what).await;
     let gross: i64 = next.totals.iter().map(|t| t.figures.gross_minor).sum();
     assert_eq!((counted, gross), (2, 10_000), "{what}: {next:?}");
 }
@@ -892,16 +893,6 @@ async fn a_stale_run_reverting_its_freeze_takes_nothing_from_the_new_holder() {
         "{what}"
     );
     let store = world.store().await;
-    let settled = store
-        .settlement(date(), None)
-        .await
-        .expect("read")
-        .expect("a revision");
-    assert_eq!(settled.status, SettlementStatus::Completed, "{what}");
-    let counted: u64 = settled
-        .totals
-        .iter()
-        .map(|t| t.figures.transaction_count)
-        .sum();
+    let (settled, counted) = completed_with_count(&store, date(), what).await;
     assert_eq!(counted, expected_rows, "{what}: {settled:?}");
 }

@@ -133,55 +133,41 @@ impl<'a> SettlementComputation<'a> {
     /// Closes the fold: nets every line and sums the lines into per-currency totals.
     pub fn finish(self) -> Result<ComputedSettlement, MoneyError> {
         let mut lines = Vec::with_capacity(self.lines.len());
-        let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
         let mut by_merchant: Vec<_> = self.lines.into_iter().collect();
         by_merchant.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let lines_by_key = by_merchant
-            .into_iter()
-            .flat_map(|(merchant_id, by_currency)| {
-                by_currency
-                    .into_iter()
-                    .map(move |(currency, figures)| (merchant_id.clone(), currency, figures))
-            });
-        for (merchant_id, currency, mut figures) in lines_by_key {
-            figures.net_minor = figures
-                .expected_net_minor()
-                .ok_or(MoneyError::Overflow(currency))?;
-            let total = totals.entry(currency).or_insert_with(|| CurrencyTotals {
-                currency,
-                merchant_count: 0,
-                figures: SettlementFigures::default(),
-            });
-            total.merchant_count += 1;
-            total.figures.accumulate(&figures, currency)?;
-            lines.push(SettlementLine {
-                merchant_id,
-                currency,
-                figures,
-            });
+        for (merchant_id, by_currency) in by_merchant {
+            for (currency, mut figures) in by_currency {
+                figures.net_minor = figures
+                    .expected_net_minor()
+                    .ok_or(MoneyError::Overflow(currency))?;
+                lines.push(SettlementLine {
+                    merchant_id: merchant_id.clone(),
+                    currency,
+                    figures,
+                });
+            }
         }
-        let computed = ComputedSettlement {
-            lines,
-            totals: totals.into_values().collect(),
-            fee_ledgers: Vec::new(),
-        };
-        debug_assert_eq!(
-            lines_summed(&computed.lines),
-            Some(computed.totals.clone()),
-            "the lines do not sum to the totals"
+        let totals = totals_of(&lines)?;
+        // The engine's invariant (debug builds): each total's net is its figures' net, as each
+        // line's is, so the day's net is the lines' nets summed and their figures netted alike.
+        debug_assert!(
+            totals
+                .iter()
+                .all(|t| t.figures.expected_net_minor() == Some(t.figures.net_minor)),
+            "a day total's net is not its figures' net"
         );
-        Ok(computed)
+        Ok(ComputedSettlement {
+            lines,
+            totals,
+            fee_ledgers: Vec::new(),
+        })
     }
 }
 
-/// The lines summed again per currency (the engine's invariant: lines sum to totals, and each
-/// net is its figures' net), for debug builds' assertions; `None` on a net that disagrees.
-fn lines_summed(lines: &[SettlementLine]) -> Option<Vec<CurrencyTotals>> {
+/// The lines summed per currency, in currency order.
+fn totals_of(lines: &[SettlementLine]) -> Result<Vec<CurrencyTotals>, MoneyError> {
     let mut totals: BTreeMap<Currency, CurrencyTotals> = BTreeMap::new();
     for line in lines {
-        if line.figures.expected_net_minor() != Some(line.figures.net_minor) {
-            return None;
-        }
         let total = totals
             .entry(line.currency)
             .or_insert_with(|| CurrencyTotals {
@@ -190,16 +176,9 @@ fn lines_summed(lines: &[SettlementLine]) -> Option<Vec<CurrencyTotals>> {
                 figures: SettlementFigures::default(),
             });
         total.merchant_count += 1;
-        total
-            .figures
-            .accumulate(&line.figures, line.currency)
-            .ok()?;
+        total.figures.accumulate(&line.figures, line.currency)?;
     }
-    let totals: Vec<CurrencyTotals> = totals.into_values().collect();
-    totals
-        .iter()
-        .all(|t| t.figures.expected_net_minor() == Some(t.figures.net_minor))
-        .then_some(totals)
+    Ok(totals.into_values().collect())
 }
 
 /// Folds a whole slice; convenient for tests and small days.
