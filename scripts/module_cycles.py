@@ -9,11 +9,24 @@ make it. Usage: scripts/module_cycles.py [CRATE_SRC_DIR ...] (default: every cra
 --self-test.
 """
 
+import glob
 import os
 import re
 import sys
 
-WORKSPACE_CRATES = ["core/src", "daemon/src", "src-tauri/src", "tests/src", "bench/src"]
+def workspace_crates():
+    """The `src/` folder of every package of the workspace (a Cargo.toml with a [package] one or two
+    levels down, so `core/domain` as well as `daemon`), the fuzz targets left out."""
+    found = []
+    for pattern in ("*/Cargo.toml", "*/*/Cargo.toml"):
+        for manifest in sorted(glob.glob(pattern)):
+            folder = os.path.dirname(manifest)
+            if folder.split(os.sep)[0] in ("fuzz", "target", ".tools"):
+                continue
+            with open(manifest, encoding="utf-8") as f:
+                if "[package]" in f.read() and os.path.isdir(os.path.join(folder, "src")):
+                    found.append(os.path.join(folder, "src"))
+    return found
 
 # A path starting at the crate root or relative to the current module, with its tail (which may
 # open a brace group: `crate::{a::X, b}`).
@@ -258,7 +271,7 @@ def main(arguments):
     if arguments == ["--self-test"]:
         self_test()
         return 0
-    crates = arguments or [c for c in WORKSPACE_CRATES if os.path.isdir(c)]
+    crates = arguments or workspace_crates()
     problems = []
     for src in crates:
         problems.extend(check_crate(src))

@@ -181,6 +181,14 @@ step "module layering (no import cycle between modules)"
 python3 scripts/module_cycles.py --self-test
 python3 scripts/module_cycles.py
 
+step "crate layers (each crate depends only on the layers below it; the domain has no I/O crate)"
+python3 scripts/crate_layers.py --self-test
+python3 scripts/crate_layers.py
+# The pure and the console-side crates compile on their own, with only the features they ask for.
+for crate in settle-domain settle-chart settle-client; do
+    cargo check --locked --quiet -p "$crate"
+done
+
 step "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

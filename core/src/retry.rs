@@ -278,28 +278,6 @@ impl Classify for reqwest::Error {
     }
 }
 
-/// MongoDB: the server's own labels (`RetryableWriteError`, `TransientTransactionError`), lost
-/// connections and server selection (a failover in progress) are retryable; the rest is not.
-#[cfg(feature = "mongodb")]
-impl Classify for mongodb::error::Error {
-    fn classify(&self) -> Classification {
-        use mongodb::error::{ErrorKind, RETRYABLE_WRITE_ERROR, TRANSIENT_TRANSACTION_ERROR};
-        let transient = self.contains_label(RETRYABLE_WRITE_ERROR)
-            || self.contains_label(TRANSIENT_TRANSACTION_ERROR)
-            || matches!(
-                self.kind.as_ref(),
-                ErrorKind::Io(_)
-                    | ErrorKind::ConnectionPoolCleared { .. }
-                    | ErrorKind::ServerSelection { .. }
-            );
-        if transient {
-            Classification::Retryable { retry_after: None }
-        } else {
-            Classification::Permanent
-        }
-    }
-}
-
 /// Whether an operation may run twice. A non-idempotent operation is never retried unless it carries an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Idempotence {

@@ -14,11 +14,11 @@ use settle_core::payout::PayoutSender;
 use settle_core::provider::{PayoutProvider, ProviderSettings};
 use settle_core::secret::{self, Secret};
 use settle_core::settlement::SettlementRunner;
-use settle_core::store::mongo::{redact_uri, MongoStore};
-use settle_core::store::sqlite::SqliteStore;
 use settle_core::store::timed::TimedStore;
 use settle_core::store::SharedStore;
 use settle_core::time::{Clock, SystemClock};
+use settle_store_mongo::{redact_uri, MongoStore};
+use settle_store_sqlite::SqliteStore;
 
 use crate::cli::Cli;
 use crate::exit::Exit;

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use settle_core::client::{
+use settle_client::{
     HistoryQuery, LineSort, LinesPage, LinesQuery, Page, RerunOutcome, RunAccepted, Settlement,
     SettlementStatus, SortOrder,
 };
-use settle_core::money::Currency;
+use settle_domain::money::Currency;
 use tauri::State;
 
 use crate::error::CommandError;

@@ -8,8 +8,8 @@ use keyring::Entry;
 /// The keyring service every console token is filed under; the account is the server URL.
 pub const SERVICE: &str = "settle-console";
 
-use settle_core::auth::TOKEN_PREFIX;
-/// The daemon rejects bearer tokens of 256 bytes or more (`settle_core::auth::bearer`).
+use settle_domain::auth::TOKEN_PREFIX;
+/// The daemon rejects bearer tokens of 256 bytes or more (`settle_domain::auth::bearer`).
 const TOKEN_MAX_BYTES: usize = 255;
 
 /// An API token. It prints as `[redacted]` and leaves only through [`TokenSecret::expose`], so it

@@ -3,8 +3,8 @@
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use settle_core::chart::ChartError;
-use settle_core::client::ClientError;
+use settle_chart::ChartError;
+use settle_client::ClientError;
 
 use crate::credentials::CredentialError;
 

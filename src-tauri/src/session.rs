@@ -1,13 +1,13 @@
 //! The console's session with one daemon: connect (verify, then keep the token in the keyring),
-//! and every read and action the screens need, over `settle_core::client`. Free of Tauri types.
+//! and every read and action the screens need, over `settle_client`. Free of Tauri types.
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use chrono::NaiveDate;
 use serde::Serialize;
-use settle_core::chart::{render_success_rates, render_top_merchants, ChartFormat};
-use settle_core::client::{
+use settle_chart::{render_success_rates, render_top_merchants, ChartFormat};
+use settle_client::{
     AuditEvent, Client, ClientError, HistoryQuery, IdempotencyKey, LinesPage, LinesQuery, Page,
     Payout, RerunOutcome, RunAccepted, Secret, Settlement, SettlementDetail, SettlementLine,
     Summary,
@@ -335,7 +335,7 @@ impl Console {
         })
     }
 
-    /// The summary of `[from, to]` and its charts, drawn by `settle_core::chart` (the daily chart
+    /// The summary of `[from, to]` and its charts, drawn by `settle_chart` (the daily chart
     /// by the daemon, the bar charts here from the summary).
     pub async fn statistics(
         &self,

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use serde::Serialize;
-use settle_core::client::{AuditEvent, Settlement, SettlementLine};
-use settle_core::money::{format_minor, Currency};
+use settle_client::{AuditEvent, Settlement, SettlementLine};
+use settle_domain::money::{format_minor, Currency};
 
 /// One figure before and after, in minor units, with its decimal strings for display.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -182,7 +182,7 @@ pub fn concerns_date(event: &AuditEvent, date: NaiveDate) -> bool {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use settle_core::client::SettlementFigures;
+    use settle_client::SettlementFigures;
 
     fn usd() -> Currency {
         Currency::from_code("USD").unwrap()

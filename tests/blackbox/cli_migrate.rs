@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use settle_core::store::mongo::MongoStore;
 use settle_core::store::{HistoryFilter, SharedStore};
+use settle_store_mongo::MongoStore;
 
 use settle_core::secret::Secret;
 

@@ -1,4 +1,4 @@
-//! The daemon client (`settle_core::client`, the desktop console's) against a real `settle serve`:
+//! The daemon client (`settle_client`, the desktop console's) against a real `settle serve`:
 //! auth and transport errors, whoami, trigger, replay, rerun, retry, four-eyes, and every read typed.
 
 use std::collections::BTreeMap;
@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Asia::Aden;
-use settle_core::client::{
+use settle_client::{
     problem_types, Client, ClientError, HistoryQuery, IdempotencyKey, LineSort, LinesQuery,
     PayoutStatus, RerunOutcome, RerunRequestStatus, Role, Secret, Settlement, SettlementFigures,
     SettlementStatus, SortOrder, Whoami,
@@ -518,7 +518,7 @@ async fn every_read_parses_into_typed_structs_matching_the_import() {
         })
         .collect();
     assert_eq!(found, expected_lines());
-    let merchants = |page: &settle_core::client::LinesPage| -> Vec<String> {
+    let merchants = |page: &settle_client::LinesPage| -> Vec<String> {
         page.items.iter().map(|l| l.merchant_id.clone()).collect()
     };
     let by_net = client

@@ -20,6 +20,7 @@ mod ops_rules;
 mod ops_scrape;
 mod payments;
 mod races;
+mod scheduler;
 mod service;
 mod simulation;
 mod store_contract;

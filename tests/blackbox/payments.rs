@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use settle_core::calendar::BusinessCalendar;
 use settle_core::idempotency::{Idempotency, IdempotencyKey, IdempotencySettings, Outcome};
 use settle_core::payments::{problems, Operation, PaymentService};
-use settle_core::store::sqlite::SqliteStore;
 use settle_core::store::SharedStore;
 use settle_core::time::{Clock, ManualClock};
+use settle_store_sqlite::SqliteStore;
 
 struct Fixture {
     service: PaymentService,

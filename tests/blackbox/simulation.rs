@@ -49,8 +49,8 @@ use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
-use settle_core::store::mongo::MongoStore;
-use settle_core::store::sqlite::SqliteStore;
+use settle_store_mongo::MongoStore;
+use settle_store_sqlite::SqliteStore;
 
 use crate::store_contract::adapters;
 use ops::{generate, Scenario};

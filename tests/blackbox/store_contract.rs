@@ -29,8 +29,8 @@ pub struct TestStore {
 
 pub mod adapters {
     use super::*;
-    use settle_core::store::mongo::MongoStore;
-    use settle_core::store::sqlite::SqliteStore;
+    use settle_store_mongo::MongoStore;
+    use settle_store_sqlite::SqliteStore;
 
     /// The MongoDB server of the suite: `MONGODB_URI` (a real MongoDB of the user's), else the
     /// SecantusDB server `scripts/test.sh` starts (`SETTLE_TEST_MONGODB_URI`).

@@ -1,8 +1,8 @@
 //! A fresh database on the suite's MongoDB server (`MONGODB_URI`, or the SecantusDB server
 //! `scripts/test.sh` starts as `SETTLE_TEST_MONGODB_URI`), dropped when the test ends.
 
-use settle_core::store::mongo::MongoStore;
 use settle_core::store::SharedStore;
+use settle_store_mongo::MongoStore;
 
 /// A fresh database on the suite's MongoDB server (`MONGODB_URI` or `SETTLE_TEST_MONGODB_URI`),
 /// dropped when the test ends, pass or fail.

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use settle_core::store::sqlite::SqliteStore;
 use settle_core::store::SharedStore;
+use settle_store_sqlite::SqliteStore;
 
 /// The `settle` binary built next to this test binary (`SETTLE_BIN` overrides).
 pub fn settle_bin() -> PathBuf {

@@ -19,8 +19,8 @@ use settle_core::model::{
 };
 use settle_core::money::Currency;
 use settle_core::settlement::SettlementComputation;
-use settle_core::store::mongo::MongoStore;
 use settle_core::store::{ClaimMode, ClaimRequest, SharedStore};
+use settle_store_mongo::MongoStore;
 
 #[tokio::main]
 async fn main() -> Result<()> {

@@ -1,5 +1,6 @@
 //! The store ports: domain-shaped traits every store adapter implements with identical semantics.
-//! Adapters: `sqlite` (embedded, the default) and `mongo`. One contract suite in `tests/` runs against both.
+//! Adapters: settle-store-sqlite (embedded, the default) and settle-store-mongo; one contract suite in
+//! `tests/` runs against both.
 
 use std::sync::Arc;
 
@@ -21,11 +22,7 @@ use crate::model::{
 
 pub mod claim;
 pub mod migration;
-#[cfg(feature = "mongodb")]
-pub mod mongo;
 pub mod rerun_approval;
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
 pub mod timed;
 
 pub use rerun_approval::RerunApproval;

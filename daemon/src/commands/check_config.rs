@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use settle_core::config::{self, StoreKind};
-use settle_core::store::mongo::redact_uri;
+use settle_store_mongo::redact_uri;
 
 use crate::cli::Cli;
 use crate::context::{apply_store_options, mongo_password, MISSING_URI, MONGO_PASSWORD_VARIABLE};

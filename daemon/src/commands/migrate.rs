@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use settle_core::model::AuditEvent;
 use settle_core::store::migration::{migrate, MigrationError};
-use settle_core::store::mongo::{redact_uri, MongoStore};
-use settle_core::store::sqlite::SqliteStore;
 use settle_core::store::AuditStore;
+use settle_store_mongo::{redact_uri, MongoStore};
+use settle_store_sqlite::SqliteStore;
 
 use crate::cli::MigrateArgs;
 use crate::context::Context;

@@ -6,11 +6,11 @@ use std::process::Command;
 
 use base64::Engine as _;
 use chrono::Days;
-use settle_console::error::CommandError;
-use settle_console::session::{new_action_key, Console};
-use settle_core::client::{
+use settle_client::{
     HistoryQuery, LineSort, LinesQuery, RerunOutcome, SettlementStatus, SortOrder,
 };
+use settle_console::error::CommandError;
+use settle_console::session::{new_action_key, Console};
 
 use crate::demo::DemoServer;
 use crate::keyring_session::{inside, Session};

@@ -31,10 +31,10 @@ use settle_core::provider::{PayoutProvider, ProviderPayoutStatus, ProviderSettin
 use settle_core::retry::RetryPolicy;
 use settle_core::settlement::{RunError, RunOutcome, RunRequest, SettlementRunner};
 use settle_core::store::migration::{migrate, MigrationReport};
-use settle_core::store::mongo::MongoStore;
-use settle_core::store::sqlite::SqliteStore;
 use settle_core::store::{MerchantHold, SharedStore, StoreError};
 use settle_core::time::{Clock, ManualClock};
+use settle_store_mongo::MongoStore;
+use settle_store_sqlite::SqliteStore;
 use settle_tests::provider_server::{LedgerEntry, ProviderServer};
 use settle_tests::sim_model::{
     Claim, ClaimMode, Figures, Imported, Lines, Model, ModelRule, ModelSchedule, NewTx, Recorded,
