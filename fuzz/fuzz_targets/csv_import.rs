@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use settle_core::calendar::BusinessCalendar;
 use settle_core::csv::import::{import_csv, ImportOptions, NoProgress};
-use settle_core::store::sqlite::SqliteStore;
+use settle_store_sqlite::SqliteStore;
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,

@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use settle_core::calendar::BusinessCalendar;
 use settle_core::idempotency::{Idempotency, IdempotencyKey, IdempotencySettings};
 use settle_core::payments::{Operation, PaymentService};
-use settle_core::store::sqlite::SqliteStore;
+use settle_store_sqlite::SqliteStore;
 use settle_core::time::SystemClock;
 
 struct Fixture {
