@@ -44,7 +44,7 @@ use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ReturnDocument;
 
 use settle_core::model::{
-    amount_due, initial_payout_status, payout_reference, CarryForward, Fence, Payout, PayoutStatus,
+    amount_due, payout_reference, CarryForward, Fence, LineDecision, Payout, PayoutStatus,
     SettlementLine,
 };
 use settle_core::store::{
@@ -411,68 +411,68 @@ impl MongoStore {
         let revision = i64::from(fence.revision);
         let (merchant, currency) = (line.merchant_id.as_str(), line.currency.code());
         let difference = d::integer(decision, "amount_minor")?;
-        if difference > 0 {
-            let reference = payout_reference(
-                fence.settlement_date,
-                line.currency,
-                fence.revision,
-                merchant,
-            );
-            let status = initial_payout_status(held.contains(merchant));
-            let inserted = self
-                .collection(PAYOUTS)
-                .insert_one(doc! {
-                    "_id": &reference,
-                    "settlement_date": &date,
-                    "revision": revision,
-                    "merchant_id": merchant,
-                    "currency": currency,
-                    "amount_minor": difference,
-                    "status": status.as_str(),
-                    "provider_payout_id": Bson::Null,
-                    "attempts": 0_i64,
-                    "last_error": Bson::Null,
-                    "created_at": instant(now),
-                    "updated_at": instant(now),
-                })
-                .await;
-            match inserted {
-                Ok(_) => {
-                    self.follow_hold(&reference, merchant, status, now).await?;
-                    plan.created
-                        .extend(self.payout_by_reference(&reference).await?);
+        let decision = LineDecision::of(
+            fence.settlement_date,
+            fence.revision,
+            line,
+            difference,
+            held.contains(merchant),
+        );
+        match decision {
+            LineDecision::Pay {
+                reference,
+                amount_minor,
+                status,
+            } => {
+                let inserted = self
+                    .collection(PAYOUTS)
+                    .insert_one(doc! {
+                        "_id": &reference,
+                        "settlement_date": &date,
+                        "revision": revision,
+                        "merchant_id": merchant,
+                        "currency": currency,
+                        "amount_minor": amount_minor,
+                        "status": status.as_str(),
+                        "provider_payout_id": Bson::Null,
+                        "attempts": 0_i64,
+                        "last_error": Bson::Null,
+                        "created_at": instant(now),
+                        "updated_at": instant(now),
+                    })
+                    .await;
+                match inserted {
+                    Ok(_) => {
+                        self.follow_hold(&reference, merchant, status, now).await?;
+                        plan.created
+                            .extend(self.payout_by_reference(&reference).await?);
+                    }
+                    // Planned before (this revision's reference is taken): nothing new.
+                    Err(error) if is_duplicate_key(&error) => {}
+                    Err(error) => return Err(backend(error)),
                 }
-                // Planned before (this revision's reference is taken): nothing new.
-                Err(error) if is_duplicate_key(&error) => {}
-                Err(error) => return Err(backend(error)),
             }
-        } else if difference < 0 {
-            let inserted = self
-                .collection(CARRY_FORWARDS)
-                .insert_one(doc! {
-                    "merchant_id": merchant,
-                    "currency": currency,
-                    "amount_minor": difference,
-                    "origin_date": &date,
-                    "origin_revision": revision,
-                    "applied_date": Bson::Null,
-                    "applied_revision": Bson::Null,
-                    "created_at": instant(now),
-                })
-                .await;
-            match inserted {
-                Ok(_) => plan.carried.push(CarryForward {
-                    merchant_id: merchant.to_string(),
-                    currency: line.currency,
-                    amount_minor: difference,
-                    origin_date: fence.settlement_date,
-                    origin_revision: fence.revision,
-                    applied_date: None,
-                    applied_revision: None,
-                }),
-                Err(error) if is_duplicate_key(&error) => {}
-                Err(error) => return Err(backend(error)),
+            LineDecision::Carry(carried) => {
+                let inserted = self
+                    .collection(CARRY_FORWARDS)
+                    .insert_one(doc! {
+                        "merchant_id": merchant,
+                        "currency": currency,
+                        "amount_minor": carried.amount_minor,
+                        "origin_date": &date,
+                        "origin_revision": revision,
+                        "applied_date": Bson::Null,
+                        "applied_revision": Bson::Null,
+                        "created_at": instant(now),
+                    })
+                    .await;
+                match inserted {
+                    Ok(_) => plan.carried.push(carried),
+                    Err(error) if is_duplicate_key(&error) => {}
+                    Err(error) => return Err(backend(error)),
+                }
             }
+            LineDecision::Nothing => {}
         }
         Ok(())
     }

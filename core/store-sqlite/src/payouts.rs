@@ -10,10 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, OptionalExtension};
 
-use settle_core::model::{
-    amount_due, initial_payout_status, payout_reference, CarryForward, Fence, Payout,
-    SettlementLine,
-};
+use settle_core::model::{amount_due, CarryForward, Fence, LineDecision, Payout, SettlementLine};
 use settle_core::store::{
     MerchantHold, PayoutClaim, PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore,
     PayoutUpdate, StoreError,
@@ -90,45 +87,45 @@ fn plan_line(
     )?;
     let difference = amount_due(line.figures.net_minor, carried_in, paid, carried_out)
         .ok_or_else(|| overflow(line))?;
-    if difference > 0 {
-        let reference = payout_reference(
-            fence.settlement_date,
-            line.currency,
-            fence.revision,
-            merchant,
-        );
-        let status = initial_payout_status(held.contains(merchant));
-        let inserted = tx
-            .execute(
-                "INSERT OR IGNORE INTO payouts (reference, settlement_date, revision, merchant_id, currency, \
-                 amount_minor, status, provider_payout_id, attempts, last_error, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0, NULL, ?8, ?8)",
-                params![reference, date, fence.revision, merchant, currency, difference, status.as_str(), now],
-            )
-            .map_err(backend)?;
-        if inserted == 1 {
-            plan.created.extend(payout_by_reference(tx, &reference)?);
+    let decision = LineDecision::of(
+        fence.settlement_date,
+        fence.revision,
+        line,
+        difference,
+        held.contains(merchant),
+    );
+    match decision {
+        LineDecision::Pay {
+            reference,
+            amount_minor,
+            status,
+        } => {
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO payouts (reference, settlement_date, revision, merchant_id, currency, \
+                     amount_minor, status, provider_payout_id, attempts, last_error, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0, NULL, ?8, ?8)",
+                    params![reference, date, fence.revision, merchant, currency, amount_minor, status.as_str(), now],
+                )
+                .map_err(backend)?;
+            if inserted == 1 {
+                plan.created.extend(payout_by_reference(tx, &reference)?);
+            }
         }
-    } else if difference < 0 {
-        let inserted = tx
-            .execute(
-                "INSERT OR IGNORE INTO carry_forwards (merchant_id, currency, amount_minor, origin_date, \
-                 origin_revision, applied_date, applied_revision, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6)",
-                params![merchant, currency, difference, date, fence.revision, now],
-            )
-            .map_err(backend)?;
-        if inserted == 1 {
-            plan.carried.push(CarryForward {
-                merchant_id: merchant.to_string(),
-                currency: line.currency,
-                amount_minor: difference,
-                origin_date: fence.settlement_date,
-                origin_revision: fence.revision,
-                applied_date: None,
-                applied_revision: None,
-            });
+        LineDecision::Carry(carried) => {
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO carry_forwards (merchant_id, currency, amount_minor, origin_date, \
+                     origin_revision, applied_date, applied_revision, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6)",
+                    params![merchant, currency, carried.amount_minor, date, fence.revision, now],
+                )
+                .map_err(backend)?;
+            if inserted == 1 {
+                plan.carried.push(carried);
+            }
         }
+        LineDecision::Nothing => {}
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ pub use access::{ApiToken, RerunRequest, RerunRequestStatus, Role};
 pub use audit::AuditEvent;
 pub use fee_ledger::{FeeCharge, FeeLedgerWrite, FeeReturn, PaymentFeeLedger};
 pub use payout::{
-    amount_due, initial_payout_status, payout_reference, CarryForward, Notification,
+    amount_due, initial_payout_status, payout_reference, CarryForward, LineDecision, Notification,
     NotificationStatus, Payout, PayoutStatus,
 };
 pub use settlement::{

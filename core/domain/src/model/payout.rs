@@ -1,12 +1,15 @@
 //! Payouts: what Settle sends the provider for one merchant, currency and settlement date, under a
 //! deterministic reference that is also the provider's idempotency key, so nothing is paid twice.
 
+use std::cmp::Ordering;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::SettlementDate;
 use crate::money::Currency;
 
+use super::settlement::SettlementLine;
 use super::transaction::named_enum;
 
 named_enum!(
@@ -91,6 +94,54 @@ pub fn initial_payout_status(merchant_held: bool) -> PayoutStatus {
     }
 }
 
+/// What planning does with one line's amount due (from [`amount_due`]): pay it, held while the
+/// merchant is on hold; carry it forward when negative; nothing when zero. Every store adapter
+/// enacts exactly this decision, so the rule lives here once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineDecision {
+    Pay {
+        reference: String,
+        amount_minor: i64,
+        status: PayoutStatus,
+    },
+    Carry(CarryForward),
+    Nothing,
+}
+
+impl LineDecision {
+    /// The decision for `line` of revision `revision` of `settlement_date`.
+    pub fn of(
+        settlement_date: SettlementDate,
+        revision: u32,
+        line: &SettlementLine,
+        amount_due_minor: i64,
+        merchant_held: bool,
+    ) -> LineDecision {
+        match amount_due_minor.cmp(&0) {
+            Ordering::Greater => LineDecision::Pay {
+                reference: payout_reference(
+                    settlement_date,
+                    line.currency,
+                    revision,
+                    &line.merchant_id,
+                ),
+                amount_minor: amount_due_minor,
+                status: initial_payout_status(merchant_held),
+            },
+            Ordering::Less => LineDecision::Carry(CarryForward {
+                merchant_id: line.merchant_id.clone(),
+                currency: line.currency,
+                amount_minor: amount_due_minor,
+                origin_date: settlement_date,
+                origin_revision: revision,
+                applied_date: None,
+                applied_revision: None,
+            }),
+            Ordering::Equal => LineDecision::Nothing,
+        }
+    }
+}
+
 /// An amount a merchant owes, from a negative net (or a rerun that lowered the net after payment),
 /// deducted from the merchant's next payout in that currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +181,38 @@ pub struct Notification {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SettlementFigures;
+
+    #[test]
+    fn a_line_decision_pays_held_or_pending_carries_a_debt_and_ignores_zero() {
+        let date: SettlementDate = "2024-03-10".parse().unwrap();
+        let line = SettlementLine {
+            merchant_id: "m-1".into(),
+            currency: Currency::from_code("EUR").unwrap(),
+            figures: SettlementFigures::default(),
+        };
+        assert_eq!(
+            LineDecision::of(date, 2, &line, 150, false),
+            LineDecision::Pay {
+                reference: "2024-03-10.EUR.r2.m-1".into(),
+                amount_minor: 150,
+                status: PayoutStatus::Pending,
+            }
+        );
+        let LineDecision::Pay { status, .. } = LineDecision::of(date, 2, &line, 150, true) else {
+            panic!("a positive amount due is paid");
+        };
+        assert_eq!(status, PayoutStatus::Held);
+        let LineDecision::Carry(carried) = LineDecision::of(date, 3, &line, -400, false) else {
+            panic!("a negative amount due is carried forward");
+        };
+        assert_eq!(
+            (carried.amount_minor, carried.origin_date, carried.origin_revision),
+            (-400, date, 3)
+        );
+        assert_eq!(carried.applied_date, None);
+        assert_eq!(LineDecision::of(date, 2, &line, 0, true), LineDecision::Nothing);
+    }
 
     #[test]
     fn the_amount_due_pays_differences_and_carries_what_is_owed() {
