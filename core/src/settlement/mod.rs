@@ -1,6 +1,7 @@
-//! Settling a business date: the run that claims, folds (with the pure `crate::compute`) and
-//! writes (`runner`), and four-eyes reruns (`rerun_approval`).
+//! Settling a business date: the commands every way in gives (`commands`), the run that claims,
+//! folds (with the pure `crate::compute`) and writes (`runner`), and four-eyes reruns (`rerun_approval`).
 
+pub mod commands;
 pub mod lag;
 pub mod rerun_approval;
 pub mod runner;
@@ -9,5 +10,6 @@ pub mod runner;
 pub use crate::compute::{
     self, compute, fee_ledger, ComputedSettlement, RefundedPayment, SettlementComputation,
 };
-pub use rerun_approval::{ClaimedRerun, RerunApprovalError, RerunApprovals, RerunAsk};
+pub use commands::{RerunOutcome, RerunPath, SettlementCommands};
+pub use rerun_approval::{ClaimedRun, RerunApprovalError, RerunApprovals, RerunAsk};
 pub use runner::{RunError, RunOutcome, RunRequest, SettlementRunner};

@@ -19,9 +19,9 @@ pub struct RerunAsk {
     pub apply_current_fees: bool,
 }
 
-/// A claimed rerun revision, to be passed with `run` to `SettlementRunner::settle`.
+/// A claimed revision and the run it was claimed for, to be passed to `SettlementCommands::settle`.
 #[derive(Debug, Clone)]
-pub struct ClaimedRerun {
+pub struct ClaimedRun {
     pub settlement: Settlement,
     pub run: RunRequest,
     /// The approved request, when the rerun was approved by a second person.
@@ -126,7 +126,7 @@ impl RerunApprovals {
         ask: RerunAsk,
         actor: &str,
         without_approval: bool,
-    ) -> Result<ClaimedRerun, RerunApprovalError> {
+    ) -> Result<ClaimedRun, RerunApprovalError> {
         let mut reason = ask.reason;
         if self.required {
             if !without_approval {
@@ -158,7 +158,7 @@ impl RerunApprovals {
             .claim(settlement_date, &run, actor, RunTrigger::Manual)
             .await
             .map_err(RerunApprovalError::Run)?;
-        Ok(ClaimedRerun {
+        Ok(ClaimedRun {
             settlement,
             run,
             request: None,
@@ -235,7 +235,7 @@ impl RerunApprovals {
         &self,
         id: Uuid,
         approver: &str,
-    ) -> Result<ClaimedRerun, RerunApprovalError> {
+    ) -> Result<ClaimedRun, RerunApprovalError> {
         let found = self.pending(id).await?;
         if found.requested_by == approver {
             return Err(RerunApprovalError::OwnRequest {
@@ -276,7 +276,7 @@ impl RerunApprovals {
         &self,
         found: &RerunRequest,
         approver: &str,
-    ) -> Result<ClaimedRerun, RerunApprovalError> {
+    ) -> Result<ClaimedRun, RerunApprovalError> {
         let run = RunRequest::Rerun {
             reason: format!(
                 "{} (requested by {}, approved by {approver})",
@@ -309,7 +309,7 @@ impl RerunApprovals {
             RerunApproval::Approved {
                 request,
                 settlement,
-            } => Ok(ClaimedRerun {
+            } => Ok(ClaimedRun {
                 settlement: *settlement,
                 run,
                 request: Some(request),
