@@ -24,6 +24,8 @@ TAURI_DRIVER_VERSION=2.1.0
 # The MongoDB-compatible server the MongoDB tests run against (pinned: only pre-releases exist),
 # installed with pip into the ignored folder .tools/ unless MONGODB_URI names a real server.
 SECANTUSDB_VERSION=0.7.0b3
+# The API document test drives the running daemon with schemathesis (pinned), installed the same way.
+SCHEMATHESIS_VERSION=4.32.5
 TOOLS_DIR=.tools
 VENV="$TOOLS_DIR/venv"
 SECANTUSD_LOG="$TOOLS_DIR/secantusd.log"
@@ -51,9 +53,8 @@ secantusdb_installed() {
         'from importlib.metadata import version; print(version("secantusdb"))' 2>/dev/null)" = "$SECANTUSDB_VERSION" ]
 }
 
-install_secantusdb() {
-    secantusdb_installed && return 0
-    step "installing SecantusDB $SECANTUSDB_VERSION (MongoDB-compatible test server) into $VENV"
+# The tools' virtual environment under .tools/, made (with Debian's venv module if need be) unless it works.
+ensure_venv() {
     if ! command -v python3 >/dev/null; then
         command -v apt-get >/dev/null || { echo "python3 is missing: install it and run this again" >&2; return 1; }
         install_apt_packages python3 python3-venv
@@ -70,8 +71,29 @@ install_secantusdb() {
             python3 -m venv "$VENV"
         fi
     fi
+}
+
+install_secantusdb() {
+    secantusdb_installed && return 0
+    step "installing SecantusDB $SECANTUSDB_VERSION (MongoDB-compatible test server) into $VENV"
+    ensure_venv
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "secantusdb==$SECANTUSDB_VERSION"
     secantusdb_installed || { echo "SecantusDB $SECANTUSDB_VERSION is not usable in $VENV" >&2; return 1; }
+}
+
+schemathesis_installed() {
+    [ -x "$VENV/bin/schemathesis" ] && [ "$("$VENV/bin/python" -c \
+        'from importlib.metadata import version; print(version("schemathesis"))' 2>/dev/null)" = "$SCHEMATHESIS_VERSION" ]
+}
+
+install_schemathesis() {
+    if ! schemathesis_installed; then
+        step "installing schemathesis $SCHEMATHESIS_VERSION (the API document test) into $VENV"
+        ensure_venv
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+        schemathesis_installed || { echo "schemathesis $SCHEMATHESIS_VERSION is not usable in $VENV" >&2; return 1; }
+    fi
+    export SETTLE_TEST_SCHEMATHESIS="$PWD/$VENV/bin/schemathesis"
 }
 
 # Starts SecantusDB in memory on a free port and waits until it accepts connections; sets
@@ -152,6 +174,7 @@ if [ -n "${MONGODB_URI:-}" ]; then
 else
     install_secantusdb
 fi
+install_schemathesis
 for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
         step "adding the $component component"

@@ -20,7 +20,7 @@ use crate::time::Clock;
 
 /// The status a report gives, in Settle's words (`sent`, `confirmed`, `failed`) or in the
 /// provider's own (`accepted`, `paid`, `failed`), which mean the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportedStatus {
     #[serde(alias = "accepted")]
@@ -41,7 +41,7 @@ impl ReportedStatus {
 }
 
 /// One report, as the provider sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayoutReport {
     pub reference: String,

@@ -233,8 +233,8 @@ async fn every_documented_route_admits_exactly_the_roles_it_documents() {
                 rank(role);
                 assert_eq!(
                     route.operation["security"],
-                    json!([{ "bearer": [] }]),
-                    "{name}"
+                    json!([{ "bearer": [role] }]),
+                    "{name}: the requirement names the least role"
                 );
             }
             None => assert!(route.operation.get("security").is_none(), "{name}"),

@@ -466,7 +466,7 @@ async fn a_callback_with_a_bad_signature_or_an_old_timestamp_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_callback_secret_callbacks_are_refused_as_unavailable() {
+async fn without_a_callback_secret_callbacks_are_not_found() {
     let Paid {
         daemon,
         operator,
@@ -480,7 +480,7 @@ async fn without_a_callback_secret_callbacks_are_refused_as_unavailable() {
     for secret in [CALLBACK_SECRET, ""] {
         let problem = callback(&daemon, &operator, &body, secret, now_s())
             .await
-            .expect_problem(503, "unavailable");
+            .expect_problem(404, "not-found");
         assert!(
             problem["detail"]
                 .as_str()

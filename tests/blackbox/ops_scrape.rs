@@ -187,6 +187,10 @@ fn recording_rules() -> Vec<String> {
     names
 }
 
+/// Makes the fifth payment recording fail as a store would (three payments and a refund come first),
+/// for a real 5xx in the traffic.
+const TRAFFIC_FAILPOINTS: &str = "payments.before_record=error@5";
+
 fn fresh_key() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -232,15 +236,20 @@ async fn make_traffic(daemon: &Daemon, setup: &Setup, provider: &ProviderServer)
         .send()
         .await
         .expect(404);
-    // Callbacks are off without their secret: a 5xx (503 unavailable).
+    // The fifth recording hits the armed failpoint (see `TRAFFIC_FAILPOINTS`): a 5xx (503).
     daemon
-        .post("/api/v2/finance/payouts/callback")
+        .post("/api/v2/payments")
         .bearer(&operator)
         .key(&fresh_key())
-        .json(&json!({"reference": "x", "status": "sent"}))
+        .json(&payment_body(
+            "m-1",
+            "1.00",
+            "p-unrecorded",
+            "2024-03-10T10:30:00+03:00",
+        ))
         .send()
         .await
-        .expect(503);
+        .expect_problem(503, "store-unavailable");
 
     // 2024-03-10: m-1's payout is rejected (failed), m-2 is paid; then a rerun.
     provider.script([Behaviour::Reject422]);
@@ -306,7 +315,7 @@ async fn every_dashboard_panel_and_recording_rule_has_data_from_a_real_daemon() 
          [payouts]\nprovider_url = \"{}\"\n[retry.payment]\n{fast}[retry.external_api]\n{fast}",
         provider.base_url()
     ));
-    let daemon = setup.start();
+    let daemon = setup.start_with_env(&[("SETTLE_FAILPOINTS", TRAFFIC_FAILPOINTS)]);
     let address = daemon
         .base_url
         .trim_start_matches("http://")

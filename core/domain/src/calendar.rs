@@ -119,7 +119,7 @@ impl<'de> Deserialize<'de> for Cutoff {
 }
 
 /// A half-open UTC interval `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Window {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,

@@ -21,8 +21,9 @@ pub struct DailyPoint {
 }
 
 /// One currency over the range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CurrencySummary {
+    #[schema(value_type = String, example = "USD")]
     pub currency: Currency,
     /// Settled days with activity in this currency.
     pub days: u64,
@@ -36,9 +37,10 @@ pub struct CurrencySummary {
 }
 
 /// A merchant's volume in one currency over the range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MerchantVolume {
     pub merchant_id: String,
+    #[schema(value_type = String, example = "USD")]
     pub currency: Currency,
     pub gross_minor: i64,
     pub gross: String,
@@ -46,7 +48,7 @@ pub struct MerchantVolume {
     pub transaction_count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     pub from: NaiveDate,
     pub to: NaiveDate,

@@ -7,6 +7,7 @@ mod middleware;
 pub mod openapi;
 pub mod problem;
 mod routes;
+pub mod schema;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Router;
 use settle_core::idempotency::Idempotency;
 use settle_core::scheduler::Scheduler;
 use settle_core::secret;
@@ -39,11 +40,6 @@ const REAP_EVERY: Duration = Duration::from_secs(600);
 /// Where the provider's callback secret comes from.
 pub const CALLBACK_SECRET_VARIABLE: &str = "SETTLE_PROVIDER_CALLBACK_SECRET";
 pub const CALLBACK_SECRET_CREDENTIAL: &str = "provider-callback-secret";
-
-async fn openapi_json(caller: extract::Caller) -> Result<Response, Problem> {
-    caller.require(settle_core::model::Role::Viewer)?;
-    Ok(Json(openapi::document()).into_response())
-}
 
 async fn not_found() -> Problem {
     Problem::not_found("no such route (see /api/v2/openapi.json)")
@@ -66,7 +62,7 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Every route of the daemon, with its layers.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/openapi.json", get(openapi_json))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/finance/settlement/trigger", post(settlements::trigger))
         .route(
             "/finance/settlement/trigger/{date}",

@@ -1,257 +1,140 @@
-//! The OpenAPI 3.1 document of the API (`GET /api/v2/openapi.json`), generated from one table of
-//! routes so that the document and the router cannot drift apart (a test calls every entry).
+//! The OpenAPI 3.1 document of the API (`GET /api/v2/openapi.json`), generated with utoipa from the
+//! handlers' annotations and the types they read and answer (`schema`), so that it cannot drift.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
-/// One documented route.
-pub struct RouteDoc {
-    pub method: &'static str,
-    /// Relative to `/api/v2` for API routes; absolute for health and metrics.
-    pub path: &'static str,
-    pub summary: &'static str,
-    /// `None`: no token; else the least role that may call it.
-    pub role: Option<&'static str>,
-    /// POST routes require an `Idempotency-Key`.
-    pub idempotent: bool,
-}
+use super::routes::{admin, callbacks, health, payments, settlements, stats};
+use super::schema::{ProblemDetails, ReadProblems};
+use settle_core::model::{
+    AuditEvent, CurrencyTotals, Lease, Notification, NotificationStatus, PaymentMethod, Payout,
+    PayoutStatus, RerunRequest, RerunRequestStatus, Role, RunTrigger, Settlement,
+    SettlementFigures, SettlementLine, SettlementStatus, TransactionKind, TransactionStatus,
+};
 
-const fn route(
-    method: &'static str,
-    path: &'static str,
-    summary: &'static str,
-    role: Option<&'static str>,
-) -> RouteDoc {
-    RouteDoc {
-        method,
-        path,
-        summary,
-        role,
-        idempotent: matches!(method.as_bytes(), b"post"),
+/// The name of the bearer security scheme; each operation's requirement lists its least role.
+pub const BEARER: &str = "bearer";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Settle",
+        description = "Settle a marketplace's business days exactly once: payments in, settlements, payouts, statistics. Errors are RFC 9457 problems (application/problem+json) with a stable `type`."
+    ),
+    paths(
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        openapi_json,
+        settlements::trigger,
+        settlements::trigger_date,
+        settlements::retry,
+        settlements::rerun,
+        settlements::rerun_requests,
+        settlements::approve,
+        settlements::reject,
+        settlements::history,
+        stats::summary,
+        stats::chart_png,
+        stats::chart_svg,
+        settlements::detail,
+        settlements::lines,
+        settlements::revisions,
+        settlements::payouts,
+        settlements::export,
+        callbacks::payout_status,
+        admin::audit,
+        payments::create_payment,
+        payments::get_payment,
+        payments::create_refund,
+        payments::create_chargeback,
+        payments::create_adjustment,
+        admin::list_tokens,
+        admin::create_token,
+        admin::revoke_token,
+        admin::whoami,
+    ),
+    components(schemas(
+        ProblemDetails,
+        Role,
+        SettlementStatus,
+        RunTrigger,
+        RerunRequestStatus,
+        TransactionKind,
+        TransactionStatus,
+        PaymentMethod,
+        PayoutStatus,
+        NotificationStatus,
+        Settlement,
+        SettlementFigures,
+        SettlementLine,
+        CurrencyTotals,
+        Lease,
+        Payout,
+        Notification,
+        RerunRequest,
+        AuditEvent,
+    )),
+    modifiers(&BearerScheme)
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token (`settle token create`); the requirement of each operation \
+                         names the least role that may call it (viewer < operator < admin)",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
-pub const ROUTES: &[RouteDoc] = &[
-    route("get", "/healthz", "Liveness", None),
-    route(
-        "get",
-        "/readyz",
-        "Readiness: the store answers and the scheduler is alive",
-        None,
+/// `GET /api/v2/openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/api/v2/openapi.json",
+    summary = "This document",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", body = Object),
+        ReadProblems,
     ),
-    route("get", "/metrics", "Prometheus metrics", None),
-    route(
-        "get",
-        "/api/v2/openapi.json",
-        "This document",
-        Some("viewer"),
-    ),
-    route(
-        "post",
-        "/api/v2/finance/settlement/trigger",
-        "Settle the latest closed business date",
-        Some("operator"),
-    ),
-    route(
-        "post",
-        "/api/v2/finance/settlement/trigger/{date}",
-        "Settle a business date",
-        Some("operator"),
-    ),
-    route(
-        "post",
-        "/api/v2/finance/settlement/retry/{date}",
-        "Resume a failed settlement",
-        Some("operator"),
-    ),
-    route(
-        "post",
-        "/api/v2/finance/settlement/rerun/{date}",
-        "Settle a date again as a new revision (reason required; may need approval)",
-        Some("operator"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/settlement/rerun-requests",
-        "Rerun requests awaiting or given a second operator's decision",
-        Some("viewer"),
-    ),
-    route(
-        "post",
-        "/api/v2/finance/settlement/rerun-requests/{id}/approve",
-        "Approve another operator's rerun request and claim its run in one step (409 when the claim is refused, the request then stays pending; 409 revision-moved when the request is stale)",
-        Some("operator"),
-    ),
-    route(
-        "post",
-        "/api/v2/finance/settlement/rerun-requests/{id}/reject",
-        "Reject a pending rerun request (another operator's, or withdraw one's own)",
-        Some("operator"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/settlement/history",
-        "Settlements, newest first (paged; status, from, to)",
-        Some("viewer"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/settlement/stats/summary",
-        "Counts, volumes, fees, net, success rate and top merchants over a range",
-        Some("viewer"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/settlement/stats/chart.png",
-        "Daily gross, fees and net per currency (PNG)",
-        Some("viewer"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/settlement/stats/chart.svg",
-        "Daily gross, fees and net per currency (SVG)",
-        Some("viewer"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/settlement/{date}",
-        "A settlement (latest revision, or ?revision=n) with late transactions and notifications",
-        Some("viewer"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/settlement/{date}/lines",
-        "Merchant lines (paged, sortable, searchable)",
-        Some("viewer"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/settlement/{date}/revisions",
-        "Every revision of a date",
-        Some("viewer"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/settlement/{date}/payouts",
-        "Payouts of a date",
-        Some("viewer"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/settlement/{date}/export.csv",
-        "Merchant lines as RFC 4180 CSV",
-        Some("viewer"),
-    ),
-    route(
-        "post",
-        "/api/v2/finance/payouts/callback",
-        "The payout provider's signed status callback",
-        Some("operator"),
-    ),
-    route(
-        "get",
-        "/api/v2/finance/audit",
-        "The audit trail, newest first (paged; subject, action and actor match exactly; from inclusive and to exclusive, RFC 3339 instants; from after to is a 422)",
-        Some("viewer"),
-    ),
-    route(
-        "post",
-        "/api/v2/payments",
-        "Record a payment",
-        Some("operator"),
-    ),
-    route(
-        "get",
-        "/api/v2/payments/{id}",
-        "A recorded transaction",
-        Some("viewer"),
-    ),
-    route(
-        "post",
-        "/api/v2/payments/{id}/refunds",
-        "Refund (part of) a payment (409 returns-in-flight, with Retry-After, while another return of it is in doubt; not kept)",
-        Some("operator"),
-    ),
-    route(
-        "post",
-        "/api/v2/payments/{id}/chargebacks",
-        "Record a chargeback of (part of) a payment (409 returns-in-flight, with Retry-After, while another return of it is in doubt; not kept)",
-        Some("operator"),
-    ),
-    route(
-        "post",
-        "/api/v2/adjustments",
-        "Credit or debit a merchant (reason required)",
-        Some("operator"),
-    ),
-    route(
-        "get",
-        "/api/v2/tokens",
-        "API tokens (never their secrets)",
-        Some("admin"),
-    ),
-    route(
-        "post",
-        "/api/v2/tokens",
-        "Create a token (its secret is shown once)",
-        Some("admin"),
-    ),
-    route(
-        "delete",
-        "/api/v2/tokens/{name}",
-        "Revoke a token",
-        Some("admin"),
-    ),
-    route(
-        "get",
-        "/api/v2/whoami",
-        "The calling token's name and role (never the token or its hash)",
-        Some("viewer"),
-    ),
-];
-
-fn parameters(path: &str) -> Vec<Value> {
-    path.split('/')
-        .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
-        .collect()
+    security(("bearer" = ["viewer"])),
+)]
+pub(super) async fn openapi_json(
+    caller: super::extract::Caller,
+) -> Result<axum::response::Response, super::problem::Problem> {
+    use axum::response::IntoResponse;
+    caller.require(Role::Viewer)?;
+    Ok(axum::Json(document()).into_response())
 }
 
-/// The whole document.
+/// The whole document, with `x-settle-role` (the least role) beside each secured operation.
 pub fn document() -> Value {
-    let mut paths = Map::new();
-    for route in ROUTES {
-        let mut operation = json!({
-            "summary": route.summary,
-            "parameters": parameters(route.path),
-            "responses": {
-                "default": {
-                    "description": "An answer; errors are RFC 9457 problems (application/problem+json) with a stable `type`"
+    let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    document["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+    if let Some(paths) = document["paths"].as_object_mut() {
+        for operations in paths.values_mut() {
+            let Some(operations) = operations.as_object_mut() else {
+                continue;
+            };
+            for operation in operations.values_mut() {
+                let role = operation["security"][0][BEARER][0].clone();
+                if role.is_string() {
+                    operation["x-settle-role"] = role;
                 }
-            },
-        });
-        if let Some(role) = route.role {
-            operation["security"] = json!([{ "bearer": [] }]);
-            operation["x-settle-role"] = json!(role);
+            }
         }
-        if route.idempotent {
-            operation["parameters"]
-                .as_array_mut()
-                .expect("parameters")
-                .push(json!({ "name": "Idempotency-Key", "in": "header", "required": true, "schema": { "type": "string", "maxLength": 255 } }));
-        }
-        let entry = paths
-            .entry(route.path.to_string())
-            .or_insert_with(|| json!({}));
-        entry[route.method] = operation;
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Settle",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Settle a marketplace's business days exactly once: payments in, settlements, payouts, statistics.",
-        },
-        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
-        "paths": Value::Object(paths),
-    })
+    document
 }

@@ -70,9 +70,10 @@ named_enum!(
 );
 
 /// A rerun waiting for (or given) a second person's decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RerunRequest {
     pub id: Uuid,
+    #[schema(value_type = String, format = Date)]
     pub settlement_date: SettlementDate,
     pub reason: String,
     pub apply_current_fees: bool,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub id: Uuid,
     pub occurred_at: DateTime<Utc>,
@@ -18,6 +18,7 @@ pub struct AuditEvent {
     /// `succeeded`, `failed` or `refused`.
     pub outcome: String,
     /// Anything else worth keeping (never a secret).
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 

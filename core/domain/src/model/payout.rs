@@ -39,15 +39,17 @@ impl PayoutStatus {
 }
 
 /// One payout to one merchant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Payout {
     /// `{settlement_date}.{currency}.r{revision}.{merchant_id}`: unique, deterministic, and the
     /// provider's idempotency key.
     pub reference: String,
+    #[schema(value_type = String, format = Date)]
     pub settlement_date: SettlementDate,
     /// The revision whose settlement created it (an adjustment payout when > the first).
     pub revision: u32,
     pub merchant_id: String,
+    #[schema(value_type = String, example = "USD")]
     pub currency: Currency,
     /// Always positive.
     pub amount_minor: i64,
@@ -166,8 +168,9 @@ named_enum!(
 );
 
 /// One webhook notification about a settlement revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
+    #[schema(value_type = String, format = Date)]
     pub settlement_date: SettlementDate,
     pub revision: u32,
     /// `settlement.completed` or `settlement.failed`.
@@ -207,11 +210,18 @@ mod tests {
             panic!("a negative amount due is carried forward");
         };
         assert_eq!(
-            (carried.amount_minor, carried.origin_date, carried.origin_revision),
+            (
+                carried.amount_minor,
+                carried.origin_date,
+                carried.origin_revision
+            ),
             (-400, date, 3)
         );
         assert_eq!(carried.applied_date, None);
-        assert_eq!(LineDecision::of(date, 2, &line, 0, true), LineDecision::Nothing);
+        assert_eq!(
+            LineDecision::of(date, 2, &line, 0, true),
+            LineDecision::Nothing
+        );
     }
 
     #[test]

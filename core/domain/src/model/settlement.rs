@@ -30,7 +30,7 @@ named_enum!(
 
 /// The lease of a running revision. `version` is the fencing token: it grows with every claim, and
 /// every write made under the lease must present it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lease {
     pub owner: String,
     pub expires_at: DateTime<Utc>,
@@ -47,7 +47,7 @@ pub struct Fence {
 
 /// Counts and amounts shared by a merchant's line and a currency's day totals.
 /// `net_minor = gross_minor - refunds_minor - chargebacks_minor + adjustments_minor - fees_minor`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SettlementFigures {
     /// Every transaction included, whatever its status.
     pub transaction_count: u64,
@@ -112,17 +112,19 @@ impl SettlementFigures {
 }
 
 /// What one merchant is owed (or owes) in one currency for one settlement revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SettlementLine {
     pub merchant_id: String,
+    #[schema(value_type = String, example = "USD")]
     pub currency: Currency,
     #[serde(flatten)]
     pub figures: SettlementFigures,
 }
 
 /// A currency's day totals: the exact sum of that currency's lines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CurrencyTotals {
+    #[schema(value_type = String, example = "USD")]
     pub currency: Currency,
     pub merchant_count: u64,
     #[serde(flatten)]
@@ -130,8 +132,9 @@ pub struct CurrencyTotals {
 }
 
 /// One revision of one settlement date.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Settlement {
+    #[schema(value_type = String, format = Date)]
     pub settlement_date: SettlementDate,
     pub revision: u32,
     pub status: SettlementStatus,
@@ -141,7 +144,9 @@ pub struct Settlement {
     /// Required for revisions after the first.
     pub reason: Option<String>,
     /// The calendar and fees this revision was computed with.
+    #[schema(value_type = Object)]
     pub calendar: BusinessCalendar,
+    #[schema(value_type = Object)]
     pub fee_schedule: FeeSchedule,
     pub window: Window,
     /// Present while running; kept after, to show who ran it.

@@ -18,6 +18,7 @@ use settle_core::time::{format_utc, parse_rfc3339};
 use super::{answer, Page};
 use crate::serve::extract::{Caller, JsonBody, Key};
 use crate::serve::problem::{stored_response, types, Problem};
+use crate::serve::schema;
 use crate::serve::state::AppState;
 
 /// A token as the API shows it: never its hash.
@@ -32,6 +33,16 @@ fn token_json(token: &ApiToken) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/tokens",
+    summary = "API tokens (never their secrets)",
+    responses(
+        (status = 200, description = "The tokens", body = schema::TokenList),
+        schema::ReadProblems,
+    ),
+    security(("bearer" = ["admin"])),
+)]
 pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,6 +100,18 @@ fn token_body(body: &serde_json::Value) -> Result<TokenBody, StoredResponse> {
     Ok(TokenBody { name, role })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/tokens",
+    summary = "Create a token (its secret is shown once)",
+    params(schema::IdempotencyKeyHeader),
+    request_body = schema::TokenRequest,
+    responses(
+        (status = 201, description = "Created; the secret is shown this once and never replayed", body = schema::TokenCreated),
+        schema::TokenProblems,
+    ),
+    security(("bearer" = ["admin"])),
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -153,6 +176,17 @@ pub async fn create_token(
     Ok(answer(&answered))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v2/tokens/{name}",
+    summary = "Revoke a token",
+    params(schema::TokenNamePath),
+    responses(
+        (status = 200, description = "Revoked", body = schema::TokenView),
+        schema::RevokeProblems,
+    ),
+    security(("bearer" = ["admin"])),
+)]
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -179,6 +213,16 @@ pub async fn revoke_token(
 
 /// `GET /whoami`: the calling token's name and role, for any role. Never the token or its hash:
 /// a console uses it to show who it is signed in as and to hide what the role cannot do.
+#[utoipa::path(
+    get,
+    path = "/api/v2/whoami",
+    summary = "The calling token's name and role (never the token or its hash)",
+    responses(
+        (status = 200, description = "The caller", body = schema::WhoAmI),
+        schema::ReadProblems,
+    ),
+    security(("bearer" = ["viewer"])),
+)]
 pub async fn whoami(caller: Caller) -> Result<Response, Problem> {
     caller.require(Role::Viewer)?;
     Ok(Json(json!({
@@ -190,14 +234,26 @@ pub async fn whoami(caller: Caller) -> Result<Response, Problem> {
 
 /// `GET /finance/audit` parameters, as the caller wrote them: the filters are checked by
 /// [`audit_filter`], the page by [`Page::bounds`], so that each refusal names its parameter.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Exactly this subject, e.g. `token=ci-bot`.
     subject: Option<String>,
+    /// Exactly this action, e.g. `http.request`.
     action: Option<String>,
+    /// Exactly this actor, e.g. `token:ci-bot`.
     actor: Option<String>,
+    /// From this instant (inclusive), RFC 3339.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
+    /// Up to this instant (exclusive), RFC 3339; not before from (else 422).
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
+    /// The page, from 1.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
     page: Option<String>,
+    /// Items per page (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     per_page: Option<String>,
 }
 
@@ -247,6 +303,17 @@ fn audit_filter(query: &AuditQuery) -> Result<AuditFilter, StoredResponse> {
 }
 
 /// `GET /finance/audit`: the audit trail, newest first, filtered and paged in the store.
+#[utoipa::path(
+    get,
+    path = "/api/v2/finance/audit",
+    summary = "The audit trail, newest first (paged; subject, action and actor match exactly; from inclusive and to exclusive, RFC 3339 instants; from after to is a 422)",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One page of events", body = schema::AuditPage),
+        schema::AuditProblems,
+    ),
+    security(("bearer" = ["viewer"])),
+)]
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,

@@ -13,11 +13,28 @@ use settle_core::payout_report::{apply_report, PayoutReport, ReportError};
 
 use crate::serve::extract::{Caller, Key};
 use crate::serve::problem::{types, Problem};
+use crate::serve::schema;
 use crate::serve::state::AppState;
 
 /// How old (or far in the future) a signed callback may be.
 const CALLBACK_TOLERANCE_S: i64 = 300;
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/finance/payouts/callback",
+    summary = "The payout provider's signed status callback (404 while callbacks are off: no secret is configured)",
+    params(
+        schema::IdempotencyKeyHeader,
+        ("Settle-Timestamp" = Option<String>, Header, description = "Unix seconds the signature covers"),
+        ("Settle-Signature" = Option<String>, Header, description = "HMAC-SHA256 over the timestamp and the body"),
+    ),
+    request_body = settle_core::payout_report::PayoutReport,
+    responses(
+        (status = 200, description = "The payout as it is now", body = schema::CallbackApplied),
+        schema::CallbackProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn payout_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -28,8 +45,8 @@ pub async fn payout_status(
     caller.require(Role::Operator)?;
     let Some(secret) = &state.callback_secret else {
         return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            types::UNAVAILABLE,
+            StatusCode::NOT_FOUND,
+            types::NOT_FOUND,
             "Callbacks off",
             "payout callbacks need SETTLE_PROVIDER_CALLBACK_SECRET (or the credential provider-callback-secret)",
         ));

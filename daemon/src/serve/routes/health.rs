@@ -18,10 +18,25 @@ use crate::serve::state::AppState;
 /// How long readiness waits for the store.
 const STORE_CHECK_MS: u64 = 2_000;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    summary = "Liveness",
+    responses((status = 200, description = "The daemon is alive", body = crate::serve::schema::Liveness), crate::serve::schema::PublicProblems),
+)]
 pub async fn healthz() -> Response {
     Json(json!({ "status": "alive" })).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    summary = "Readiness: the store answers and the scheduler is alive",
+    responses(
+        (status = 200, description = "Ready", body = crate::serve::schema::Readiness),
+        (status = 503, description = "Not ready: the store does not answer or the scheduler stopped", body = crate::serve::schema::Readiness),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let probe = HistoryFilter {
         limit: 1,
@@ -56,6 +71,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Every instrument of `ops/METRICS.md` in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "The Prometheus text format", body = String, content_type = "text/plain"),
+        crate::serve::schema::MetricsProblems,
+    ),
+)]
 pub async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,

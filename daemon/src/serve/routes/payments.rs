@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::answer;
 use crate::serve::extract::{Caller, JsonBody, Key};
 use crate::serve::problem::Problem;
+use crate::serve::schema;
 use crate::serve::state::AppState;
 
 fn payment_id(text: &str) -> Result<Uuid, Problem> {
@@ -33,6 +34,19 @@ async fn record(
     Ok(answer(&answered))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/payments",
+    summary = "Record a payment",
+    params(schema::IdempotencyKeyHeader),
+    request_body = schema::PaymentRequest,
+    responses(
+        (status = 201, description = "Recorded (or this key's earlier answer, replayed)", body = schema::TransactionView),
+        (status = 200, description = "Already recorded under another key with the same content", body = schema::TransactionView),
+        schema::PaymentProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn create_payment(
     State(state): State<AppState>,
     caller: Caller,
@@ -42,6 +56,19 @@ pub async fn create_payment(
     record(&state, &caller, &key, Operation::Payment, &body).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/payments/{id}/refunds",
+    summary = "Refund (part of) a payment (409 returns-in-flight, with Retry-After, while another return of it is in doubt; not kept)",
+    params(schema::PaymentIdPath, schema::IdempotencyKeyHeader),
+    request_body = schema::ReturnRequest,
+    responses(
+        (status = 201, description = "Recorded", body = schema::TransactionView),
+        (status = 200, description = "Already recorded with the same content", body = schema::TransactionView),
+        schema::ReturnProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn create_refund(
     State(state): State<AppState>,
     caller: Caller,
@@ -59,6 +86,19 @@ pub async fn create_refund(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/payments/{id}/chargebacks",
+    summary = "Record a chargeback of (part of) a payment (409 returns-in-flight, with Retry-After, while another return of it is in doubt; not kept)",
+    params(schema::PaymentIdPath, schema::IdempotencyKeyHeader),
+    request_body = schema::ReturnRequest,
+    responses(
+        (status = 201, description = "Recorded", body = schema::TransactionView),
+        (status = 200, description = "Already recorded with the same content", body = schema::TransactionView),
+        schema::ReturnProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn create_chargeback(
     State(state): State<AppState>,
     caller: Caller,
@@ -76,6 +116,19 @@ pub async fn create_chargeback(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/adjustments",
+    summary = "Credit or debit a merchant (reason required)",
+    params(schema::IdempotencyKeyHeader),
+    request_body = schema::AdjustmentRequest,
+    responses(
+        (status = 201, description = "Recorded", body = schema::TransactionView),
+        (status = 200, description = "Already recorded with the same content", body = schema::TransactionView),
+        schema::PaymentProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn create_adjustment(
     State(state): State<AppState>,
     caller: Caller,
@@ -85,6 +138,17 @@ pub async fn create_adjustment(
     record(&state, &caller, &key, Operation::Adjustment, &body).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/payments/{id}",
+    summary = "A recorded transaction",
+    params(schema::PaymentIdPath),
+    responses(
+        (status = 200, description = "The transaction", body = schema::TransactionView),
+        schema::LookupProblems,
+    ),
+    security(("bearer" = ["viewer"])),
+)]
 pub async fn get_payment(
     State(state): State<AppState>,
     caller: Caller,

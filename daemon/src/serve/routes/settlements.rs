@@ -16,7 +16,7 @@ use settle_core::model::{
     RerunRequestStatus, Role, RunTrigger, Settlement, SettlementLine, SettlementStatus,
 };
 use settle_core::settlement::{
-    ClaimedRerun, RerunApprovalError, RerunApprovals, RerunAsk, RunRequest,
+    ClaimedRun, RerunApprovalError, RerunApprovals, RerunAsk, RunRequest,
 };
 use settle_core::store::HistoryFilter;
 use uuid::Uuid;
@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::{answer, paged, Page};
 use crate::serve::extract::{date, Caller, JsonBody, Key};
 use crate::serve::problem::{types, Problem};
+use crate::serve::schema;
 use crate::serve::state::AppState;
 
 /// A query string's parameters, or a 400 problem saying what is wrong with them (axum's own
@@ -106,6 +107,17 @@ where
     Ok(answer(&answered))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/finance/settlement/trigger",
+    summary = "Settle the latest closed business date",
+    params(schema::IdempotencyKeyHeader),
+    responses(
+        (status = 202, description = "Claimed: it settles in the background (follow status_url)", body = schema::RunStarted),
+        schema::RunProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn trigger(
     State(state): State<AppState>,
     caller: Caller,
@@ -124,6 +136,17 @@ pub async fn trigger(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/finance/settlement/trigger/{date}",
+    summary = "Settle a business date",
+    params(schema::DatePath, schema::IdempotencyKeyHeader),
+    responses(
+        (status = 202, description = "Claimed: it settles in the background (follow status_url)", body = schema::RunStarted),
+        schema::RunProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn trigger_date(
     State(state): State<AppState>,
     caller: Caller,
@@ -139,6 +162,17 @@ pub async fn trigger_date(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/finance/settlement/retry/{date}",
+    summary = "Resume a failed settlement",
+    params(schema::DatePath, schema::IdempotencyKeyHeader),
+    responses(
+        (status = 202, description = "Claimed: it settles in the background (follow status_url)", body = schema::RunStarted),
+        schema::RunProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
@@ -154,10 +188,13 @@ pub async fn retry(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RerunBody {
+pub(crate) struct RerunBody {
+    /// Why the date is settled again (required).
+    #[schema(pattern = r"\S", example = "fee schedule corrected")]
     reason: String,
+    /// Compute with the fee schedule in force now instead of the revision's own.
     #[serde(default)]
     apply_current_fees: bool,
 }
@@ -232,7 +269,7 @@ fn refused(problem: Problem) -> HandlerOutcome {
 
 /// Settles a claimed rerun in the background: 202 with the running revision (and the approved
 /// request, if any).
-fn start_claimed_rerun(state: &AppState, claimed: ClaimedRerun, actor: String) -> HandlerOutcome {
+fn start_claimed_rerun(state: &AppState, claimed: ClaimedRun, actor: String) -> HandlerOutcome {
     let date = claimed.settlement.settlement_date;
     let mut body = json!({ "settlement": claimed.settlement, "status_url": location(date) });
     if let Some(request) = &claimed.request {
@@ -254,6 +291,18 @@ fn start_claimed_rerun(state: &AppState, claimed: ClaimedRerun, actor: String) -
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/finance/settlement/rerun/{date}",
+    summary = "Settle a date again as a new revision (reason required; may need approval)",
+    params(schema::DatePath, schema::IdempotencyKeyHeader),
+    request_body = RerunBody,
+    responses(
+        (status = 202, description = "Claimed (settling in the background), or, with four eyes, requested for another operator to approve", body = schema::RerunAccepted),
+        schema::RerunProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn rerun(
     State(state): State<AppState>,
     caller: Caller,
@@ -291,11 +340,25 @@ pub async fn rerun(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RequestsQuery {
+    /// Only requests in this state.
+    #[param(value_type = Option<RerunRequestStatus>, inline)]
     status: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/finance/settlement/rerun-requests",
+    summary = "Rerun requests awaiting or given a second operator's decision",
+    params(RequestsQuery),
+    responses(
+        (status = 200, description = "The requests", body = schema::RerunRequestList),
+        schema::QueryProblems,
+    ),
+    security(("bearer" = ["viewer"])),
+)]
 pub async fn rerun_requests(
     State(state): State<AppState>,
     caller: Caller,
@@ -320,6 +383,17 @@ fn request_id(id: &str) -> Result<Uuid, Problem> {
 
 /// Approves another operator's pending request and claims its run in the same step (202 with the
 /// running revision); a stale request or a refused claim is a 409 and the request stays pending.
+#[utoipa::path(
+    post,
+    path = "/api/v2/finance/settlement/rerun-requests/{id}/approve",
+    summary = "Approve another operator's rerun request and claim its run in one step (409 when the claim is refused, the request then stays pending; 409 revision-moved when the request is stale)",
+    params(schema::RequestIdPath, schema::IdempotencyKeyHeader),
+    responses(
+        (status = 202, description = "Claimed: it settles in the background (follow status_url)", body = schema::RunStarted),
+        schema::DecisionProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
@@ -341,6 +415,17 @@ pub async fn approve(
 }
 
 /// Rejects a pending request (another operator, or its requester withdrawing it); nothing runs.
+#[utoipa::path(
+    post,
+    path = "/api/v2/finance/settlement/rerun-requests/{id}/reject",
+    summary = "Reject a pending rerun request (another operator's, or withdraw one's own)",
+    params(schema::RequestIdPath, schema::IdempotencyKeyHeader),
+    responses(
+        (status = 200, description = "Rejected", body = schema::RerunDecided),
+        schema::DecisionProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
 pub async fn reject(
     State(state): State<AppState>,
     caller: Caller,
@@ -364,19 +449,42 @@ pub async fn reject(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// Only settlements in this state.
+    #[param(value_type = Option<SettlementStatus>, inline)]
     status: Option<String>,
+    /// The first date, inclusive.
+    #[param(value_type = Option<String>, format = Date)]
     from: Option<String>,
+    /// The last date, inclusive.
+    #[param(value_type = Option<String>, format = Date)]
     to: Option<String>,
+    /// Every revision, not only each date's latest.
     #[serde(default)]
     all_revisions: bool,
     // Not `#[serde(flatten)] Page`: kept as text and checked by `Page::bounds`, which names the
     // parameter a bad value is in.
+    /// The page, from 1.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
     page: Option<String>,
+    /// Items per page (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     per_page: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/finance/settlement/history",
+    summary = "Settlements, newest first (paged; status, from, to)",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "One page", body = schema::HistoryPage),
+        schema::QueryProblems,
+    ),
+    security(("bearer" = ["viewer"])),
+)]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
@@ -411,8 +519,11 @@ pub async fn history(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RevisionQuery {
+    /// A revision (from 1); the latest unless given.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     revision: Option<u32>,
 }
 
@@ -429,6 +540,17 @@ async fn revision_of(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/finance/settlement/{date}",
+    summary = "A settlement (latest revision, or ?revision=n) with late transactions and notifications",
+    params(schema::DatePath, RevisionQuery),
+    responses(
+        (status = 200, description = "The revision", body = schema::SettlementDetail),
+        schema::LookupProblems,
+    ),
+    security(("bearer" = ["viewer"])),
+)]
 pub async fn detail(
     State(state): State<AppState>,
     caller: Caller,
@@ -454,17 +576,26 @@ pub async fn detail(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LinesQuery {
+    /// A revision (from 1); the latest unless given.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     revision: Option<u32>,
     /// merchant_id (default), net_minor, gross_minor, fees_minor, transaction_count.
+    #[param(value_type = Option<schema::LineSort>, inline)]
     sort: Option<String>,
     /// asc (default) or desc.
+    #[param(value_type = Option<schema::SortOrder>, inline)]
     order: Option<String>,
     /// Only merchants whose id contains this.
     q: Option<String>,
     // Not flattened: see `HistoryQuery`.
+    /// The page, from 1.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
     page: Option<String>,
+    /// Items per page (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     per_page: Option<String>,
 }
 
@@ -487,6 +618,17 @@ fn sort_lines(lines: &mut [SettlementLine], sort: &str, descending: bool) -> Res
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/finance/settlement/{date}/lines",
+    summary = "Merchant lines (paged, sortable, searchable)",
+    params(schema::DatePath, LinesQuery),
+    responses(
+        (status = 200, description = "One page of lines", body = schema::LinesPage),
+        schema::LookupProblems,
+    ),
+    security(("bearer" = ["viewer"])),
+)]
 pub async fn lines(
     State(state): State<AppState>,
     caller: Caller,
@@ -530,6 +672,17 @@ pub async fn lines(
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/finance/settlement/{date}/revisions",
+    summary = "Every revision of a date",
+    params(schema::DatePath),
+    responses(
+        (status = 200, description = "The revisions, oldest first", body = schema::RevisionList),
+        schema::LookupProblems,
+    ),
+    security(("bearer" = ["viewer"])),
+)]
 pub async fn revisions(
     State(state): State<AppState>,
     caller: Caller,
@@ -546,6 +699,17 @@ pub async fn revisions(
     Ok(Json(json!({ "settlement_date": day, "items": revisions })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/finance/settlement/{date}/payouts",
+    summary = "Payouts of a date",
+    params(schema::DatePath),
+    responses(
+        (status = 200, description = "The payouts", body = schema::PayoutList),
+        schema::QueryProblems,
+    ),
+    security(("bearer" = ["viewer"])),
+)]
 pub async fn payouts(
     State(state): State<AppState>,
     caller: Caller,
@@ -557,13 +721,28 @@ pub async fn payouts(
     Ok(Json(json!({ "settlement_date": day, "items": payouts })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
+    /// A revision (from 1); the latest completed one unless given.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     revision: Option<u32>,
+    /// Start with a UTF-8 byte order mark (for spreadsheets).
     #[serde(default)]
     bom: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/finance/settlement/{date}/export.csv",
+    summary = "Merchant lines as RFC 4180 CSV",
+    params(schema::DatePath, ExportQuery),
+    responses(
+        (status = 200, description = "The lines as CSV", body = String, content_type = "text/csv"),
+        schema::ExportProblems,
+    ),
+    security(("bearer" = ["viewer"])),
+)]
 pub async fn export(
     State(state): State<AppState>,
     caller: Caller,
