@@ -1,46 +1,46 @@
 //! Configuration: one TOML file plus `SETTLE_SECTION__KEY` environment overrides, validated in full.
 //! Every problem is reported with its key (not only the first), and defaults work with no file at all.
+//!
+//! The file's shape is declared with serde in `config/file.rs`, leniently (each value keeps its
+//! own problem, so that one bad value never hides the next); `config/env.rs` lays the environment
+//! over the file; this module checks the result into [`Settings`], naming each problem's key. The
+//! settings themselves live with the modules they configure, and are re-exported here.
+
+mod env;
+mod file;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rust_decimal::Decimal;
-use toml::{Table, Value};
+use serde::de::DeserializeOwned;
+use toml::Table;
 
-use crate::calendar::{parse_timezone, BusinessCalendar, Cutoff, DEFAULT_GRACE_MINUTES};
+use crate::calendar::{parse_timezone, BusinessCalendar, DEFAULT_GRACE_MINUTES};
 use crate::idempotency::IdempotencySettings;
 use crate::limits::{AmountLimits, MAX_AMOUNT_MINOR_CEILING};
 use crate::model::fees::{AmountByCurrency, FeeRule, FeeSchedule, MerchantFees};
 use crate::model::PaymentMethod;
 use crate::money::{Currency, Money};
-use crate::retry::{PolicyName, RetryPolicy};
-use crate::settlement::runner::{DEFAULT_LEASE_SECONDS, DEFAULT_PAGE_SIZE};
+use crate::retry::RetryPolicy;
+use file::{
+    AmountText, Entries, FeeRuleFile, FeesFile, Field, FileShape, Flag, Int, Parsed, Percent,
+    RetryPolicyFile, Section, ServerFile, Text,
+};
+
+pub use crate::payments::PaymentSettings;
+pub use crate::retry::RetrySettings;
+pub use crate::scheduler::SchedulerSettings;
+pub use crate::settlement::runner::SettlementSettings;
+pub use crate::store::settings::{
+    check_mongo_database, check_mongo_uri, mongo_uri_has_password, StoreKind, StoreSettings,
+    DEFAULT_MONGO_DATABASE,
+};
 pub use crate::telemetry::settings::{OtlpProtocol, TelemetrySettings};
-
-/// Prefix of environment overrides: `SETTLE_BUSINESS__TIMEZONE=Asia/Riyadh` sets `business.timezone`.
-pub const ENV_PREFIX: &str = "SETTLE_";
-const ENV_SEPARATOR: &str = "__";
-
-/// The sections (and `data_dir`) a configuration file may have.
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "business",
-    "fees",
-    "store",
-    "settlement",
-    "data_dir",
-    "idempotency",
-    "payments",
-    "payouts",
-    "notifications",
-    "retry",
-    "server",
-    "scheduler",
-    "telemetry",
-];
+pub use env::ENV_PREFIX;
 
 /// Everything the configuration decides.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
     pub calendar: BusinessCalendar,
     pub fee_schedule: FeeSchedule,
@@ -81,13 +81,6 @@ impl Settings {
     }
 }
 
-/// `[payments]`: rules every way of recording a transaction applies (API, CLI, import).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PaymentSettings {
-    /// The per-transaction maximum per currency (`max_amount_minor`, `max_amount.CODE`).
-    pub amount_limits: AmountLimits,
-}
-
 /// `settle serve`: where it listens and how it treats requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
@@ -108,14 +101,6 @@ pub struct ServerSettings {
     pub shutdown_timeout_ms: u64,
 }
 
-/// The nightly scheduler of `settle serve`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchedulerSettings {
-    pub enabled: bool,
-    /// After downtime, settle at most this many past dates (the oldest are left to a person).
-    pub max_catch_up_days: u32,
-}
-
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 
 impl Default for ServerSettings {
@@ -129,167 +114,6 @@ impl Default for ServerSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
             shutdown_timeout_ms: 30_000,
-        }
-    }
-}
-
-impl Default for SchedulerSettings {
-    fn default() -> Self {
-        SchedulerSettings {
-            enabled: true,
-            max_catch_up_days: 7,
-        }
-    }
-}
-
-/// The three retry policies, each adjustable under `[retry.NAME]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrySettings {
-    pub database: RetryPolicy,
-    pub external_api: RetryPolicy,
-    pub payment: RetryPolicy,
-}
-
-impl Default for RetrySettings {
-    fn default() -> Self {
-        RetrySettings {
-            database: RetryPolicy::database(),
-            external_api: RetryPolicy::external_api(),
-            payment: RetryPolicy::payment(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreSettings {
-    /// `sqlite` (the default) or `mongodb`.
-    pub kind: StoreKind,
-    /// The SQLite file; relative paths are relative to the data directory.
-    pub path: Option<PathBuf>,
-    /// The MongoDB connection string. From the file it never holds a password (that comes from
-    /// `SETTLE_MONGO_PASSWORD` or the systemd credential `mongo-password`).
-    pub uri: Option<String>,
-    /// The MongoDB database (default `settle`).
-    pub database: String,
-}
-
-/// The MongoDB database used unless `[store] database` or `--mongo-db` names another.
-pub const DEFAULT_MONGO_DATABASE: &str = "settle";
-
-/// Which store adapter holds the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StoreKind {
-    /// The embedded SQLite file: one machine, zero setup.
-    #[default]
-    Sqlite,
-    /// A MongoDB server, replica set or cluster shared by several processes or machines.
-    Mongodb,
-}
-
-impl StoreKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreKind::Sqlite => "sqlite",
-            StoreKind::Mongodb => "mongodb",
-        }
-    }
-}
-
-impl fmt::Display for StoreKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for StoreKind {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<StoreKind, String> {
-        match text {
-            "sqlite" => Ok(StoreKind::Sqlite),
-            "mongodb" => Ok(StoreKind::Mongodb),
-            other => Err(format!(
-                "unknown store {other:?} (expected \"sqlite\" or \"mongodb\")"
-            )),
-        }
-    }
-}
-
-/// Checks a `mongodb://` or `mongodb+srv://` connection string's shape (not its reachability).
-/// Messages never repeat the string: it may hold a password.
-pub fn check_mongo_uri(uri: &str) -> Result<(), String> {
-    let Some(rest) = uri
-        .strip_prefix("mongodb://")
-        .or_else(|| uri.strip_prefix("mongodb+srv://"))
-    else {
-        return Err("expected a mongodb:// or mongodb+srv:// URI".into());
-    };
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let hosts = authority.rsplit('@').next().unwrap_or("");
-    if hosts.is_empty() {
-        return Err("the URI names no host".into());
-    }
-    Ok(())
-}
-
-/// True when a MongoDB URI carries a (non-empty) password in its userinfo: `mongodb://user:pw@…`.
-pub fn mongo_uri_has_password(uri: &str) -> bool {
-    let rest = uri.split_once("://").map(|(_, rest)| rest).unwrap_or(uri);
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    match authority.rsplit_once('@') {
-        Some((userinfo, _)) => userinfo
-            .split_once(':')
-            .is_some_and(|(_, password)| !password.is_empty()),
-        None => false,
-    }
-}
-
-/// A MongoDB database name: 1 to 63 bytes, none of `/\. "$` nor NUL.
-pub fn check_mongo_database(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the database name is empty".into());
-    }
-    if name.len() > 63 {
-        return Err(format!("{name:?} is longer than 63 bytes"));
-    }
-    if let Some(bad) = name.chars().find(|c| "/\\. \"$\0".contains(*c)) {
-        return Err(format!(
-            "{name:?} contains {bad:?}; a database name cannot contain / \\ . space \" $"
-        ));
-    }
-    Ok(())
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettlementSettings {
-    pub lease_seconds: i64,
-    pub page_size: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            calendar: BusinessCalendar::default(),
-            fee_schedule: FeeSchedule::default(),
-            store: StoreSettings {
-                kind: StoreKind::Sqlite,
-                path: None,
-                uri: None,
-                database: DEFAULT_MONGO_DATABASE.into(),
-            },
-            settlement: SettlementSettings {
-                lease_seconds: DEFAULT_LEASE_SECONDS,
-                page_size: DEFAULT_PAGE_SIZE,
-            },
-            data_dir: None,
-            idempotency: IdempotencySettings::default(),
-            payments: PaymentSettings::default(),
-            provider_url: None,
-            webhook_url: None,
-            retry: RetrySettings::default(),
-            server: ServerSettings::default(),
-            scheduler: SchedulerSettings::default(),
-            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -369,27 +193,27 @@ pub fn parse(
             message: error.to_string().trim().replace('\n', " "),
         }])
     })?;
-    let mut reader = Reader::default();
+    let mut check = Check::default();
     for (name, value) in env {
-        reader.apply_env(&mut table, &name, value);
+        env::apply(&mut check, &mut table, &name, value);
     }
-    let settings = reader.settings(&table);
-    if reader.problems.is_empty() {
+    let settings = check.settings(table);
+    if check.problems.is_empty() {
         Ok(settings)
     } else {
-        Err(fail(reader.problems))
+        Err(fail(check.problems))
     }
 }
 
-/// Walks the TOML table, collecting problems instead of stopping at the first.
+/// Checks what the file (with the environment) holds into settings, collecting every problem.
 #[derive(Default)]
-struct Reader {
+struct Check {
     problems: Vec<ConfigProblem>,
     /// Keys set from the environment, to say so in messages.
     from_env: BTreeMap<String, String>,
 }
 
-impl Reader {
+impl Check {
     fn problem(&mut self, key: &str, message: impl Into<String>) {
         let key = match self.from_env.get(key) {
             Some(variable) => format!("{key} (from {variable})"),
@@ -401,147 +225,174 @@ impl Reader {
         });
     }
 
-    /// `SETTLE_FEES__DEFAULT__FIXED__USD=0.30` sets `fees.default.fixed.USD = "0.30"`. Variables
-    /// without a section separator (`SETTLE_CONFIG`, `SETTLE_DATA_DIR`…) are not configuration keys.
-    fn apply_env(&mut self, table: &mut Table, name: &str, value: String) {
-        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
-            return;
-        };
-        if !path.contains(ENV_SEPARATOR) {
-            return;
-        }
-        let mut segments: Vec<String> = Vec::new();
-        for raw in path.split(ENV_SEPARATOR) {
-            let currency_position = segments.last().is_some_and(|parent| {
-                matches!(parent.as_str(), "fixed" | "min" | "max" | "max_amount")
-            });
-            segments.push(if currency_position {
-                raw.to_ascii_uppercase()
-            } else {
-                raw.to_ascii_lowercase()
-            });
-        }
-        let key = segments.join(".");
-        self.from_env.insert(key.clone(), name.to_string());
-        let (last, parents) = segments.split_last().expect("at least two segments");
-        let mut node = table;
-        for segment in parents {
-            let entry = node
-                .entry(segment.clone())
-                .or_insert_with(|| Value::Table(Table::new()));
-            match entry {
-                Value::Table(inner) => node = inner,
-                _ => {
-                    self.problem(&key, format!("{segment} is not a section"));
-                    return;
-                }
+    /// A value, if set and well formed; its problem is reported under `key`.
+    fn value<T>(&mut self, key: &str, field: Option<Field<T>>) -> Option<T> {
+        match field?.0 {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.problem(key, message);
+                None
             }
         }
-        node.insert(last.clone(), Value::String(value));
     }
 
-    fn settings(&mut self, table: &Table) -> Settings {
+    /// A section's fields, once its unknown keys are reported: any key that is not a field of
+    /// `T`, or that is one of `refused` (fields this use of the section does not allow).
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        section: Option<Section<T>>,
+        refused: &[&str],
+    ) -> Option<T> {
+        match section? {
+            Section::Table { keys, body } => {
+                let allowed: BTreeSet<&str> = file::field_names::<T>()
+                    .iter()
+                    .copied()
+                    .filter(|field| !refused.contains(field))
+                    .collect();
+                for name in keys.iter().filter(|name| !allowed.contains(name.as_str())) {
+                    let full = if key.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{key}.{name}")
+                    };
+                    let expected = allowed.iter().copied().collect::<Vec<_>>().join(", ");
+                    self.problem(&full, format!("unknown key (expected one of: {expected})"));
+                }
+                Some(body)
+            }
+            Section::Invalid(message) => {
+                self.problem(key, message);
+                None
+            }
+        }
+    }
+
+    /// The entries of a table of free keys (none if it is not a table: that is reported).
+    fn entries<T>(&mut self, key: &str, entries: Option<Entries<T>>) -> Vec<(String, T)> {
+        match entries {
+            None => Vec::new(),
+            Some(Entries::Table(entries)) => entries,
+            Some(Entries::Invalid(message)) => {
+                self.problem(key, message);
+                Vec::new()
+            }
+        }
+    }
+
+    fn settings(&mut self, table: Table) -> Settings {
         let mut settings = Settings::default();
-        self.known_keys("", table, TOP_LEVEL_KEYS);
-        if let Some(business) = self.section(table, "business") {
-            settings.calendar = self.calendar(&business);
-        }
-        if let Some(fees) = self.section(table, "fees") {
-            settings.fee_schedule = self.fee_schedule(&fees);
-        }
-        if let Some(store) = self.section(table, "store") {
-            self.known_keys("store", &store, &["kind", "path", "uri", "database"]);
-            if let Some(kind) = self.string(&store, "store.kind") {
-                match kind.parse::<StoreKind>() {
-                    Ok(kind) => settings.store.kind = kind,
-                    Err(message) => self.problem("store.kind", message),
+        let Some(file) = self.section::<FileShape>("", Some(file::read(table)), &[]) else {
+            return settings;
+        };
+        if let Some(business) = self.section("business", file.business, &[]) {
+            let calendar = &mut settings.calendar;
+            if let Some(Text(name)) = self.value("business.timezone", business.timezone) {
+                match parse_timezone(&name) {
+                    Ok(timezone) => calendar.timezone = timezone,
+                    Err(error) => self.problem("business.timezone", error.to_string()),
                 }
             }
-            settings.store.path = self.string(&store, "store.path").map(PathBuf::from);
-            settings.store.uri = self.mongo_uri(&store, "store.uri");
-            if let Some(database) = self.string(&store, "store.database") {
+            if let Some(Parsed(cutoff)) = self.value("business.cutoff", business.cutoff) {
+                calendar.cutoff = cutoff;
+            }
+            calendar.grace_minutes = self
+                .value("business.grace_minutes", business.grace_minutes)
+                .map(|Int(minutes)| minutes as u32)
+                .unwrap_or(DEFAULT_GRACE_MINUTES);
+        }
+        if let Some(fees) = self.section("fees", file.fees, &[]) {
+            settings.fee_schedule = self.fee_schedule(fees);
+        }
+        if let Some(store) = self.section("store", file.store, &[]) {
+            if let Some(Parsed(kind)) = self.value("store.kind", store.kind) {
+                settings.store.kind = kind;
+            }
+            settings.store.path = self.value("store.path", store.path).map(|Text(p)| p.into());
+            settings.store.uri = self.mongo_uri("store.uri", store.uri);
+            if let Some(Text(database)) = self.value("store.database", store.database) {
                 match check_mongo_database(&database) {
                     Ok(()) => settings.store.database = database,
                     Err(message) => self.problem("store.database", message),
                 }
             }
         }
-        if let Some(settlement) = self.section(table, "settlement") {
-            self.known_keys("settlement", &settlement, &["lease_seconds", "page_size"]);
-            if let Some(seconds) = self.integer(&settlement, "settlement.lease_seconds", 1, 86_400)
-            {
+        if let Some(settlement) = self.section("settlement", file.settlement, &[]) {
+            let lease = self.value("settlement.lease_seconds", settlement.lease_seconds);
+            if let Some(Int(seconds)) = lease {
                 settings.settlement.lease_seconds = seconds;
             }
-            if let Some(size) = self.integer(&settlement, "settlement.page_size", 100, 100_000) {
+            if let Some(Int(size)) = self.value("settlement.page_size", settlement.page_size) {
                 settings.settlement.page_size = size as u32;
             }
         }
-        settings.data_dir = self.string(table, "data_dir").map(PathBuf::from);
-        if let Some(idempotency) = self.section(table, "idempotency") {
-            settings.idempotency = self.idempotency(&idempotency);
+        settings.data_dir = self
+            .value("data_dir", file.data_dir)
+            .map(|Text(p)| p.into());
+        if let Some(idempotency) = self.section("idempotency", file.idempotency, &[]) {
+            let ours = &mut settings.idempotency;
+            let hours = self.value("idempotency.retention_hours", idempotency.retention_hours);
+            if let Some(Int(hours)) = hours {
+                ours.retention = chrono::Duration::hours(hours);
+            }
+            let lock = self.value("idempotency.lock_seconds", idempotency.lock_seconds);
+            if let Some(Int(seconds)) = lock {
+                ours.lock = chrono::Duration::seconds(seconds);
+            }
+            let strict = self.value("idempotency.require_uuid_v4", idempotency.require_uuid_v4);
+            if let Some(Flag(strict)) = strict {
+                ours.require_uuid_v4 = strict;
+            }
         }
-        if let Some(payments) = self.section(table, "payments") {
-            settings.payments = self.payments(&payments);
+        if let Some(payments) = self.section("payments", file.payments, &[]) {
+            let limits = &mut settings.payments.amount_limits;
+            let minor = self.value("payments.max_amount_minor", payments.max_amount_minor);
+            if let Some(Int(minor)) = minor {
+                limits.default_max_minor = minor;
+            }
+            self.amount_limits(payments.max_amount, limits);
         }
-        if let Some(payouts) = self.section(table, "payouts") {
-            self.known_keys("payouts", &payouts, &["provider_url"]);
-            settings.provider_url = self.url(&payouts, "payouts.provider_url");
+        if let Some(payouts) = self.section("payouts", file.payouts, &[]) {
+            settings.provider_url = self.url("payouts.provider_url", payouts.provider_url);
         }
-        if let Some(notifications) = self.section(table, "notifications") {
-            self.known_keys("notifications", &notifications, &["webhook_url"]);
-            settings.webhook_url = self.url(&notifications, "notifications.webhook_url");
+        if let Some(notifications) = self.section("notifications", file.notifications, &[]) {
+            let url = notifications.webhook_url;
+            settings.webhook_url = self.url("notifications.webhook_url", url);
         }
-        if let Some(server) = self.section(table, "server") {
-            settings.server = self.server(&server);
+        if let Some(server) = self.section("server", file.server, &[]) {
+            self.server(server, &mut settings.server);
         }
-        if let Some(scheduler) = self.section(table, "scheduler") {
-            self.known_keys("scheduler", &scheduler, &["enabled", "max_catch_up_days"]);
-            if let Some(enabled) = self.boolean(&scheduler, "scheduler.enabled") {
+        if let Some(scheduler) = self.section("scheduler", file.scheduler, &[]) {
+            if let Some(Flag(enabled)) = self.value("scheduler.enabled", scheduler.enabled) {
                 settings.scheduler.enabled = enabled;
             }
-            if let Some(days) = self.integer(&scheduler, "scheduler.max_catch_up_days", 1, 366) {
+            let days = self.value("scheduler.max_catch_up_days", scheduler.max_catch_up_days);
+            if let Some(Int(days)) = days {
                 settings.scheduler.max_catch_up_days = days as u32;
             }
         }
-        if let Some(retry) = self.section(table, "retry") {
-            self.known_keys("retry", &retry, &["database", "external_api", "payment"]);
-            for (name, policy) in [
-                (PolicyName::Database, &mut settings.retry.database),
-                (PolicyName::ExternalApi, &mut settings.retry.external_api),
-                (PolicyName::Payment, &mut settings.retry.payment),
+        if let Some(retry) = self.section("retry", file.retry, &[]) {
+            for (section, policy) in [
+                (retry.database, &mut settings.retry.database),
+                (retry.external_api, &mut settings.retry.external_api),
+                (retry.payment, &mut settings.retry.payment),
             ] {
-                let key = format!("retry.{}", name.as_str());
-                if let Some(section) = self.section(&retry, &key) {
-                    self.retry_policy(&key, &section, policy);
+                let key = format!("retry.{}", policy.name.as_str());
+                if let Some(section) = self.section(&key, section, &[]) {
+                    self.retry_policy(&key, section, policy);
                 }
             }
         }
-        if let Some(telemetry) = self.section(table, "telemetry") {
-            settings.telemetry = self.telemetry(&telemetry);
-        }
+        self.telemetry(file.telemetry, &mut settings.telemetry);
         for problem in settings.fee_schedule.validate() {
             self.problem(&problem.key, problem.message);
         }
         settings
     }
 
-    fn server(&mut self, table: &Table) -> ServerSettings {
-        self.known_keys(
-            "server",
-            table,
-            &[
-                "listen",
-                "tls_cert",
-                "tls_key",
-                "metrics_require_token",
-                "require_rerun_approval",
-                "body_limit_bytes",
-                "request_timeout_ms",
-                "shutdown_timeout_ms",
-            ],
-        );
-        let mut server = ServerSettings::default();
-        if let Some(listen) = self.string(table, "server.listen") {
+    fn server(&mut self, file: ServerFile, server: &mut ServerSettings) {
+        if let Some(Text(listen)) = self.value("server.listen", file.listen) {
             if listen.parse::<std::net::SocketAddr>().is_ok() {
                 server.listen = listen;
             } else {
@@ -551,69 +402,65 @@ impl Reader {
                 );
             }
         }
-        server.tls_cert = self.string(table, "server.tls_cert").map(PathBuf::from);
-        server.tls_key = self.string(table, "server.tls_key").map(PathBuf::from);
+        server.tls_cert = self
+            .value("server.tls_cert", file.tls_cert)
+            .map(|Text(p)| p.into());
+        server.tls_key = self
+            .value("server.tls_key", file.tls_key)
+            .map(|Text(p)| p.into());
         if server.tls_cert.is_some() != server.tls_key.is_some() {
             self.problem(
                 "server.tls_cert",
                 "set both tls_cert and tls_key, or neither",
             );
         }
-        if let Some(flag) = self.boolean(table, "server.metrics_require_token") {
+        let metrics = self.value("server.metrics_require_token", file.metrics_require_token);
+        if let Some(Flag(flag)) = metrics {
             server.metrics_require_token = flag;
         }
-        if let Some(flag) = self.boolean(table, "server.require_rerun_approval") {
+        let approval = self.value("server.require_rerun_approval", file.require_rerun_approval);
+        if let Some(Flag(flag)) = approval {
             server.require_rerun_approval = flag;
         }
-        if let Some(bytes) = self.integer(table, "server.body_limit_bytes", 1_024, 64 * 1024 * 1024)
-        {
+        if let Some(Int(bytes)) = self.value("server.body_limit_bytes", file.body_limit_bytes) {
             server.body_limit_bytes = bytes as usize;
         }
-        if let Some(ms) = self.integer(table, "server.request_timeout_ms", 100, 600_000) {
+        let request = self.value("server.request_timeout_ms", file.request_timeout_ms);
+        if let Some(Int(ms)) = request {
             server.request_timeout_ms = ms as u64;
         }
-        if let Some(ms) = self.integer(table, "server.shutdown_timeout_ms", 100, 600_000) {
+        let shutdown = self.value("server.shutdown_timeout_ms", file.shutdown_timeout_ms);
+        if let Some(Int(ms)) = shutdown {
             server.shutdown_timeout_ms = ms as u64;
         }
-        server
     }
 
-    fn telemetry(&mut self, table: &Table) -> TelemetrySettings {
-        let keys = [
-            "otlp_endpoint",
-            "otlp_protocol",
-            "environment",
-            "export_interval_ms",
-        ];
-        if table.contains_key("headers") || table.contains_key("otlp_headers") {
-            let key = if table.contains_key("headers") {
-                "telemetry.headers"
-            } else {
-                "telemetry.otlp_headers"
-            };
-            self.problem(
-                key,
-                "headers may carry API keys and do not belong in the file: set \
-                 OTEL_EXPORTER_OTLP_HEADERS in the environment",
-            );
-        }
-        let others: Table = table
-            .iter()
-            .filter(|(key, _)| !matches!(key.as_str(), "headers" | "otlp_headers"))
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        self.known_keys("telemetry", &others, &keys);
-        let mut telemetry = TelemetrySettings {
-            otlp_endpoint: self.url(table, "telemetry.otlp_endpoint"),
-            ..TelemetrySettings::default()
-        };
-        if let Some(protocol) = self.string(table, "telemetry.otlp_protocol") {
-            match protocol.parse::<OtlpProtocol>() {
-                Ok(protocol) => telemetry.otlp_protocol = Some(protocol),
-                Err(message) => self.problem("telemetry.otlp_protocol", message),
+    /// Headers may carry API keys: in the file they are refused (before any other problem of the
+    /// section), with a pointer to the environment.
+    fn telemetry(
+        &mut self,
+        mut section: Option<Section<file::TelemetryFile>>,
+        telemetry: &mut TelemetrySettings,
+    ) {
+        if let Some(Section::Table { keys, .. }) = &mut section {
+            let headers = ["headers", "otlp_headers"];
+            if let Some(name) = headers.iter().find(|name| keys.iter().any(|k| k == *name)) {
+                self.problem(
+                    &format!("telemetry.{name}"),
+                    "headers may carry API keys and do not belong in the file: set \
+                     OTEL_EXPORTER_OTLP_HEADERS in the environment",
+                );
             }
+            keys.retain(|key| !headers.contains(&key.as_str()));
         }
-        if let Some(environment) = self.string(table, "telemetry.environment") {
+        let Some(file) = self.section("telemetry", section, &[]) else {
+            return;
+        };
+        telemetry.otlp_endpoint = self.url("telemetry.otlp_endpoint", file.otlp_endpoint);
+        if let Some(Parsed(protocol)) = self.value("telemetry.otlp_protocol", file.otlp_protocol) {
+            telemetry.otlp_protocol = Some(protocol);
+        }
+        if let Some(Text(environment)) = self.value("telemetry.environment", file.environment) {
             let fits = !environment.trim().is_empty()
                 && environment.len() <= 64
                 && environment
@@ -632,23 +479,16 @@ impl Reader {
             }
         }
         telemetry.export_interval_ms = self
-            .integer(table, "telemetry.export_interval_ms", 100, 3_600_000)
-            .map(|ms| ms as u64);
-        telemetry
+            .value("telemetry.export_interval_ms", file.export_interval_ms)
+            .map(|Int(ms)| ms as u64);
     }
 
-    fn payments(&mut self, table: &Table) -> PaymentSettings {
-        self.known_keys("payments", table, &["max_amount_minor", "max_amount"]);
-        let mut limits = AmountLimits::default();
-        if let Some(minor) = self.integer(
-            table,
-            "payments.max_amount_minor",
-            1,
-            MAX_AMOUNT_MINOR_CEILING,
-        ) {
-            limits.default_max_minor = minor;
-        }
-        let per_currency = self.amounts(table, "payments.max_amount", "max_amount");
+    fn amount_limits(
+        &mut self,
+        file: Option<Entries<Field<AmountText>>>,
+        limits: &mut AmountLimits,
+    ) {
+        let per_currency = self.amounts("payments.max_amount", file);
         for (currency, minor) in per_currency.0 {
             let key = format!("payments.max_amount.{}", currency.code());
             if minor <= 0 {
@@ -669,63 +509,31 @@ impl Reader {
                 limits.per_currency.0.insert(currency, minor);
             }
         }
-        PaymentSettings {
-            amount_limits: limits,
-        }
     }
 
-    fn idempotency(&mut self, table: &Table) -> IdempotencySettings {
-        self.known_keys(
-            "idempotency",
-            table,
-            &["retention_hours", "lock_seconds", "require_uuid_v4"],
-        );
-        let mut settings = IdempotencySettings::default();
-        if let Some(hours) = self.integer(table, "idempotency.retention_hours", 1, 24 * 90) {
-            settings.retention = chrono::Duration::hours(hours);
-        }
-        if let Some(seconds) = self.integer(table, "idempotency.lock_seconds", 1, 3_600) {
-            settings.lock = chrono::Duration::seconds(seconds);
-        }
-        if let Some(strict) = self.boolean(table, "idempotency.require_uuid_v4") {
-            settings.require_uuid_v4 = strict;
-        }
-        settings
-    }
-
-    fn retry_policy(&mut self, key: &str, table: &Table, policy: &mut RetryPolicy) {
-        self.known_keys(
-            key,
-            table,
-            &[
-                "max_retries",
-                "base_delay_ms",
-                "max_delay_ms",
-                "attempt_timeout_ms",
-                "deadline_ms",
-            ],
-        );
+    fn retry_policy(&mut self, key: &str, file: RetryPolicyFile, policy: &mut RetryPolicy) {
         let field = |name: &str| format!("{key}.{name}");
-        if let Some(n) = self.integer(table, &field("max_retries"), 0, 20) {
+        if let Some(Int(n)) = self.value(&field("max_retries"), file.max_retries) {
             policy.max_retries = n as u32;
         }
-        if let Some(ms) = self.integer(table, &field("base_delay_ms"), 0, 600_000) {
+        if let Some(Int(ms)) = self.value(&field("base_delay_ms"), file.base_delay_ms) {
             policy.base_delay_ms = ms as u64;
         }
-        if let Some(ms) = self.integer(table, &field("max_delay_ms"), 0, 3_600_000) {
+        if let Some(Int(ms)) = self.value(&field("max_delay_ms"), file.max_delay_ms) {
             policy.max_delay_ms = ms as u64;
         }
-        if let Some(ms) = self.integer(table, &field("attempt_timeout_ms"), 1, 3_600_000) {
+        let attempt = self.value(&field("attempt_timeout_ms"), file.attempt_timeout_ms);
+        if let Some(Int(ms)) = attempt {
             policy.attempt_timeout_ms = ms as u64;
         }
-        if let Some(ms) = self.integer(table, &field("deadline_ms"), 1, 86_400_000) {
+        if let Some(Int(ms)) = self.value(&field("deadline_ms"), file.deadline_ms) {
             policy.deadline_ms = ms as u64;
         }
     }
 
     /// An http(s) URL. Credentials in it are refused: secrets never live in the file.
-    fn url(&mut self, table: &Table, key: &str) -> Option<String> {
-        let url = self.string(table, key)?;
+    fn url(&mut self, key: &str, field: Option<Field<Text>>) -> Option<String> {
+        let Text(url) = self.value(key, field)?;
         let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
         let authority = url
             .split("://")
@@ -750,8 +558,8 @@ impl Reader {
 
     /// A MongoDB URI. A password in it is refused (and never repeated): secrets never live in
     /// the file.
-    fn mongo_uri(&mut self, table: &Table, key: &str) -> Option<String> {
-        let uri = self.string(table, key)?;
+    fn mongo_uri(&mut self, key: &str, field: Option<Field<Text>>) -> Option<String> {
+        let Text(uri) = self.value(key, field)?;
         if let Err(message) = check_mongo_uri(&uri) {
             self.problem(key, message);
             None
@@ -768,80 +576,39 @@ impl Reader {
         }
     }
 
-    fn boolean(&mut self, table: &Table, key: &str) -> Option<bool> {
-        let name = key.rsplit('.').next().unwrap_or(key);
-        match table.get(name)? {
-            Value::Boolean(flag) => Some(*flag),
-            Value::String(text) if text == "true" || text == "false" => Some(text == "true"),
-            other => {
-                self.problem(key, format!("expected true or false, found {other}"));
-                None
-            }
-        }
-    }
-
-    fn calendar(&mut self, business: &Table) -> BusinessCalendar {
-        self.known_keys(
-            "business",
-            business,
-            &["timezone", "cutoff", "grace_minutes"],
-        );
-        let mut calendar = BusinessCalendar::default();
-        if let Some(name) = self.string(business, "business.timezone") {
-            match parse_timezone(&name) {
-                Ok(timezone) => calendar.timezone = timezone,
-                Err(error) => self.problem("business.timezone", error.to_string()),
-            }
-        }
-        if let Some(cutoff) = self.string(business, "business.cutoff") {
-            match cutoff.parse::<Cutoff>() {
-                Ok(cutoff) => calendar.cutoff = cutoff,
-                Err(error) => self.problem("business.cutoff", error.to_string()),
-            }
-        }
-        calendar.grace_minutes = self
-            .integer(business, "business.grace_minutes", 0, 24 * 60)
-            .map(|m| m as u32)
-            .unwrap_or(DEFAULT_GRACE_MINUTES);
-        calendar
-    }
-
-    fn fee_schedule(&mut self, fees: &Table) -> FeeSchedule {
-        self.known_keys("fees", fees, &["default", "methods", "merchants"]);
+    fn fee_schedule(&mut self, fees: FeesFile) -> FeeSchedule {
         let mut schedule = FeeSchedule::default();
-        if let Some(default) = self.section(fees, "fees.default") {
-            let rule = self.fee_rule("fees.default", &default, &[]);
+        if let Some(default) = self.section("fees.default", fees.default, &["methods"]) {
+            let rule = self.fee_rule("fees.default", default);
             // The built-in 2.5 % applies unless the file names another percentage.
             schedule.default = FeeRule {
                 percent: rule.percent.or(schedule.default.percent),
                 ..rule
             };
         }
-        if let Some(methods) = self.section(fees, "fees.methods") {
-            schedule.methods = self.method_rules("fees.methods", &methods);
-        }
-        if let Some(merchants) = self.section(fees, "fees.merchants") {
-            for (merchant_id, value) in &merchants {
-                let key = format!("fees.merchants.{merchant_id}");
-                let Some(table) = self.as_table(&key, value) else {
-                    continue;
-                };
-                let rule = self.fee_rule(&key, &table, &["methods"]);
-                let methods = match self.section(&table, &format!("{key}.methods")) {
-                    Some(methods) => self.method_rules(&format!("{key}.methods"), &methods),
-                    None => BTreeMap::new(),
-                };
-                schedule
-                    .merchants
-                    .insert(merchant_id.clone(), MerchantFees { rule, methods });
-            }
+        schedule.methods = self.method_rules("fees.methods", fees.methods);
+        for (merchant_id, section) in self.entries("fees.merchants", fees.merchants) {
+            let key = format!("fees.merchants.{merchant_id}");
+            let Some(mut file) = self.section(&key, Some(section), &[]) else {
+                continue;
+            };
+            let methods = file.methods.take();
+            let rule = self.fee_rule(&key, file);
+            let methods = self.method_rules(&format!("{key}.methods"), methods);
+            schedule
+                .merchants
+                .insert(merchant_id, MerchantFees { rule, methods });
         }
         schedule
     }
 
-    fn method_rules(&mut self, key: &str, table: &Table) -> BTreeMap<PaymentMethod, FeeRule> {
+    fn method_rules(
+        &mut self,
+        key: &str,
+        file: Option<Entries<Section<FeeRuleFile>>>,
+    ) -> BTreeMap<PaymentMethod, FeeRule> {
         let mut rules = BTreeMap::new();
-        for (name, value) in table {
+        for (name, section) in self.entries(key, file) {
             let method_key = format!("{key}.{name}");
             let method = match name.parse::<PaymentMethod>() {
                 Ok(method) => method,
@@ -850,102 +617,40 @@ impl Reader {
                     continue;
                 }
             };
-            if let Some(rule_table) = self.as_table(&method_key, value) {
-                rules.insert(method, self.fee_rule(&method_key, &rule_table, &[]));
+            if let Some(file) = self.section(&method_key, Some(section), &["methods"]) {
+                rules.insert(method, self.fee_rule(&method_key, file));
             }
         }
         rules
     }
 
-    fn fee_rule(&mut self, key: &str, table: &Table, extra_keys: &[&str]) -> FeeRule {
-        let mut allowed = vec!["percent", "fixed", "min", "max", "refund_returns_percent"];
-        allowed.extend_from_slice(extra_keys);
-        self.known_keys(key, table, &allowed);
-        let percent_key = format!("{key}.percent");
-        let percent = match table.get("percent") {
-            None => None,
-            Some(Value::String(text)) => match Decimal::from_str_exact(text) {
-                Ok(percent) => Some(percent),
-                Err(_) => {
-                    self.problem(
-                        &percent_key,
-                        format!("{text:?} is not a decimal number such as \"2.5\""),
-                    );
-                    None
-                }
-            },
-            Some(Value::Integer(n)) => Some(Decimal::from(*n)),
-            Some(Value::Float(_)) => {
-                self.problem(
-                    &percent_key,
-                    "write the percentage as a string, e.g. \"2.5\": TOML floats are binary and inexact",
-                );
-                None
-            }
-            Some(other) => {
-                self.problem(
-                    &percent_key,
-                    format!("expected a decimal string, found {}", other.type_str()),
-                );
-                None
-            }
-        };
-        let refund_returns_percent = match table.get("refund_returns_percent") {
-            None => None,
-            Some(Value::Boolean(flag)) => Some(*flag),
-            Some(Value::String(text)) if text == "true" || text == "false" => Some(text == "true"),
-            Some(other) => {
-                self.problem(
-                    &format!("{key}.refund_returns_percent"),
-                    format!("expected true or false, found {other}"),
-                );
-                None
-            }
-        };
+    fn fee_rule(&mut self, key: &str, file: FeeRuleFile) -> FeeRule {
+        let percent = self.value(&format!("{key}.percent"), file.percent);
+        let refund_key = format!("{key}.refund_returns_percent");
+        let refund_returns_percent = self.value(&refund_key, file.refund_returns_percent);
         FeeRule {
-            percent,
-            fixed: self.amounts(table, &format!("{key}.fixed"), "fixed"),
-            min: self.amounts(table, &format!("{key}.min"), "min"),
-            max: self.amounts(table, &format!("{key}.max"), "max"),
-            refund_returns_percent,
+            percent: percent.map(|Percent(percent)| percent),
+            fixed: self.amounts(&format!("{key}.fixed"), file.fixed),
+            min: self.amounts(&format!("{key}.min"), file.min),
+            max: self.amounts(&format!("{key}.max"), file.max),
+            refund_returns_percent: refund_returns_percent.map(|Flag(flag)| flag),
         }
     }
 
     /// `{ USD = "0.30", JPY = 30 }`: amounts per currency, exact in that currency.
-    fn amounts(&mut self, table: &Table, key: &str, name: &str) -> AmountByCurrency {
+    fn amounts(&mut self, key: &str, file: Option<Entries<Field<AmountText>>>) -> AmountByCurrency {
         let mut amounts = AmountByCurrency::default();
-        let Some(value) = table.get(name) else {
-            return amounts;
-        };
-        let Some(per_currency) = self.as_table(key, value) else {
-            return amounts;
-        };
-        for (code, value) in &per_currency {
+        for (code, field) in self.entries(key, file) {
             let amount_key = format!("{key}.{code}");
-            let currency = match Currency::from_code(code) {
+            let currency = match Currency::from_code(&code) {
                 Ok(currency) => currency,
                 Err(error) => {
                     self.problem(&amount_key, error.to_string());
                     continue;
                 }
             };
-            let text = match value {
-                Value::String(text) => text.clone(),
-                Value::Integer(n) => n.to_string(),
-                Value::Float(_) => {
-                    self.problem(
-                        &amount_key,
-                        "write the amount as a string, e.g. \"0.30\": TOML floats are inexact",
-                    );
-                    continue;
-                }
-                other => {
-                    self.problem(
-                        &amount_key,
-                        format!("expected a decimal string, found {}", other.type_str()),
-                    );
-                    continue;
-                }
+            let Some(AmountText(text)) = self.value(&amount_key, Some(field)) else {
+                continue;
             };
             match Money::parse_major(&text, currency) {
                 Ok(money) => {
@@ -956,82 +661,14 @@ impl Reader {
         }
         amounts
     }
-
-    fn known_keys(&mut self, section: &str, table: &Table, allowed: &[&str]) {
-        let allowed: BTreeSet<&str> = allowed.iter().copied().collect();
-        for key in table.keys() {
-            if !allowed.contains(key.as_str()) {
-                let full = if section.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{section}.{key}")
-                };
-                let expected = allowed.iter().copied().collect::<Vec<_>>().join(", ");
-                self.problem(&full, format!("unknown key (expected one of: {expected})"));
-            }
-        }
-    }
-
-    fn as_table(&mut self, key: &str, value: &Value) -> Option<Table> {
-        match value {
-            Value::Table(table) => Some(table.clone()),
-            other => {
-                self.problem(key, format!("expected a table, found {}", other.type_str()));
-                None
-            }
-        }
-    }
-
-    /// A sub-table by its full dotted key (only the last segment is looked up in `table`).
-    fn section(&mut self, table: &Table, key: &str) -> Option<Table> {
-        let name = key.rsplit('.').next().unwrap_or(key);
-        table.get(name).and_then(|value| self.as_table(key, value))
-    }
-
-    fn string(&mut self, table: &Table, key: &str) -> Option<String> {
-        let name = key.rsplit('.').next().unwrap_or(key);
-        match table.get(name)? {
-            Value::String(text) => Some(text.clone()),
-            other => {
-                self.problem(
-                    key,
-                    format!("expected a string, found {}", other.type_str()),
-                );
-                None
-            }
-        }
-    }
-
-    fn integer(&mut self, table: &Table, key: &str, min: i64, max: i64) -> Option<i64> {
-        let name = key.rsplit('.').next().unwrap_or(key);
-        let value = match table.get(name)? {
-            Value::Integer(n) => *n,
-            Value::String(text) => match text.parse::<i64>() {
-                Ok(n) => n,
-                Err(_) => {
-                    self.problem(key, format!("{text:?} is not a whole number"));
-                    return None;
-                }
-            },
-            other => {
-                self.problem(
-                    key,
-                    format!("expected a whole number, found {}", other.type_str()),
-                );
-                return None;
-            }
-        };
-        if value < min || value > max {
-            self.problem(key, format!("{value} is out of range ({min} to {max})"));
-            return None;
-        }
-        Some(value)
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use rust_decimal::Decimal;
+
     use super::*;
+    use crate::calendar::Cutoff;
 
     fn no_env() -> Vec<(String, String)> {
         Vec::new()

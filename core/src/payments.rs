@@ -21,6 +21,13 @@ use crate::money::{format_minor, Currency, Money};
 use crate::store::{IdempotencyTag, RecordOutcome, SharedStore, StoreError};
 use crate::time::{format_utc, parse_rfc3339, Clock};
 
+/// `[payments]`: rules every way of recording a transaction applies (API, CLI, import).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentSettings {
+    /// The per-transaction maximum per currency (`max_amount_minor`, `max_amount.CODE`).
+    pub amount_limits: AmountLimits,
+}
+
 /// Problem types (RFC 9457) of payment operations; stable, one per error.
 pub mod problems {
     pub const INVALID_REQUEST: &str = "urn:settle:problem:invalid-request";

@@ -62,6 +62,24 @@ impl fmt::Display for PolicyName {
     }
 }
 
+/// `[retry.NAME]`: the three retry policies, each adjustable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySettings {
+    pub database: RetryPolicy,
+    pub external_api: RetryPolicy,
+    pub payment: RetryPolicy,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            database: RetryPolicy::database(),
+            external_api: RetryPolicy::external_api(),
+            payment: RetryPolicy::payment(),
+        }
+    }
+}
+
 /// How many times to try, how long to wait between tries, and how long to try at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {

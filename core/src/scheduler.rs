@@ -10,11 +10,27 @@ use chrono::{DateTime, Days, Duration, NaiveDate, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::calendar::{BusinessCalendar, CalendarError};
-use crate::config::SchedulerSettings;
 use crate::model::{RunTrigger, SettlementStatus};
 use crate::settlement::runner::{RunError, RunRequest, SettlementRunner};
 use crate::store::{HistoryFilter, SharedStore, StoreError};
 use crate::time::Clock;
+
+/// `[scheduler]`: the nightly scheduler of `settle serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    pub enabled: bool,
+    /// After downtime, settle at most this many past dates (the oldest are left to a person).
+    pub max_catch_up_days: u32,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            enabled: true,
+            max_catch_up_days: 7,
+        }
+    }
+}
 
 /// Who the audit trail names for the scheduler's runs.
 pub const SCHEDULER_ACTOR: &str = "scheduler";

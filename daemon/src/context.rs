@@ -13,7 +13,7 @@ use settle_core::payments::PaymentService;
 use settle_core::payout::PayoutSender;
 use settle_core::provider::{PayoutProvider, ProviderSettings};
 use settle_core::secret::{self, Secret};
-use settle_core::settlement::SettlementRunner;
+use settle_core::settlement::{SettlementCommands, SettlementRunner};
 use settle_core::store::timed::TimedStore;
 use settle_core::store::SharedStore;
 use settle_core::time::{Clock, SystemClock};
@@ -133,6 +133,21 @@ impl Context {
             runner = runner.with_notifier(notifier);
         }
         Ok(runner)
+    }
+
+    /// The settlement commands (trigger, retry, rerun, approvals) over `runner`.
+    pub fn settlement_commands(
+        &self,
+        store: SharedStore,
+        runner: Arc<SettlementRunner>,
+    ) -> SettlementCommands {
+        SettlementCommands::new(
+            store,
+            runner,
+            self.settings.calendar,
+            Arc::clone(&self.clock),
+            self.settings.server.require_rerun_approval,
+        )
     }
 
     /// A runner that neither pays out nor notifies (the demo's: its money is not real).

@@ -34,7 +34,7 @@ pub enum RerunOutcome {
     /// A pending request, for another operator to approve.
     Requested(RerunRequest),
     /// A claimed revision, to pass to `SettlementCommands::settle`.
-    Claimed(ClaimedRun),
+    Claimed(Box<ClaimedRun>),
 }
 
 /// The settlement commands over one store, runner and calendar.
@@ -128,12 +128,12 @@ impl SettlementCommands {
                 .approvals
                 .claim_direct(settlement_date, ask, actor, false)
                 .await
-                .map(RerunOutcome::Claimed),
+                .map(|claimed| RerunOutcome::Claimed(Box::new(claimed))),
             RerunPath::Direct { without_approval } => self
                 .approvals
                 .claim_direct(settlement_date, ask, actor, without_approval)
                 .await
-                .map(RerunOutcome::Claimed),
+                .map(|claimed| RerunOutcome::Claimed(Box::new(claimed))),
         }
     }
 

@@ -30,6 +30,23 @@ use crate::time::Clock;
 pub const DEFAULT_LEASE_SECONDS: i64 = 300;
 /// Transactions read per page: bounds memory whatever the size of the day.
 pub const DEFAULT_PAGE_SIZE: u32 = 5_000;
+
+/// `[settlement]`: how a run leases its date and pages through its transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementSettings {
+    pub lease_seconds: i64,
+    pub page_size: u32,
+}
+
+impl Default for SettlementSettings {
+    fn default() -> Self {
+        SettlementSettings {
+            lease_seconds: DEFAULT_LEASE_SECONDS,
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+}
+
 /// Refund look-ups per store call.
 const REFUND_LOOKUP_BATCH: usize = 500;
 /// Refund look-up calls in flight at once (the SQLite store reads on two connections).

@@ -23,6 +23,7 @@ use crate::model::{
 pub mod claim;
 pub mod migration;
 pub mod rerun_approval;
+pub mod settings;
 pub mod timed;
 
 pub use rerun_approval::RerunApproval;

@@ -1,4 +1,4 @@
-//! `settle run | rerun | retry`: one settlement date through the runner's claim, with the result
+//! `settle run | rerun | retry`: one settlement date through core's settlement commands, with the result
 //! printed as day totals. Refusals (already settled, already running, still open, a rerun that
 //! needs approval) exit with 3.
 
@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use chrono::NaiveDate;
-use settle_core::model::RunTrigger;
 use settle_core::settlement::{
-    RerunApprovalError, RerunApprovals, RerunAsk, RunOutcome, RunRequest,
+    ClaimedRun, RerunApprovalError, RerunAsk, RerunOutcome, RerunPath, RunOutcome,
+    SettlementCommands,
 };
 
 use crate::cli::RerunArgs;
@@ -17,26 +17,30 @@ use crate::exit::{self, Exit};
 use crate::output;
 
 pub async fn run(context: Context, date: NaiveDate) -> Result<()> {
-    execute(context, date, RunRequest::Run).await
+    let commands = commands(&context).await?;
+    let claimed = commands.trigger(date, &context.actor).await?;
+    settle(&context, &commands, claimed).await
 }
 
-/// A rerun under the four-eyes rule of `RerunApprovals`: refused while reruns need approval,
-/// unless `--without-approval` (audited).
+pub async fn retry(context: Context, date: NaiveDate) -> Result<()> {
+    let commands = commands(&context).await?;
+    let claimed = commands.retry(date, &context.actor).await?;
+    settle(&context, &commands, claimed).await
+}
+
+/// A rerun under the four-eyes rule: refused while reruns need approval, unless
+/// `--without-approval` (audited).
 pub async fn rerun(context: Context, args: RerunArgs) -> Result<()> {
-    let store = context.open_store().await?;
-    let runner = Arc::new(context.runner(store.clone())?);
-    let approvals = RerunApprovals::new(
-        store,
-        Arc::clone(&runner),
-        Arc::clone(&context.clock),
-        context.settings.server.require_rerun_approval,
-    );
+    let commands = commands(&context).await?;
     let ask = RerunAsk {
         reason: args.reason,
         apply_current_fees: args.apply_current_fees,
     };
-    let claimed = approvals
-        .claim_direct(args.date, ask, &context.actor, args.without_approval)
+    let path = RerunPath::Direct {
+        without_approval: args.without_approval,
+    };
+    let asked = commands
+        .rerun(args.date, ask, &context.actor, path)
         .await
         .map_err(|error| match error {
             RerunApprovalError::Run(run) => anyhow::Error::from(run),
@@ -47,28 +51,28 @@ pub async fn rerun(context: Context, args: RerunArgs) -> Result<()> {
             }
             .into(),
         })?;
-    let outcome = runner
-        .settle(
-            claimed.settlement,
-            &claimed.run,
-            &context.actor,
-            RunTrigger::Manual,
-        )
-        .await?;
-    print_outcome(&outcome);
-    Ok(())
+    match asked {
+        RerunOutcome::Claimed(claimed) => settle(&context, &commands, *claimed).await,
+        RerunOutcome::Requested(request) => anyhow::bail!(
+            "rerun request {} was recorded instead of a run: another operator approves it",
+            request.id
+        ),
+    }
 }
 
-pub async fn retry(context: Context, date: NaiveDate) -> Result<()> {
-    execute(context, date, RunRequest::Retry).await
-}
-
-async fn execute(context: Context, date: NaiveDate, request: RunRequest) -> Result<()> {
+/// The settlement commands over the configured store and a runner that pays out and notifies.
+async fn commands(context: &Context) -> Result<SettlementCommands> {
     let store = context.open_store().await?;
-    let runner = context.runner(store)?;
-    let outcome = runner
-        .execute(date, request, &context.actor, RunTrigger::Manual)
-        .await?;
+    let runner = Arc::new(context.runner(store.clone())?);
+    Ok(context.settlement_commands(store, runner))
+}
+
+async fn settle(
+    context: &Context,
+    commands: &SettlementCommands,
+    claimed: ClaimedRun,
+) -> Result<()> {
+    let outcome = commands.settle(claimed, &context.actor).await?;
     print_outcome(&outcome);
     Ok(())
 }

@@ -211,7 +211,7 @@ pub async fn run(
     });
     let state = AppState {
         store: store.clone(),
-        runner,
+        commands: context.settlement_commands(store.clone(), runner),
         payments: context.payment_service(store.clone()),
         idempotency: Idempotency::new(store.clone(), settings.idempotency),
         settings: settings.clone(),

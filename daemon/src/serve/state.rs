@@ -1,4 +1,4 @@
-//! What every request handler shares: the store, the settlement runner, the payments service,
+//! What every request handler shares: the store, the settlement commands, the payments service,
 //! the settings, the clock, the scheduler's heartbeat and the tracker of background runs.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use settle_core::idempotency::Idempotency;
 use settle_core::payments::PaymentService;
 use settle_core::scheduler::Heartbeat;
 use settle_core::secret::Secret;
-use settle_core::settlement::SettlementRunner;
+use settle_core::settlement::SettlementCommands;
 use settle_core::store::SharedStore;
 use settle_core::time::Clock;
 use tokio_util::task::TaskTracker;
@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 #[derive(Clone)]
 pub struct AppState {
     pub store: SharedStore,
-    pub runner: Arc<SettlementRunner>,
+    pub commands: SettlementCommands,
     pub payments: PaymentService,
     pub idempotency: Idempotency,
     pub settings: Arc<Settings>,

@@ -12,11 +12,9 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use settle_core::idempotency::{fingerprint, HandlerOutcome, StoredResponse};
-use settle_core::model::{
-    RerunRequestStatus, Role, RunTrigger, Settlement, SettlementLine, SettlementStatus,
-};
+use settle_core::model::{RerunRequestStatus, Role, Settlement, SettlementLine, SettlementStatus};
 use settle_core::settlement::{
-    ClaimedRun, RerunApprovalError, RerunApprovals, RerunAsk, RunRequest,
+    ClaimedRun, RerunApprovalError, RerunAsk, RerunOutcome, RerunPath, RunError,
 };
 use settle_core::store::HistoryFilter;
 use uuid::Uuid;
@@ -40,43 +38,16 @@ fn location(date: NaiveDate) -> String {
     format!("/api/v2/finance/settlement/{date}")
 }
 
-/// Claims the date now and settles it in the background: 202 with the running revision, or the
-/// refusal (409 already running/settled, 409 date still open…) as a problem.
-async fn start_run(
+/// A claim's answer: 202 with the running revision, settled in the background, or the refusal
+/// (409 already running/settled, 409 date still open…) as a problem.
+fn started(
     state: &AppState,
-    date: NaiveDate,
-    request: RunRequest,
+    claimed: Result<ClaimedRun, RunError>,
     actor: String,
 ) -> HandlerOutcome {
-    match state
-        .runner
-        .claim(date, &request, &actor, RunTrigger::Manual)
-        .await
-    {
-        Ok(claimed) => {
-            let body = json!({ "settlement": claimed, "status_url": location(date) });
-            let runner = state.runner.clone();
-            let claimed_date = claimed.settlement_date;
-            state.tasks.spawn(async move {
-                if let Err(error) = runner.settle(claimed, &request, &actor, RunTrigger::Manual).await {
-                    tracing::error!(settlement_date = %claimed_date, %error, "settlement run failed");
-                }
-            });
-            HandlerOutcome::Completed(StoredResponse {
-                status: 202,
-                body,
-                headers: vec![("location".into(), location(date))],
-            })
-        }
-        Err(error) => {
-            let problem = Problem::from(&error);
-            // A 5xx changed nothing: release the key so that a retry can succeed.
-            if problem.status.is_server_error() {
-                HandlerOutcome::NothingChanged(problem.to_stored())
-            } else {
-                HandlerOutcome::Completed(problem.to_stored())
-            }
-        }
+    match claimed {
+        Ok(claimed) => start_claimed(state, claimed, actor),
+        Err(error) => refused(Problem::from(&error)),
     }
 }
 
@@ -124,14 +95,10 @@ pub async fn trigger(
     key: Key,
 ) -> Result<Response, Problem> {
     caller.require(Role::Operator)?;
-    let latest = state
-        .settings
-        .calendar
-        .latest_settleable(state.clock.now())
-        .map_err(|e| Problem::invalid(e.to_string()))?;
     let path = "/api/v2/finance/settlement/trigger";
-    idempotent(&state, &caller, &key, path, &json!({}), || {
-        start_run(&state, latest, RunRequest::Run, caller.principal())
+    idempotent(&state, &caller, &key, path, &json!({}), || async {
+        let actor = caller.principal();
+        started(&state, state.commands.trigger_latest(&actor).await, actor)
     })
     .await
 }
@@ -156,8 +123,9 @@ pub async fn trigger_date(
     caller.require(Role::Operator)?;
     let day = date(&day)?;
     let path = format!("/api/v2/finance/settlement/trigger/{day}");
-    idempotent(&state, &caller, &key, &path, &json!({}), || {
-        start_run(&state, day, RunRequest::Run, caller.principal())
+    idempotent(&state, &caller, &key, &path, &json!({}), || async {
+        let actor = caller.principal();
+        started(&state, state.commands.trigger(day, &actor).await, actor)
     })
     .await
 }
@@ -182,8 +150,9 @@ pub async fn retry(
     caller.require(Role::Operator)?;
     let day = date(&day)?;
     let path = format!("/api/v2/finance/settlement/retry/{day}");
-    idempotent(&state, &caller, &key, &path, &json!({}), || {
-        start_run(&state, day, RunRequest::Retry, caller.principal())
+    idempotent(&state, &caller, &key, &path, &json!({}), || async {
+        let actor = caller.principal();
+        started(&state, state.commands.retry(day, &actor).await, actor)
     })
     .await
 }
@@ -206,16 +175,6 @@ fn rerun_body(body: &Value) -> Result<RerunBody, Problem> {
         return Err(Problem::invalid("reason: a rerun needs a reason"));
     }
     Ok(parsed)
-}
-
-/// The four-eyes service over the daemon's store and runner.
-fn approvals(state: &AppState) -> RerunApprovals {
-    RerunApprovals::new(
-        state.store.clone(),
-        state.runner.clone(),
-        state.clock.clone(),
-        state.settings.server.require_rerun_approval,
-    )
 }
 
 /// How a refused rerun, request or decision reads to an API client.
@@ -267,20 +226,17 @@ fn refused(problem: Problem) -> HandlerOutcome {
     }
 }
 
-/// Settles a claimed rerun in the background: 202 with the running revision (and the approved
-/// request, if any).
-fn start_claimed_rerun(state: &AppState, claimed: ClaimedRun, actor: String) -> HandlerOutcome {
+/// Settles a claimed revision in the background: 202 with the running revision (and the approved
+/// rerun request, if any).
+fn start_claimed(state: &AppState, claimed: ClaimedRun, actor: String) -> HandlerOutcome {
     let date = claimed.settlement.settlement_date;
     let mut body = json!({ "settlement": claimed.settlement, "status_url": location(date) });
     if let Some(request) = &claimed.request {
         body["rerun_request"] = json!(request);
     }
-    let runner = state.runner.clone();
+    let commands = state.commands.clone();
     state.tasks.spawn(async move {
-        if let Err(error) = runner
-            .settle(claimed.settlement, &claimed.run, &actor, RunTrigger::Manual)
-            .await
-        {
+        if let Err(error) = commands.settle(claimed, &actor).await {
             tracing::error!(settlement_date = %date, %error, "settlement run failed");
         }
     });
@@ -318,22 +274,20 @@ pub async fn rerun(
         reason: parsed.reason,
         apply_current_fees: parsed.apply_current_fees,
     };
-    let approvals = approvals(&state);
     idempotent(&state, &caller, &key, &path, &body, || async {
         let actor = caller.principal();
-        if approvals.required() {
-            // Four-eyes: the rerun becomes a request another operator approves.
-            return match approvals.request(day, ask, &actor).await {
-                Ok(stored) => HandlerOutcome::Completed(StoredResponse {
-                    status: 202,
-                    body: json!({ "rerun_request": stored, "approve_url": format!("/api/v2/finance/settlement/rerun-requests/{}/approve", stored.id) }),
-                    headers: vec![],
-                }),
-                Err(error) => refused(approval_problem(&error)),
-            };
-        }
-        match approvals.claim_direct(day, ask, &actor, false).await {
-            Ok(claimed) => start_claimed_rerun(&state, claimed, actor),
+        let asked = state
+            .commands
+            .rerun(day, ask, &actor, RerunPath::RequestWhenRequired)
+            .await;
+        match asked {
+            // Four-eyes: the rerun became a request another operator approves.
+            Ok(RerunOutcome::Requested(stored)) => HandlerOutcome::Completed(StoredResponse {
+                status: 202,
+                body: json!({ "rerun_request": stored, "approve_url": format!("/api/v2/finance/settlement/rerun-requests/{}/approve", stored.id) }),
+                headers: vec![],
+            }),
+            Ok(RerunOutcome::Claimed(claimed)) => start_claimed(&state, *claimed, actor),
             Err(error) => refused(approval_problem(&error)),
         }
     })
@@ -403,11 +357,10 @@ pub async fn approve(
     caller.require(Role::Operator)?;
     let id = request_id(&id)?;
     let path = format!("/api/v2/finance/settlement/rerun-requests/{id}/approve");
-    let approvals = approvals(&state);
     idempotent(&state, &caller, &key, &path, &json!({}), || async {
         let actor = caller.principal();
-        match approvals.approve(id, &actor).await {
-            Ok(claimed) => start_claimed_rerun(&state, claimed, actor),
+        match state.commands.approve(id, &actor).await {
+            Ok(claimed) => start_claimed(&state, claimed, actor),
             Err(error) => refused(approval_problem(&error)),
         }
     })
@@ -435,9 +388,8 @@ pub async fn reject(
     caller.require(Role::Operator)?;
     let id = request_id(&id)?;
     let path = format!("/api/v2/finance/settlement/rerun-requests/{id}/reject");
-    let approvals = approvals(&state);
     idempotent(&state, &caller, &key, &path, &json!({}), || async {
-        match approvals.reject(id, &caller.principal()).await {
+        match state.commands.reject(id, &caller.principal()).await {
             Ok(rejected) => HandlerOutcome::Completed(StoredResponse {
                 status: 200,
                 body: json!({ "rerun_request": rejected }),
