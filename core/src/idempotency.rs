@@ -87,9 +87,8 @@ impl Default for IdempotencySettings {
     }
 }
 
-/// Problem type URIs (RFC 9457) of the idempotency layer.
-pub const PROBLEM_CONFLICT: &str = "urn:settle:problem:idempotency-conflict";
-pub const PROBLEM_MISMATCH: &str = "urn:settle:problem:idempotency-key-reused";
+/// Problem type URIs (RFC 9457) of the idempotency layer, from the one list of the domain.
+pub use crate::problem_types::{IDEMPOTENCY_CONFLICT, IDEMPOTENCY_KEY_REUSED};
 
 /// Runs handlers at most once per (principal, key).
 #[derive(Clone)]
@@ -147,7 +146,7 @@ impl Idempotency {
                     outcome: Outcome::Conflict,
                     response: problem(
                         409,
-                        PROBLEM_CONFLICT,
+                        IDEMPOTENCY_CONFLICT,
                         "Request in progress",
                         "a request with this Idempotency-Key is still being processed; retry later",
                     ),
@@ -158,7 +157,7 @@ impl Idempotency {
                 outcome: Outcome::Mismatch,
                 response: problem(
                     422,
-                    PROBLEM_MISMATCH,
+                    IDEMPOTENCY_KEY_REUSED,
                     "Idempotency-Key reused",
                     "this Idempotency-Key was used for a different request (method, path or body)",
                 ),

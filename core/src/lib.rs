@@ -3,7 +3,8 @@
 
 // The pure domain, re-exported at the paths the rest of Settle names it by.
 pub use settle_domain::{
-    auth, calendar, compute, excerpt, fees, limits, model, money, returns, secret, time,
+    auth, calendar, compute, excerpt, fees, limits, model, money, problem_types, returns, secret,
+    time,
 };
 
 pub use settle_chart as chart;

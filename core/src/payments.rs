@@ -28,16 +28,8 @@ pub struct PaymentSettings {
     pub amount_limits: AmountLimits,
 }
 
-/// Problem types (RFC 9457) of payment operations; stable, one per error.
-pub mod problems {
-    pub const INVALID_REQUEST: &str = "urn:settle:problem:invalid-request";
-    pub const PAYMENT_NOT_FOUND: &str = "urn:settle:problem:payment-not-found";
-    pub const NOT_REFUNDABLE: &str = "urn:settle:problem:payment-not-refundable";
-    pub const EXCEEDS_PAYMENT: &str = "urn:settle:problem:refund-exceeds-payment";
-    pub const REFERENCE_CONFLICT: &str = "urn:settle:problem:external-ref-conflict";
-    pub const STORE_UNAVAILABLE: &str = "urn:settle:problem:store-unavailable";
-    pub const RETURNS_IN_FLIGHT: &str = "urn:settle:problem:returns-in-flight";
-}
+/// Problem types (RFC 9457) of payment operations: the one list of the domain.
+pub use crate::problem_types as problems;
 
 /// The API paths the operations answer to; part of each request's fingerprint.
 pub mod paths {
@@ -298,7 +290,7 @@ impl PaymentService {
             RecordOutcome::Duplicate(t) => created(200, &t),
             RecordOutcome::Conflict(existing) => HandlerOutcome::Completed(problem(
                 409,
-                problems::REFERENCE_CONFLICT,
+                problems::EXTERNAL_REF_CONFLICT,
                 "External reference already used",
                 &format!(
                     "merchant {} already has a transaction with external_ref {:?} and other content",
@@ -313,14 +305,14 @@ impl PaymentService {
             )),
             RecordOutcome::NotRefundable { reason, .. } => HandlerOutcome::Completed(problem(
                 422,
-                problems::NOT_REFUNDABLE,
+                problems::PAYMENT_NOT_REFUNDABLE,
                 "Payment cannot be returned",
                 &reason,
             )),
             RecordOutcome::ExceedsPayment { payment, returned_minor } => {
                 HandlerOutcome::Completed(problem(
                     422,
-                    problems::EXCEEDS_PAYMENT,
+                    problems::REFUND_EXCEEDS_PAYMENT,
                     "Refund exceeds the payment",
                     &crate::returns::remaining_message(
                         &payment.external_ref,

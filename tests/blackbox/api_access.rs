@@ -1552,7 +1552,7 @@ fn occurred_at(event: &Value) -> chrono::DateTime<chrono::Utc> {
 }
 
 /// Filters select in the store exactly what filtering the whole trail would, paged after
-/// filtering; bad instants and inverted ranges are 422 problems naming their parameters.
+/// filtering; bad instants and inverted ranges are 400 problems naming their parameters.
 async fn audit_filters_select_in_the_store(setup: Setup) {
     let ana = setup.token("filter-ana", "operator");
     let bob = setup.token("filter-bob", "operator");
@@ -1695,7 +1695,7 @@ async fn audit_filters_select_in_the_store(setup: Setup) {
         json!([])
     );
 
-    // Malformed instants and an inverted range: 422, naming the parameter.
+    // Malformed instants and an inverted range: 400, naming the parameter.
     for (query, field) in [
         ("from=yesterday", "from"),
         ("to=2024-03-10", "to"),
@@ -1707,7 +1707,7 @@ async fn audit_filters_select_in_the_store(setup: Setup) {
     ] {
         let path = format!("/api/v2/finance/audit?{query}");
         let reply = daemon.get(&path).bearer(&viewer).send().await;
-        let problem = reply.expect_problem(422, "invalid-request");
+        let problem = reply.expect_problem(400, "invalid-request");
         assert_eq!(problem["field"], field, "{path}: {problem}");
         assert!(
             problem["detail"]
@@ -1723,7 +1723,7 @@ async fn audit_filters_select_in_the_store(setup: Setup) {
         .bearer(&viewer)
         .send()
         .await;
-    let problem = reply.expect_problem(422, "invalid-request");
+    let problem = reply.expect_problem(400, "invalid-request");
     assert_eq!(problem["field"], "from", "{problem}");
     assert!(
         problem["detail"]
@@ -1738,7 +1738,7 @@ async fn audit_filters_select_in_the_store(setup: Setup) {
     ] {
         let path = format!("/api/v2/finance/audit?{query}");
         let reply = daemon.get(&path).bearer(&viewer).send().await;
-        let problem = reply.expect_problem(422, "invalid-request");
+        let problem = reply.expect_problem(400, "invalid-request");
         assert_eq!(problem["field"], "from", "{path}: {problem}");
         assert_eq!(
             problem["fields"],

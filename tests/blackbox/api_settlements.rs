@@ -1590,6 +1590,42 @@ async fn stats_summary_adds_up_the_settled_days() {
     }
 }
 
+/// An inverted range is refused the same way on every route that takes one: 400 invalid-request
+/// naming both parameters, the detail starting with `from: `.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inverted_range_is_refused_alike_on_every_route() {
+    let setup = setup_with(&config(""), &[]);
+    let viewer = setup.token("finance-viewer", "viewer");
+    let daemon = setup.start();
+    for path in [
+        format!("{API}/stats/summary?from={NEXT_DAY}&to={DAY}"),
+        format!("{API}/stats/chart.svg?from={NEXT_DAY}&to={DAY}"),
+        format!("{API}/history?from={NEXT_DAY}&to={DAY}"),
+        "/api/v2/finance/audit?from=2024-03-11T00:00:00Z&to=2024-03-10T00:00:00Z".to_string(),
+    ] {
+        let reply = daemon.get(&path).bearer(&viewer).send().await;
+        let problem = reply.expect_problem(400, "invalid-request");
+        assert_eq!(problem["field"], "from", "{path}: {problem}");
+        assert_eq!(
+            problem["fields"],
+            json!(["from", "to"]),
+            "{path}: {problem}"
+        );
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.starts_with("from: ") && detail.contains("must not be after to"),
+            "{path}: {problem}"
+        );
+    }
+    // The same dates the right way round are answered.
+    let history = daemon
+        .get(&format!("{API}/history?from={DAY}&to={NEXT_DAY}"))
+        .bearer(&viewer)
+        .send()
+        .await;
+    assert_eq!(history.status, 200, "{}", history.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charts_are_png_and_svg_of_the_settled_days() {
     let mut transactions = day_transactions(DAY, 1);

@@ -304,7 +304,10 @@ async fn concurrent_refunds_never_exceed_the_payment() {
         .await
         .unwrap();
     assert_eq!(too_much.response.status, 422);
-    assert_eq!(too_much.response.body["type"], problems::EXCEEDS_PAYMENT);
+    assert_eq!(
+        too_much.response.body["type"],
+        problems::REFUND_EXCEEDS_PAYMENT
+    );
     assert!(too_much.response.body["detail"]
         .as_str()
         .unwrap()
@@ -362,7 +365,10 @@ async fn returns_of_unknown_or_unsettleable_payments_are_refused_and_every_call_
         .await
         .unwrap();
     assert_eq!(refused.response.status, 422);
-    assert_eq!(refused.response.body["type"], problems::NOT_REFUNDABLE);
+    assert_eq!(
+        refused.response.body["type"],
+        problems::PAYMENT_NOT_REFUNDABLE
+    );
 
     let debit = json!({"merchant_id": "m-1", "amount": "-3.00", "currency": "USD", "external_ref": "adj-1",
         "occurred_at": "2026-11-20T13:00:00Z", "reason": "courier damage"});

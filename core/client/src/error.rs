@@ -7,29 +7,7 @@ use settle_domain::secret::Secret;
 
 /// The `type` URIs of the daemon's RFC 9457 problems (README, "The daemon"). Compare
 /// [`ClientError::problem_type`] with these.
-pub mod problem_types {
-    pub const UNAUTHORIZED: &str = "urn:settle:problem:unauthorized";
-    pub const FORBIDDEN: &str = "urn:settle:problem:forbidden";
-    pub const NOT_FOUND: &str = "urn:settle:problem:not-found";
-    pub const METHOD_NOT_ALLOWED: &str = "urn:settle:problem:method-not-allowed";
-    pub const INVALID_REQUEST: &str = "urn:settle:problem:invalid-request";
-    pub const MALFORMED_JSON: &str = "urn:settle:problem:malformed-json";
-    pub const UNSUPPORTED_MEDIA_TYPE: &str = "urn:settle:problem:unsupported-media-type";
-    pub const BODY_TOO_LARGE: &str = "urn:settle:problem:body-too-large";
-    pub const IDEMPOTENCY_KEY_INVALID: &str = "urn:settle:problem:idempotency-key-invalid";
-    pub const DATE_STILL_OPEN: &str = "urn:settle:problem:date-still-open";
-    pub const ALREADY_SETTLED: &str = "urn:settle:problem:already-settled";
-    pub const ALREADY_RUNNING: &str = "urn:settle:problem:already-running";
-    pub const REVISION_FAILED: &str = "urn:settle:problem:revision-failed";
-    pub const NOTHING_TO_DO: &str = "urn:settle:problem:nothing-to-do";
-    pub const REVISION_MOVED: &str = "urn:settle:problem:revision-moved";
-    pub const APPROVAL_REFUSED: &str = "urn:settle:problem:approval-refused";
-    pub const CONFLICT: &str = "urn:settle:problem:conflict";
-    pub const BAD_SIGNATURE: &str = "urn:settle:problem:bad-signature";
-    pub const REQUEST_TIMEOUT: &str = "urn:settle:problem:request-timeout";
-    pub const UNAVAILABLE: &str = "urn:settle:problem:unavailable";
-    pub const INTERNAL: &str = "urn:settle:problem:internal";
-}
+pub use settle_domain::problem_types;
 
 /// Why a call of the daemon failed. It serializes (for a Tauri command) as an object with `kind`
 /// (the variant in snake case), `message` (the `Display` text) and the variant's fields.

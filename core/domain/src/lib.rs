@@ -11,6 +11,7 @@ pub mod idempotency_key;
 pub mod limits;
 pub mod model;
 pub mod money;
+pub mod problem_types;
 pub mod returns;
 pub mod secret;
 pub mod stats;

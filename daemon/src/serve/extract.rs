@@ -119,7 +119,7 @@ impl FromRequestParts<AppState> for Key {
             Some(Err(detail)) => {
                 return Err(Problem::new(
                     StatusCode::BAD_REQUEST,
-                    types::IDEMPOTENCY_KEY,
+                    types::IDEMPOTENCY_KEY_INVALID,
                     "Bad Idempotency-Key",
                     detail,
                 ))
@@ -131,7 +131,7 @@ impl FromRequestParts<AppState> for Key {
             .map_err(|e| {
                 Problem::new(
                     StatusCode::BAD_REQUEST,
-                    types::IDEMPOTENCY_KEY,
+                    types::IDEMPOTENCY_KEY_INVALID,
                     "Bad Idempotency-Key",
                     e.to_string(),
                 )

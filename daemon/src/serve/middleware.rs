@@ -147,7 +147,7 @@ pub async fn with_timeout(State(state): State<AppState>, request: Request, next:
         Ok(response) => response,
         Err(_) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            types::TIMEOUT,
+            types::REQUEST_TIMEOUT,
             "Request timeout",
             format!("the request took longer than {} ms", limit.as_millis()),
         )

@@ -10,29 +10,7 @@ use settle_core::settlement::RunError;
 use settle_core::store::StoreError;
 
 /// Problem type URIs of the HTTP layer (the payments service defines its own, same scheme).
-pub mod types {
-    pub const UNAUTHORIZED: &str = "urn:settle:problem:unauthorized";
-    pub const FORBIDDEN: &str = "urn:settle:problem:forbidden";
-    pub const NOT_FOUND: &str = "urn:settle:problem:not-found";
-    pub const METHOD_NOT_ALLOWED: &str = "urn:settle:problem:method-not-allowed";
-    pub const INVALID_REQUEST: &str = "urn:settle:problem:invalid-request";
-    pub const MALFORMED_JSON: &str = "urn:settle:problem:malformed-json";
-    pub const UNSUPPORTED_MEDIA_TYPE: &str = "urn:settle:problem:unsupported-media-type";
-    pub const BODY_TOO_LARGE: &str = "urn:settle:problem:body-too-large";
-    pub const IDEMPOTENCY_KEY: &str = "urn:settle:problem:idempotency-key-invalid";
-    pub const DATE_STILL_OPEN: &str = "urn:settle:problem:date-still-open";
-    pub const ALREADY_SETTLED: &str = "urn:settle:problem:already-settled";
-    pub const ALREADY_RUNNING: &str = "urn:settle:problem:already-running";
-    pub const REVISION_FAILED: &str = "urn:settle:problem:revision-failed";
-    pub const NOTHING_TO_DO: &str = "urn:settle:problem:nothing-to-do";
-    pub const REVISION_MOVED: &str = "urn:settle:problem:revision-moved";
-    pub const APPROVAL: &str = "urn:settle:problem:approval-refused";
-    pub const CONFLICT: &str = "urn:settle:problem:conflict";
-    pub const BAD_SIGNATURE: &str = "urn:settle:problem:bad-signature";
-    pub const TIMEOUT: &str = "urn:settle:problem:request-timeout";
-    pub const UNAVAILABLE: &str = "urn:settle:problem:unavailable";
-    pub const INTERNAL: &str = "urn:settle:problem:internal";
-}
+pub use settle_core::problem_types as types;
 
 /// A problem to answer with.
 #[derive(Debug, Clone)]
@@ -43,6 +21,8 @@ pub struct Problem {
     pub detail: String,
     /// Seconds, for 409/503 answers a client should retry later.
     pub retry_after_s: Option<i64>,
+    /// The request's parameters or members at fault (`field` when one, `fields` when several).
+    pub fields: Vec<&'static str>,
 }
 
 impl Problem {
@@ -58,6 +38,26 @@ impl Problem {
             title,
             detail: detail.into(),
             retry_after_s: None,
+            fields: Vec::new(),
+        }
+    }
+
+    /// A query parameter the request got wrong: 400 naming it, the same on every route. The
+    /// detail starts with the parameter's name.
+    pub fn bad_parameter(name: &'static str, message: impl std::fmt::Display) -> Self {
+        Problem {
+            fields: vec![name],
+            ..Problem::bad_request(format!("{name}: {message}"))
+        }
+    }
+
+    /// A range whose `from` is after its `to`: 400 naming both, the same on every route.
+    pub fn inverted_range(from: impl std::fmt::Display, to: impl std::fmt::Display) -> Self {
+        Problem {
+            fields: vec!["from", "to"],
+            ..Problem::bad_request(format!(
+                "from: {from} is after to {to}; from must not be after to"
+            ))
         }
     }
 
@@ -117,14 +117,21 @@ impl Problem {
         if let Some(seconds) = self.retry_after_s {
             headers.push(("retry-after".into(), seconds.to_string()));
         }
+        let mut body = json!({
+            "type": self.problem_type,
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let Some(first) = self.fields.first() {
+            body["field"] = json!(first);
+        }
+        if self.fields.len() > 1 {
+            body["fields"] = json!(self.fields);
+        }
         StoredResponse {
             status: self.status.as_u16(),
-            body: json!({
-                "type": self.problem_type,
-                "title": self.title,
-                "status": self.status.as_u16(),
-                "detail": self.detail,
-            }),
+            body,
             headers,
         }
     }

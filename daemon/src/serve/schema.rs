@@ -8,7 +8,7 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{IntoParams, ToSchema};
 
 use super::problem::types;
-use settle_core::idempotency::{PROBLEM_CONFLICT, PROBLEM_MISMATCH};
+use settle_core::idempotency::{IDEMPOTENCY_CONFLICT, IDEMPOTENCY_KEY_REUSED};
 use settle_core::model::{
     AuditEvent, Notification, PaymentMethod, Payout, RerunRequest, Role, Settlement,
     SettlementLine, TransactionKind, TransactionStatus,
@@ -58,7 +58,7 @@ impl ProblemSet {
             503,
             &[
                 types::UNAVAILABLE,
-                types::TIMEOUT,
+                types::REQUEST_TIMEOUT,
                 payment_problems::STORE_UNAVAILABLE,
             ],
         )
@@ -78,9 +78,9 @@ impl ProblemSet {
     /// POST: the `Idempotency-Key` is missing or bad (400), its first request is still running
     /// (409) or it was used for another request (422).
     fn idempotent(self) -> Self {
-        self.with(400, &[types::IDEMPOTENCY_KEY])
-            .with(409, &[PROBLEM_CONFLICT])
-            .with(422, &[PROBLEM_MISMATCH])
+        self.with(400, &[types::IDEMPOTENCY_KEY_INVALID])
+            .with(409, &[IDEMPOTENCY_CONFLICT])
+            .with(422, &[IDEMPOTENCY_KEY_REUSED])
     }
 
     /// A JSON body: malformed (400), too large (413), not JSON (415), the wrong shape (422).
@@ -162,7 +162,7 @@ fn run_refusals(set: ProblemSet) -> ProblemSet {
 /// A four-eyes refusal (403), an unknown request (404), a decided or stale one (409).
 fn approval_refusals(set: ProblemSet) -> ProblemSet {
     run_refusals(set)
-        .with(403, &[types::APPROVAL])
+        .with(403, &[types::APPROVAL_REFUSED])
         .with(404, &[types::NOT_FOUND])
         .with(409, &[types::CONFLICT, types::REVISION_MOVED])
 }
@@ -172,7 +172,7 @@ fn payment_refusals(set: ProblemSet) -> ProblemSet {
     set.with(
         409,
         &[
-            payment_problems::REFERENCE_CONFLICT,
+            payment_problems::EXTERNAL_REF_CONFLICT,
             payment_problems::RETURNS_IN_FLIGHT,
         ],
     )
@@ -202,11 +202,10 @@ problems! {
         .parameters()
         .with(404, &[types::NOT_FOUND])
         .with(409, &[types::CONFLICT]);
-    /// The audit trail: a bad instant or from after to (422).
+    /// The audit trail: a bad instant or from after to (400, naming the parameters).
     AuditProblems => ProblemSet::base()
         .secured()
-        .parameters()
-        .with(422, &[types::INVALID_REQUEST]);
+        .parameters();
     /// Trigger and retry.
     RunProblems => run_refusals(ProblemSet::base().secured().parameters().idempotent());
     /// A rerun: a JSON body, and four-eyes refusals.
@@ -218,7 +217,7 @@ problems! {
     /// A refund or a chargeback: also the payment may not exist (404) or not be returnable (422).
     ReturnProblems => payment_refusals(ProblemSet::base().secured().parameters().idempotent().json_body())
         .with(404, &[payment_problems::PAYMENT_NOT_FOUND])
-        .with(422, &[payment_problems::NOT_REFUNDABLE, payment_problems::EXCEEDS_PAYMENT]);
+        .with(422, &[payment_problems::PAYMENT_NOT_REFUNDABLE, payment_problems::REFUND_EXCEEDS_PAYMENT]);
     /// The provider's callback: off without its secret (404), a bad signature (401), an unknown
     /// payout (404).
     CallbackProblems => ProblemSet::base()

@@ -544,7 +544,7 @@ impl World {
                 "200 duplicate".into()
             }
             Recorded::Conflict => {
-                expected(409, Some(problems::REFERENCE_CONFLICT))?;
+                expected(409, Some(problems::EXTERNAL_REF_CONFLICT))?;
                 "409 reference conflict".into()
             }
             Recorded::PaymentNotFound => {
@@ -552,11 +552,11 @@ impl World {
                 "404 payment not found".into()
             }
             Recorded::NotRefundable => {
-                expected(422, Some(problems::NOT_REFUNDABLE))?;
+                expected(422, Some(problems::PAYMENT_NOT_REFUNDABLE))?;
                 "422 not refundable".into()
             }
             Recorded::ExceedsPayment { remaining_minor } => {
-                expected(422, Some(problems::EXCEEDS_PAYMENT))?;
+                expected(422, Some(problems::REFUND_EXCEEDS_PAYMENT))?;
                 format!("422 exceeds payment ({remaining_minor} left)")
             }
         })

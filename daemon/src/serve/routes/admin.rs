@@ -258,7 +258,7 @@ pub struct AuditQuery {
 }
 
 /// An RFC 3339 instant from the parameter `name`, or a 422 naming it.
-fn instant(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, StoredResponse> {
+fn instant(name: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, Problem> {
     let Some(text) = text else {
         return Ok(None);
     };
@@ -269,28 +269,19 @@ fn instant(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, Stor
         } else {
             ""
         };
-        invalid_field(name, format!("{error}{hint}"))
+        Problem::bad_parameter(name, format!("{error}{hint}"))
     })
 }
 
 /// The store filter of a query: subject, action and actor match exactly; `from` (inclusive) and
 /// `to` (exclusive) are RFC 3339 instants. `from` after `to` is refused naming both; `from`
 /// equal to `to` is an empty range, answered with no events.
-fn audit_filter(query: &AuditQuery) -> Result<AuditFilter, StoredResponse> {
+fn audit_filter(query: &AuditQuery) -> Result<AuditFilter, Problem> {
     let from = instant("from", query.from.as_deref())?;
     let to = instant("to", query.to.as_deref())?;
     if let (Some(from), Some(to)) = (from, to) {
         if from > to {
-            let mut refusal = invalid_field(
-                "from",
-                format!(
-                    "{} is after to {}; from must not be after to",
-                    format_utc(from),
-                    format_utc(to)
-                ),
-            );
-            refusal.body["fields"] = json!(["from", "to"]);
-            return Err(refusal);
+            return Err(Problem::inverted_range(format_utc(from), format_utc(to)));
         }
     }
     Ok(AuditFilter {
@@ -306,7 +297,7 @@ fn audit_filter(query: &AuditQuery) -> Result<AuditFilter, StoredResponse> {
 #[utoipa::path(
     get,
     path = "/api/v2/finance/audit",
-    summary = "The audit trail, newest first (paged; subject, action and actor match exactly; from inclusive and to exclusive, RFC 3339 instants; from after to is a 422)",
+    summary = "The audit trail, newest first (paged; subject, action and actor match exactly; from inclusive and to exclusive, RFC 3339 instants; a bad instant or from after to is a 400 naming the parameters)",
     params(AuditQuery),
     responses(
         (status = 200, description = "One page of events", body = schema::AuditPage),
@@ -322,10 +313,7 @@ pub async fn audit(
     caller.require(Role::Viewer)?;
     let query = super::settlements::query_params(query)?;
     let page = Page::new(query.page.clone(), query.per_page.clone()).bounds()?;
-    let filter = match audit_filter(&query) {
-        Ok(filter) => filter,
-        Err(refusal) => return Ok(stored_response(&refusal)),
-    };
+    let filter = audit_filter(&query)?;
     let mut events = state
         .store
         .audit_events_matching(&filter, page.probe_limit(), page.offset)

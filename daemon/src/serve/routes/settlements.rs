@@ -182,9 +182,12 @@ fn approval_problem(error: &RerunApprovalError) -> Problem {
     use RerunApprovalError as E;
     let detail = error.to_string();
     match error {
-        E::ApprovalRequired { .. } | E::OwnRequest { .. } => {
-            Problem::new(StatusCode::FORBIDDEN, types::APPROVAL, "Four eyes", detail)
-        }
+        E::ApprovalRequired { .. } | E::OwnRequest { .. } => Problem::new(
+            StatusCode::FORBIDDEN,
+            types::APPROVAL_REFUSED,
+            "Four eyes",
+            detail,
+        ),
         E::NotFound(_) => Problem::not_found(detail),
         E::AlreadyDecided { .. } => Problem::new(
             StatusCode::CONFLICT,
@@ -451,9 +454,16 @@ pub async fn history(
         .transpose()
         .map_err(Problem::bad_request)?;
     let page = Page::new(query.page, query.per_page).bounds()?;
+    let from = query.from.as_deref().map(date).transpose()?;
+    let to = query.to.as_deref().map(date).transpose()?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            return Err(Problem::inverted_range(from, to));
+        }
+    }
     let filter = HistoryFilter {
-        from: query.from.as_deref().map(date).transpose()?,
-        to: query.to.as_deref().map(date).transpose()?,
+        from,
+        to,
         status,
         all_revisions: query.all_revisions,
         limit: page.probe_limit(),

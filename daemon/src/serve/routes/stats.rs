@@ -65,9 +65,7 @@ fn range(from: &Option<String>, to: &Option<String>) -> Result<(NaiveDate, Naive
     };
     let (from, to) = (date(from)?, date(to)?);
     if from > to {
-        return Err(Problem::bad_request(format!(
-            "from {from} is after to {to}"
-        )));
+        return Err(Problem::inverted_range(from, to));
     }
     if (to - from).num_days() >= MAX_RANGE_DAYS {
         return Err(Problem::bad_request(format!(
