@@ -272,6 +272,14 @@ impl ResolvedRule {
         if let Some(max) = self.max_minor {
             fee = fee.min(max);
         }
+        // The schedule's validation keeps min <= max, so the clamp lands inside both bounds.
+        debug_assert!(
+            self.min_minor.is_none_or(|min| fee >= min)
+                && self.max_minor.is_none_or(|max| fee <= max),
+            "fee {fee} outside [{:?}, {:?}]",
+            self.min_minor,
+            self.max_minor
+        );
         Ok(fee)
     }
 
