@@ -66,7 +66,7 @@ pub struct Answer {
     pub outcome: Outcome,
     pub response: StoredResponse,
     /// For `conflict`: seconds until the key's lock ends (Retry-After).
-    pub retry_after_s: Option<i64>,
+    pub retry_after_seconds: Option<i64>,
 }
 
 /// Settings of the idempotency layer.
@@ -138,10 +138,10 @@ impl Idempotency {
             BeginOutcome::Replay(response) => Ok(Answer {
                 outcome: Outcome::Replay,
                 response,
-                retry_after_s: None,
+                retry_after_seconds: None,
             }),
             BeginOutcome::Conflict { locked_until } => {
-                let retry_after_s = (locked_until - now).num_seconds().max(1);
+                let retry_after_seconds = (locked_until - now).num_seconds().max(1);
                 Ok(Answer {
                     outcome: Outcome::Conflict,
                     response: problem(
@@ -150,7 +150,7 @@ impl Idempotency {
                         "Request in progress",
                         "a request with this Idempotency-Key is still being processed; retry later",
                     ),
-                    retry_after_s: Some(retry_after_s),
+                    retry_after_seconds: Some(retry_after_seconds),
                 })
             }
             BeginOutcome::Mismatch => Ok(Answer {
@@ -161,7 +161,7 @@ impl Idempotency {
                     "Idempotency-Key reused",
                     "this Idempotency-Key was used for a different request (method, path or body)",
                 ),
-                retry_after_s: None,
+                retry_after_seconds: None,
             }),
             BeginOutcome::New => {
                 crate::failpoint::hit("idempotency.after_begin")
@@ -196,7 +196,7 @@ impl Idempotency {
                 Ok(Answer {
                     outcome: Outcome::New,
                     response,
-                    retry_after_s: None,
+                    retry_after_seconds: None,
                 })
             }
         }

@@ -164,20 +164,20 @@ impl SettlementEvent {
     }
 }
 
-fn mac(secret: &Secret, timestamp_s: i64, body: &[u8]) -> HmacSha256 {
+fn mac(secret: &Secret, timestamp_seconds: i64, body: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length (long ones are hashed first), so this cannot fail.
     let mut mac = HmacSha256::new_from_slice(secret.expose().as_bytes())
         .expect("HMAC accepts keys of any length");
-    mac.update(timestamp_s.to_string().as_bytes());
+    mac.update(timestamp_seconds.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
     mac
 }
 
-/// The `Settle-Signature` value for `body` sent at `timestamp_s`: `v1=` + lowercase hex of
-/// HMAC-SHA256(key = secret, message = `{timestamp_s}.` + body).
-pub fn sign(secret: &Secret, timestamp_s: i64, body: &[u8]) -> String {
-    let tag = mac(secret, timestamp_s, body).finalize().into_bytes();
+/// The `Settle-Signature` value for `body` sent at `timestamp_seconds`: `v1=` + lowercase hex of
+/// HMAC-SHA256(key = secret, message = `{timestamp_seconds}.` + body).
+pub fn sign(secret: &Secret, timestamp_seconds: i64, body: &[u8]) -> String {
+    let tag = mac(secret, timestamp_seconds, body).finalize().into_bytes();
     format!("{SIGNATURE_PREFIX}{}", hex::encode(tag))
 }
 
@@ -188,8 +188,8 @@ pub enum VerifyError {
     MissingHeader(&'static str),
     #[error("the {TIMESTAMP_HEADER} header is not a unix timestamp in seconds")]
     BadTimestamp,
-    #[error("the delivery was signed {age_s} s from now, outside the tolerance (a replay or a skewed clock)")]
-    Stale { age_s: i64 },
+    #[error("the delivery was signed {age_seconds} s from now, outside the tolerance (a replay or a skewed clock)")]
+    Stale { age_seconds: i64 },
     #[error(
         "the {SIGNATURE_HEADER} header does not match the body (wrong secret or altered body)"
     )]
@@ -197,19 +197,19 @@ pub enum VerifyError {
 }
 
 /// Checks a delivery: the signature must be the HMAC of `{timestamp}.{body}` under `secret`
-/// (compared in constant time), and the timestamp within `tolerance_s` of `now_s` either way, so
+/// (compared in constant time), and the timestamp within `tolerance_seconds` of `now_seconds` either way, so
 /// an old delivery replayed later is refused.
 pub fn verify(
     secret: &Secret,
     timestamp_header: Option<&str>,
     signature_header: Option<&str>,
     body: &[u8],
-    now_s: i64,
-    tolerance_s: i64,
+    now_seconds: i64,
+    tolerance_seconds: i64,
 ) -> Result<(), VerifyError> {
     let timestamp_header = timestamp_header.ok_or(VerifyError::MissingHeader(TIMESTAMP_HEADER))?;
     let signature_header = signature_header.ok_or(VerifyError::MissingHeader(SIGNATURE_HEADER))?;
-    let timestamp_s: i64 = timestamp_header
+    let timestamp_seconds: i64 = timestamp_header
         .trim()
         .parse()
         .map_err(|_| VerifyError::BadTimestamp)?;
@@ -219,12 +219,12 @@ pub fn verify(
         .and_then(|hex_tag| hex::decode(hex_tag).ok())
         .ok_or(VerifyError::BadSignature)?;
     // Authenticity first: a forged delivery is reported as forged, whatever its timestamp says.
-    mac(secret, timestamp_s, body)
+    mac(secret, timestamp_seconds, body)
         .verify_slice(&tag)
         .map_err(|_| VerifyError::BadSignature)?;
-    let age_s = now_s.saturating_sub(timestamp_s);
-    if age_s.unsigned_abs() > tolerance_s.unsigned_abs() {
-        return Err(VerifyError::Stale { age_s });
+    let age_seconds = now_seconds.saturating_sub(timestamp_seconds);
+    if age_seconds.unsigned_abs() > tolerance_seconds.unsigned_abs() {
+        return Err(VerifyError::Stale { age_seconds });
     }
     Ok(())
 }
@@ -329,15 +329,19 @@ impl Notifier {
             Idempotence::Keyed(event.event_id.clone()),
             "webhook delivery",
             |attempt| {
-                let elapsed_s = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
-                let timestamp_s = now.timestamp().saturating_add(elapsed_s);
+                let elapsed_seconds =
+                    i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+                let timestamp_seconds = now.timestamp().saturating_add(elapsed_seconds);
                 let request = self
                     .client
                     .post(self.url.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .header(EVENT_ID_HEADER, event.event_id.as_str())
-                    .header(TIMESTAMP_HEADER, timestamp_s.to_string())
-                    .header(SIGNATURE_HEADER, sign(&self.secret, timestamp_s, &body))
+                    .header(TIMESTAMP_HEADER, timestamp_seconds.to_string())
+                    .header(
+                        SIGNATURE_HEADER,
+                        sign(&self.secret, timestamp_seconds, &body),
+                    )
                     .body(body.clone());
                 let event_id = event.event_id.as_str();
                 async move {
@@ -497,7 +501,7 @@ mod tests {
                 TIMESTAMP_S,
                 300
             ),
-            Err(VerifyError::Stale { age_s: 600 })
+            Err(VerifyError::Stale { age_seconds: 600 })
         );
         let ten_minutes_ahead = TIMESTAMP_S + 600;
         let signature = sign(&key(), ten_minutes_ahead, BODY);
@@ -510,7 +514,7 @@ mod tests {
                 TIMESTAMP_S,
                 300
             ),
-            Err(VerifyError::Stale { age_s: -600 })
+            Err(VerifyError::Stale { age_seconds: -600 })
         );
     }
 

@@ -325,7 +325,7 @@ impl PaymentService {
             RecordOutcome::ReturnsInDoubt {
                 payment,
                 in_doubt_minor,
-                retry_after_s,
+                retry_after_seconds,
             } => {
                 let mut response = problem(
                     409,
@@ -333,14 +333,14 @@ impl PaymentService {
                     "Other returns of the payment are in flight",
                     &format!(
                         "{} of payment {} is reserved by refunds or chargebacks not yet written; \
-                         retry in {retry_after_s} s",
+                         retry in {retry_after_seconds} s",
                         format_minor(in_doubt_minor, payment.currency),
                         payment.external_ref
                     ),
                 );
                 response
                     .headers
-                    .push(("Retry-After".into(), retry_after_s.max(1).to_string()));
+                    .push(("Retry-After".into(), retry_after_seconds.max(1).to_string()));
                 HandlerOutcome::NothingChanged(response)
             }
         })

@@ -75,12 +75,12 @@ impl Serialize for CommandError {
             CommandError::Daemon(error) => {
                 map.serialize_entry("problem_type", &error.problem_type())?;
                 if let ClientError::Problem {
-                    retry_after_s,
+                    retry_after_seconds,
                     instance,
                     ..
                 } = error
                 {
-                    map.serialize_entry("retry_after_s", retry_after_s)?;
+                    map.serialize_entry("retry_after_seconds", retry_after_seconds)?;
                     map.serialize_entry("instance", instance)?;
                 }
             }
@@ -116,13 +116,13 @@ mod tests {
             problem_type: "urn:settle:problem:already-running".into(),
             title: "Already running".into(),
             detail: "2024-03-10 is running".into(),
-            retry_after_s: Some(5),
+            retry_after_seconds: Some(5),
             instance: Some("urn:settle:request:abc".into()),
         });
         let json = serde_json::to_value(&error).unwrap();
         assert_eq!(json["type"], "problem");
         assert_eq!(json["problem_type"], "urn:settle:problem:already-running");
-        assert_eq!(json["retry_after_s"], 5);
+        assert_eq!(json["retry_after_seconds"], 5);
         assert_eq!(json["instance"], "urn:settle:request:abc");
         assert!(!error.is_unauthorized());
         let unauthorized = CommandError::from(ClientError::Unauthorized {

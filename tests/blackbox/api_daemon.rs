@@ -528,13 +528,13 @@ async fn a_killed_run_keeps_its_lease_until_expiry_then_another_daemon_completes
             .is_some_and(|d| d.contains(&crashed_owner)),
         "{problem}"
     );
-    let retry_after_s: i64 = refused
+    let retry_after_seconds: i64 = refused
         .header("retry-after")
         .and_then(|v| v.parse().ok())
         .expect("a Retry-After in seconds");
     assert!(
-        (1..=LEASE_SECONDS).contains(&retry_after_s),
-        "{retry_after_s}"
+        (1..=LEASE_SECONDS).contains(&retry_after_seconds),
+        "{retry_after_seconds}"
     );
 
     // Once it has expired, a trigger (a Run claim) takes the revision over.

@@ -77,25 +77,25 @@ fn paid(secret: Option<&str>) -> Paid {
     }
 }
 
-fn now_s() -> i64 {
+fn now_seconds() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// POSTs `body` as the provider would: signed with `secret` at `timestamp_s`.
+/// POSTs `body` as the provider would: signed with `secret` at `timestamp_seconds`.
 async fn callback(
     daemon: &Daemon,
     token: &str,
     body: &Value,
     secret: &str,
-    timestamp_s: i64,
+    timestamp_seconds: i64,
 ) -> Reply {
     let bytes = serde_json::to_vec(body).expect("callback body");
-    let signature = sign(&Secret::new(secret), timestamp_s, &bytes);
+    let signature = sign(&Secret::new(secret), timestamp_seconds, &bytes);
     daemon
         .post(CALLBACK_PATH)
         .bearer(token)
         .key(&uuid::Uuid::new_v4().to_string())
-        .header(TIMESTAMP_HEADER, &timestamp_s.to_string())
+        .header(TIMESTAMP_HEADER, &timestamp_seconds.to_string())
         .header(SIGNATURE_HEADER, &signature)
         .body("application/json", bytes)
         .send()
@@ -172,7 +172,7 @@ async fn a_signed_callback_moves_payouts_forward_and_each_is_audited() {
         &operator,
         &json!({ "reference": m1, "status": "paid", "provider_payout_id": provider_id }),
         CALLBACK_SECRET,
-        now_s(),
+        now_seconds(),
     )
     .await;
     let answer = reply.expect(200);
@@ -185,7 +185,7 @@ async fn a_signed_callback_moves_payouts_forward_and_each_is_audited() {
         &operator,
         &json!({ "reference": m2, "status": "failed", "failure_reason": "account closed" }),
         CALLBACK_SECRET,
-        now_s(),
+        now_seconds(),
     )
     .await;
     assert_eq!(reply.expect(200)["payout"]["status"], "failed");
@@ -232,7 +232,7 @@ async fn a_backward_or_repeated_callback_is_refused_and_audited_but_changes_noth
         .unwrap()
         .to_string();
     let confirm = json!({ "reference": m1, "status": "paid" });
-    callback(&daemon, &operator, &confirm, CALLBACK_SECRET, now_s())
+    callback(&daemon, &operator, &confirm, CALLBACK_SECRET, now_seconds())
         .await
         .expect(200);
     let confirmed = payout_of(&payouts(&daemon, &viewer).await, "m-1").clone();
@@ -242,7 +242,7 @@ async fn a_backward_or_repeated_callback_is_refused_and_audited_but_changes_noth
     // "paid" is no move at all. Each is answered with the payout as it stands.
     for status in ["accepted", "failed", "paid"] {
         let body = json!({ "reference": m1, "status": status, "failure_reason": "late news" });
-        let reply = callback(&daemon, &operator, &body, CALLBACK_SECRET, now_s()).await;
+        let reply = callback(&daemon, &operator, &body, CALLBACK_SECRET, now_seconds()).await;
         assert_eq!(
             reply.expect(200)["payout"],
             confirmed,
@@ -292,7 +292,7 @@ async fn a_failed_payout_reported_paid_after_all_is_believed() {
         .unwrap()
         .to_string();
     let failed = json!({ "reference": m1, "status": "failed", "failure_reason": "returned" });
-    callback(&daemon, &operator, &failed, CALLBACK_SECRET, now_s())
+    callback(&daemon, &operator, &failed, CALLBACK_SECRET, now_seconds())
         .await
         .expect(200);
     assert_eq!(
@@ -300,7 +300,7 @@ async fn a_failed_payout_reported_paid_after_all_is_believed() {
         "failed"
     );
     let paid = json!({ "reference": m1, "status": "paid", "provider_payout_id": "po-late" });
-    let reply = callback(&daemon, &operator, &paid, CALLBACK_SECRET, now_s()).await;
+    let reply = callback(&daemon, &operator, &paid, CALLBACK_SECRET, now_seconds()).await;
     assert_eq!(reply.expect(200)["payout"]["status"], "confirmed");
     let stored = payout_of(&payouts(&daemon, &viewer).await, "m-1").clone();
     assert_eq!(
@@ -335,7 +335,7 @@ async fn a_callback_in_the_documented_vocabulary_is_understood_and_a_bad_status_
             &operator,
             &json!({ "reference": m1, "status": status }),
             CALLBACK_SECRET,
-            now_s(),
+            now_seconds(),
         )
         .await
         .expect_problem(422, "invalid-request");
@@ -349,7 +349,7 @@ async fn a_callback_in_the_documented_vocabulary_is_understood_and_a_bad_status_
         &operator,
         &json!({ "reference": m1, "status": "paid", "amount_minor": 1 }),
         CALLBACK_SECRET,
-        now_s(),
+        now_seconds(),
     )
     .await
     .expect_problem(422, "invalid-request");
@@ -360,7 +360,7 @@ async fn a_callback_in_the_documented_vocabulary_is_understood_and_a_bad_status_
         &operator,
         &json!({ "reference": m1, "status": "confirmed" }),
         CALLBACK_SECRET,
-        now_s(),
+        now_seconds(),
     )
     .await;
     assert_eq!(reply.expect(200)["payout"]["status"], "confirmed");
@@ -369,7 +369,7 @@ async fn a_callback_in_the_documented_vocabulary_is_understood_and_a_bad_status_
         &operator,
         &json!({ "reference": m2, "status": "failed", "failure_reason": "iban closed" }),
         CALLBACK_SECRET,
-        now_s(),
+        now_seconds(),
     )
     .await;
     assert_eq!(reply.expect(200)["payout"]["status"], "failed");
@@ -401,7 +401,7 @@ async fn a_callback_with_a_bad_signature_or_an_old_timestamp_changes_nothing() {
     let body = json!({ "reference": m1, "status": "paid" });
 
     // Signed with another secret.
-    let problem = callback(&daemon, &operator, &body, "not-the-secret", now_s())
+    let problem = callback(&daemon, &operator, &body, "not-the-secret", now_seconds())
         .await
         .expect_problem(401, "bad-signature");
     assert!(
@@ -414,14 +414,14 @@ async fn a_callback_with_a_bad_signature_or_an_old_timestamp_changes_nothing() {
     assert!(!problem.to_string().contains(CALLBACK_SECRET), "{problem}");
 
     // The right secret, but the body was altered after signing.
-    let timestamp_s = now_s();
+    let timestamp_seconds = now_seconds();
     let signed = serde_json::to_vec(&json!({ "reference": m1, "status": "failed" })).unwrap();
-    let signature = sign(&Secret::new(CALLBACK_SECRET), timestamp_s, &signed);
+    let signature = sign(&Secret::new(CALLBACK_SECRET), timestamp_seconds, &signed);
     daemon
         .post(CALLBACK_PATH)
         .bearer(&operator)
         .key(&uuid::Uuid::new_v4().to_string())
-        .header(TIMESTAMP_HEADER, &timestamp_s.to_string())
+        .header(TIMESTAMP_HEADER, &timestamp_seconds.to_string())
         .header(SIGNATURE_HEADER, &signature)
         .body("application/json", serde_json::to_vec(&body).unwrap())
         .send()
@@ -433,7 +433,7 @@ async fn a_callback_with_a_bad_signature_or_an_old_timestamp_changes_nothing() {
         .post(CALLBACK_PATH)
         .bearer(&operator)
         .key(&uuid::Uuid::new_v4().to_string())
-        .header(TIMESTAMP_HEADER, &now_s().to_string())
+        .header(TIMESTAMP_HEADER, &now_seconds().to_string())
         .json(&body)
         .send()
         .await
@@ -447,10 +447,16 @@ async fn a_callback_with_a_bad_signature_or_an_old_timestamp_changes_nothing() {
     );
 
     // Correctly signed an hour ago: a replay, refused like a forgery. An hour ahead likewise.
-    for skew_s in [-3_600, 3_600] {
-        let problem = callback(&daemon, &operator, &body, CALLBACK_SECRET, now_s() + skew_s)
-            .await
-            .expect_problem(401, "bad-signature");
+    for skew_seconds in [-3_600, 3_600] {
+        let problem = callback(
+            &daemon,
+            &operator,
+            &body,
+            CALLBACK_SECRET,
+            now_seconds() + skew_seconds,
+        )
+        .await
+        .expect_problem(401, "bad-signature");
         assert!(
             problem["detail"].as_str().unwrap().contains("tolerance"),
             "{problem}"
@@ -478,7 +484,7 @@ async fn without_a_callback_secret_callbacks_are_not_found() {
     let body = json!({ "reference": m1, "status": "paid" });
     // Whatever it was signed with: the daemon has nothing to check it against.
     for secret in [CALLBACK_SECRET, ""] {
-        let problem = callback(&daemon, &operator, &body, secret, now_s())
+        let problem = callback(&daemon, &operator, &body, secret, now_seconds())
             .await
             .expect_problem(404, "not-found");
         assert!(
@@ -512,7 +518,7 @@ async fn a_viewer_may_not_post_a_callback_and_an_unknown_reference_is_not_found(
         &viewer,
         &json!({ "reference": m1, "status": "paid" }),
         CALLBACK_SECRET,
-        now_s(),
+        now_seconds(),
     )
     .await
     .expect_problem(403, "forbidden");
@@ -542,7 +548,7 @@ async fn a_viewer_may_not_post_a_callback_and_an_unknown_reference_is_not_found(
             &operator,
             &json!({ "reference": reference, "status": "paid" }),
             CALLBACK_SECRET,
-            now_s(),
+            now_seconds(),
         )
         .await
         .expect_problem(404, "not-found");

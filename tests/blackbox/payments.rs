@@ -92,7 +92,7 @@ async fn two_hundred_identical_concurrent_requests_execute_once() {
             Outcome::New | Outcome::Replay => assert_eq!(answer.response.status, 201),
             Outcome::Conflict => {
                 assert_eq!(answer.response.status, 409);
-                assert!(answer.retry_after_s.unwrap() >= 1);
+                assert!(answer.retry_after_seconds.unwrap() >= 1);
             }
             Outcome::Mismatch => panic!("identical requests never mismatch"),
         }

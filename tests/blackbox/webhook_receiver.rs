@@ -127,13 +127,13 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (status, "injected failure").into_response();
     }
-    let now_s = chrono::Utc::now().timestamp();
+    let now_seconds = chrono::Utc::now().timestamp();
     if let Err(error) = verify(
         &shared.secret,
         header(&headers, TIMESTAMP_HEADER),
         header(&headers, SIGNATURE_HEADER),
         &body,
-        now_s,
+        now_seconds,
         TOLERANCE_S,
     ) {
         state.rejected += 1;

@@ -69,7 +69,7 @@ async fn main() -> Result<()> {
         }
     }
     ingest::record(shared.as_ref(), &calendar, batch, Utc::now()).await?;
-    let loaded_s = started.elapsed().as_secs_f64();
+    let loaded_seconds = started.elapsed().as_secs_f64();
 
     let settlement = shared
         .claim_settlement(ClaimRequest {
@@ -101,7 +101,7 @@ async fn main() -> Result<()> {
     }
     drop(stream);
     let streamed = fold.finish()?;
-    let streaming_s = started.elapsed().as_secs_f64();
+    let streaming_seconds = started.elapsed().as_secs_f64();
 
     // 2. Pushdown: $match + $group with an Int64 $sum, per merchant and currency.
     let started = Instant::now();
@@ -121,7 +121,7 @@ async fn main() -> Result<()> {
         .await?
         .try_collect()
         .await?;
-    let pushdown_s = started.elapsed().as_secs_f64();
+    let pushdown_seconds = started.elapsed().as_secs_f64();
     let pushed_gross: i64 = groups
         .iter()
         .map(|g| g.get_i64("gross_minor").unwrap_or_default())
@@ -131,19 +131,19 @@ async fn main() -> Result<()> {
     println!("| method | transactions | lines | seconds | transactions/s | exact gross | fees |");
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| cursor streaming + Rust fold | {frozen} | {} | {streaming_s:.2} | {:.0} | {} | per transaction, exact |",
+        "| cursor streaming + Rust fold | {frozen} | {} | {streaming_seconds:.2} | {:.0} | {} | per transaction, exact |",
         streamed.lines.len(),
-        frozen as f64 / streaming_s,
+        frozen as f64 / streaming_seconds,
         streamed_gross
     );
     println!(
-        "| `$match` + `$group` (Int64 `$sum`) | {frozen} | {} | {pushdown_s:.2} | {:.0} | {} | not computable (rounding per transaction) |",
+        "| `$match` + `$group` (Int64 `$sum`) | {frozen} | {} | {pushdown_seconds:.2} | {:.0} | {} | not computable (rounding per transaction) |",
         groups.len(),
-        frozen as f64 / pushdown_s,
+        frozen as f64 / pushdown_seconds,
         pushed_gross
     );
     println!(
-        "\nloaded {transactions} transactions in {loaded_s:.1} s; database {database} dropped"
+        "\nloaded {transactions} transactions in {loaded_seconds:.1} s; database {database} dropped"
     );
     store.drop_database().await?;
     Ok(())

@@ -33,7 +33,7 @@ pub enum ClientError {
         title: String,
         detail: String,
         /// `Retry-After` in seconds (409 already-running, 503), when the daemon sent one.
-        retry_after_s: Option<u64>,
+        retry_after_seconds: Option<u64>,
         /// `urn:settle:request:<id>`: the request id the daemon logged it under.
         instance: Option<String>,
     },
@@ -98,14 +98,14 @@ impl ClientError {
                 problem_type,
                 title,
                 detail,
-                retry_after_s,
+                retry_after_seconds,
                 instance,
             } => ClientError::Problem {
                 status,
                 problem_type: scrub(problem_type),
                 title: scrub(title),
                 detail: scrub(detail),
-                retry_after_s,
+                retry_after_seconds,
                 instance: instance.map(scrub),
             },
             ClientError::Unreachable { url, reason } => ClientError::Unreachable {
@@ -146,14 +146,14 @@ impl Serialize for ClientError {
                 problem_type,
                 title,
                 detail,
-                retry_after_s,
+                retry_after_seconds,
                 instance,
             } => {
                 map.serialize_entry("status", status)?;
                 map.serialize_entry("problem_type", problem_type)?;
                 map.serialize_entry("title", title)?;
                 map.serialize_entry("detail", detail)?;
-                map.serialize_entry("retry_after_s", retry_after_s)?;
+                map.serialize_entry("retry_after_seconds", retry_after_seconds)?;
                 map.serialize_entry("instance", instance)?;
             }
             ClientError::Unreachable { url, reason } => {

@@ -648,7 +648,7 @@ fn error_from_answer(answer: &Answer) -> ClientError {
                     .unwrap_or_else(|| "about:blank".to_string()),
                 title: problem.title.unwrap_or_else(|| reason.to_string()),
                 detail,
-                retry_after_s: answer
+                retry_after_seconds: answer
                     .header(RETRY_AFTER)
                     .and_then(|value| value.trim().parse().ok()),
                 instance: problem.instance,
@@ -921,7 +921,7 @@ mod tests {
                 problem_type: problem_types::ALREADY_RUNNING.into(),
                 title: "Title".into(),
                 detail: "held by settle-1".into(),
-                retry_after_s: Some(12),
+                retry_after_seconds: Some(12),
                 instance: Some("urn:settle:request:r-1".into()),
             }
         );
@@ -957,7 +957,7 @@ mod tests {
             problem_type: problem_types::DATE_STILL_OPEN.into(),
             title: "Date still open".into(),
             detail: "2099-01-01 closes later".into(),
-            retry_after_s: None,
+            retry_after_seconds: None,
             instance: None,
         };
         let value = serde_json::to_value(&error).unwrap();

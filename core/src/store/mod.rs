@@ -129,7 +129,7 @@ pub enum RecordOutcome {
         /// Reserved by returns in flight.
         in_doubt_minor: i64,
         /// Seconds until the oldest of those reservations expires.
-        retry_after_s: i64,
+        retry_after_seconds: i64,
     },
 }
 

@@ -317,7 +317,7 @@ impl MongoStore {
                     return Ok(Err(RecordOutcome::ReturnsInDoubt {
                         payment,
                         in_doubt_minor: reserved,
-                        retry_after_s: (expires_at - server_now).num_seconds().max(1),
+                        retry_after_seconds: (expires_at - server_now).num_seconds().max(1),
                     }));
                 }
                 return Ok(Err(RecordOutcome::refused(refusal, Some(payment))));

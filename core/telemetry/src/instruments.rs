@@ -175,8 +175,8 @@ impl Instruments {
                     "Seconds since the close of the latest completed settlement date (absent until known).",
                 )
                 .with_callback(|observer| {
-                    if let Some(lag_s) = settlement_lag_s(now_ms()) {
-                        observer.observe(lag_s, &[]);
+                    if let Some(lag_seconds) = settlement_lag_seconds(now_ms()) {
+                        observer.observe(lag_seconds, &[]);
                     }
                 })
                 .build(),
@@ -185,7 +185,7 @@ impl Instruments {
                 .with_unit(units::SECONDS)
                 .with_description("CPU time (user and system) used by the process.")
                 .with_callback(|observer| {
-                    if let Some(seconds) = process::cpu_time_s() {
+                    if let Some(seconds) = process::cpu_time_seconds() {
                         observer.observe(seconds, &[]);
                     }
                 })
@@ -216,7 +216,7 @@ pub fn settled_through(close_ms: i64) {
 }
 
 /// The lag at `now_ms`, or `None` while no completed date is known.
-fn settlement_lag_s(now_ms: i64) -> Option<f64> {
+fn settlement_lag_seconds(now_ms: i64) -> Option<f64> {
     let close_ms = SETTLED_THROUGH_MS.load(Ordering::Relaxed);
     if close_ms == UNKNOWN {
         return None;

@@ -6,7 +6,7 @@
 const USER_HZ: f64 = 100.0;
 
 /// User plus system CPU time of the process so far, in seconds.
-pub fn cpu_time_s() -> Option<f64> {
+pub fn cpu_time_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / USER_HZ)
 }
@@ -60,7 +60,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn this_process_has_cpu_time_and_memory() {
-        assert!(cpu_time_s().is_some_and(|s| s >= 0.0));
+        assert!(cpu_time_seconds().is_some_and(|s| s >= 0.0));
         assert!(resident_memory_bytes().is_some_and(|bytes| bytes > 0));
     }
 }

@@ -49,7 +49,7 @@ pub async fn run(context: Context, command: PaymentCommand) -> Result<()> {
         .to_string();
     let code = match (answer.outcome, status) {
         (Outcome::Conflict, _) => {
-            let wait = answer.retry_after_s.unwrap_or(1);
+            let wait = answer.retry_after_seconds.unwrap_or(1);
             return Err(Exit {
                 code: REFUSED,
                 message: format!("{detail} (retry after {wait} s)"),

@@ -20,7 +20,7 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     /// Seconds, for 409/503 answers a client should retry later.
-    pub retry_after_s: Option<i64>,
+    pub retry_after_seconds: Option<i64>,
     /// The request's parameters or members at fault (`field` when one, `fields` when several).
     pub fields: Vec<&'static str>,
 }
@@ -37,7 +37,7 @@ impl Problem {
             problem_type,
             title,
             detail: detail.into(),
-            retry_after_s: None,
+            retry_after_seconds: None,
             fields: Vec::new(),
         }
     }
@@ -114,7 +114,7 @@ impl Problem {
             "content-type".to_string(),
             "application/problem+json".to_string(),
         )];
-        if let Some(seconds) = self.retry_after_s {
+        if let Some(seconds) = self.retry_after_seconds {
             headers.push(("retry-after".into(), seconds.to_string()));
         }
         let mut body = json!({
@@ -164,7 +164,7 @@ fn run_refusal(error: &StoreError) -> Problem {
         lease_expires_at, ..
     } = error
     {
-        problem.retry_after_s = Some(
+        problem.retry_after_seconds = Some(
             (*lease_expires_at - chrono::Utc::now())
                 .num_seconds()
                 .max(1),

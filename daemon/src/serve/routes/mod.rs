@@ -108,7 +108,7 @@ pub fn answer(answer: &Answer) -> Response {
             HeaderValue::from_static("true"),
         );
     }
-    if let Some(seconds) = answer.retry_after_s {
+    if let Some(seconds) = answer.retry_after_seconds {
         if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
             headers.insert(axum::http::header::RETRY_AFTER, value);
         }

@@ -202,7 +202,7 @@ fn approval_problem(error: &RerunApprovalError) -> Problem {
                 "Being decided",
                 detail,
             );
-            problem.retry_after_s = Some(1);
+            problem.retry_after_seconds = Some(1);
             problem
         }
         E::Stale { .. } => Problem::new(
