@@ -10,13 +10,14 @@ use settle_core::calendar::BusinessCalendar;
 use settle_core::fees::FeeSchedule;
 use settle_core::ingest;
 use settle_core::model::{
-    AuditEvent, NewTransaction, PaymentMethod, RunTrigger, SettlementStatus, TransactionKind,
-    TransactionStatus,
+    AuditEvent, NewTransaction, PaymentMethod, RunTrigger, SettlementFigures, SettlementLine,
+    SettlementStatus, TransactionKind, TransactionStatus,
 };
 use settle_core::money::Currency;
 use settle_core::settlement::compute;
 use settle_core::store::{
-    AuditFilter, ClaimMode, ClaimRequest, HistoryFilter, SharedStore, StoreError,
+    AuditFilter, ClaimMode, ClaimRequest, HistoryFilter, LineSort, LinesPage, LinesQuery,
+    SharedStore, StoreError,
 };
 use uuid::Uuid;
 
@@ -732,6 +733,333 @@ pub async fn history_lists_latest_revisions_filtered(t: TestStore) {
     };
     let page = store.settlement_history(&paged).await.unwrap();
     assert_eq!(page[0].settlement_date, date("2024-03-11"));
+}
+
+/// A line with the figures pages sort on (the other counts and amounts zero).
+fn line(
+    merchant: &str,
+    currency: &str,
+    net: i64,
+    gross: i64,
+    fees: i64,
+    count: u64,
+) -> SettlementLine {
+    SettlementLine {
+        merchant_id: merchant.into(),
+        currency: Currency::from_code(currency).unwrap(),
+        figures: SettlementFigures {
+            transaction_count: count,
+            completed_count: count,
+            payment_count: count,
+            gross_minor: gross,
+            fees_minor: fees,
+            net_minor: net,
+            ..SettlementFigures::default()
+        },
+    }
+}
+
+/// A page as the lines route made it before the stores paged: the lines in store order
+/// (merchant_id, currency), filtered by `str::contains`, stably sorted by the key, reversed for
+/// descending, then skipped and taken.
+fn reference_page(lines: &[SettlementLine], query: &LinesQuery) -> LinesPage {
+    let mut lines = lines.to_vec();
+    if let Some(q) = query.merchant_contains.as_deref().filter(|q| !q.is_empty()) {
+        lines.retain(|line| line.merchant_id.contains(q));
+    }
+    match query.sort {
+        LineSort::MerchantId => {
+            lines.sort_by(|a, b| (&a.merchant_id, a.currency).cmp(&(&b.merchant_id, b.currency)))
+        }
+        LineSort::NetMinor => lines.sort_by_key(|l| l.figures.net_minor),
+        LineSort::GrossMinor => lines.sort_by_key(|l| l.figures.gross_minor),
+        LineSort::FeesMinor => lines.sort_by_key(|l| l.figures.fees_minor),
+        LineSort::TransactionCount => lines.sort_by_key(|l| l.figures.transaction_count),
+    }
+    if query.descending {
+        lines.reverse();
+    }
+    LinesPage {
+        total: lines.len() as u64,
+        items: lines
+            .into_iter()
+            .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+            .take(query.limit as usize)
+            .collect(),
+    }
+}
+
+/// (merchant_id, currency) of each line, in order.
+fn line_keys(lines: &[SettlementLine]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .map(|l| (l.merchant_id.clone(), l.currency.code().to_string()))
+        .collect()
+}
+
+pub async fn line_pages_are_filtered_sorted_and_paged_in_the_store(t: TestStore) {
+    let store = t.store;
+    let d = date("2024-03-10");
+    let now = at("2024-03-11T00:00:00Z");
+    // Ties on every key (a.1, a_1, m-1/USD and M-2 share a net; a.1 and m-1/USD share every
+    // figure), a merchant in two currencies, ids differing only in case, and ids with `.`, `_`
+    // and `:`, which a pattern would read as more than text.
+    let mut lines = vec![
+        line("a.1", "USD", 500, 600, 100, 3),
+        line("a_1", "USD", 500, 700, 200, 3),
+        line("m-1", "EUR", -50, 100, 150, 1),
+        line("m-1", "USD", 500, 600, 100, 3),
+        line("m-10", "JPY", 0, 0, 0, 0),
+        line("M-2", "USD", 500, 900, 400, 7),
+        line("m-2", "GBP", 1_200, 1_300, 100, 2),
+        line("x:m-1", "USD", -50, 50, 100, 2),
+        line("z9", "KWD", 7, 7, 0, 1),
+    ];
+    lines.sort_by(|a, b| (&a.merchant_id, a.currency).cmp(&(&b.merchant_id, b.currency)));
+    let first = store
+        .claim_settlement(claim(d, ClaimMode::Run, "a", now, 60))
+        .await
+        .unwrap();
+    let mut computed = compute(&FeeSchedule::default(), &[], &Default::default()).unwrap();
+    computed.lines = lines.clone();
+    finish(&store, &first.fence(), &computed, now)
+        .await
+        .unwrap();
+    let stored = store.settlement_lines(d, 1).await.unwrap();
+    assert_eq!(stored, lines);
+
+    let all = |sort, descending| LinesQuery {
+        sort,
+        descending,
+        limit: 100,
+        ..LinesQuery::default()
+    };
+    let keys = |page: LinesPage| {
+        line_keys(&page.items)
+            .into_iter()
+            .map(|(m, c)| format!("{m}/{c}"))
+            .collect::<Vec<_>>()
+    };
+    // The order spelt out: text byte by byte (upper case first), ties by merchant_id then currency
+    // in the page's direction.
+    let by_merchant = [
+        "M-2/USD",
+        "a.1/USD",
+        "a_1/USD",
+        "m-1/EUR",
+        "m-1/USD",
+        "m-10/JPY",
+        "m-2/GBP",
+        "x:m-1/USD",
+        "z9/KWD",
+    ];
+    let by_net = [
+        "m-1/EUR",
+        "x:m-1/USD",
+        "m-10/JPY",
+        "z9/KWD",
+        "M-2/USD",
+        "a.1/USD",
+        "a_1/USD",
+        "m-1/USD",
+        "m-2/GBP",
+    ];
+    let by_count = [
+        "m-10/JPY",
+        "m-1/EUR",
+        "z9/KWD",
+        "m-2/GBP",
+        "x:m-1/USD",
+        "a.1/USD",
+        "a_1/USD",
+        "m-1/USD",
+        "M-2/USD",
+    ];
+    for (sort, wanted) in [
+        (LineSort::MerchantId, by_merchant),
+        (LineSort::NetMinor, by_net),
+        (LineSort::TransactionCount, by_count),
+    ] {
+        let ascending = store
+            .settlement_lines_page(d, 1, &all(sort, false))
+            .await
+            .unwrap();
+        assert_eq!(ascending.total, 9);
+        assert_eq!(keys(ascending), wanted, "{sort:?} ascending");
+        let mut reversed = wanted.to_vec();
+        reversed.reverse();
+        let descending = store
+            .settlement_lines_page(d, 1, &all(sort, true))
+            .await
+            .unwrap();
+        assert_eq!(keys(descending), reversed, "{sort:?} descending");
+    }
+
+    // Every key, both orders, every search, every page: as the route's own sort had it.
+    let searches = [
+        None,
+        Some(""),
+        Some("m-1"),
+        Some("M"),
+        Some("m"),
+        Some("."),
+        Some("_"),
+        Some("%"),
+        Some("x:"),
+        Some("nobody"),
+    ];
+    for sort in LineSort::ALL {
+        for descending in [false, true] {
+            for search in searches {
+                let query = |limit, offset| LinesQuery {
+                    sort,
+                    descending,
+                    merchant_contains: search.map(str::to_string),
+                    limit,
+                    offset,
+                };
+                let whole = store
+                    .settlement_lines_page(d, 1, &query(100, 0))
+                    .await
+                    .unwrap();
+                let context = format!("{sort:?} descending={descending} q={search:?}");
+                assert_eq!(whole, reference_page(&stored, &query(100, 0)), "{context}");
+                // Pages of 4 cover the whole exactly once, each with the same total.
+                let mut walked = Vec::new();
+                for offset in (0..=whole.total + 4).step_by(4) {
+                    let page = store
+                        .settlement_lines_page(d, 1, &query(4, offset))
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        page,
+                        reference_page(&stored, &query(4, offset)),
+                        "{context} offset={offset}"
+                    );
+                    assert_eq!(page.total, whole.total, "{context}");
+                    walked.extend(page.items);
+                }
+                assert_eq!(walked, whole.items, "{context}");
+            }
+        }
+    }
+    let merchants = |page: LinesPage| {
+        page.items
+            .into_iter()
+            .map(|l| l.merchant_id)
+            .collect::<Vec<_>>()
+    };
+    let search = |text: &str| LinesQuery {
+        merchant_contains: Some(text.into()),
+        limit: 100,
+        ..LinesQuery::default()
+    };
+    assert_eq!(
+        merchants(
+            store
+                .settlement_lines_page(d, 1, &search("m-1"))
+                .await
+                .unwrap()
+        ),
+        ["m-1", "m-1", "m-10", "x:m-1"],
+        "a substring anywhere"
+    );
+    assert_eq!(
+        merchants(
+            store
+                .settlement_lines_page(d, 1, &search("M"))
+                .await
+                .unwrap()
+        ),
+        ["M-2"],
+        "case and all"
+    );
+    assert_eq!(
+        merchants(
+            store
+                .settlement_lines_page(d, 1, &search("_"))
+                .await
+                .unwrap()
+        ),
+        ["a_1"],
+        "no wildcards"
+    );
+
+    // No lines asked for, or past any offset a store can skip: an empty page, the total counted.
+    for (limit, offset) in [(0, 0), (4, u64::MAX), (4, 1 << 63)] {
+        let page = store
+            .settlement_lines_page(
+                d,
+                1,
+                &LinesQuery {
+                    limit,
+                    offset,
+                    ..LinesQuery::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (page.items.len(), page.total),
+            (0, 9),
+            "limit={limit} offset={offset}"
+        );
+    }
+
+    // Each revision pages its own lines; one not yet saved, or unknown, has none.
+    let second = store
+        .claim_settlement(claim(
+            d,
+            ClaimMode::Rerun {
+                after_revision: 1,
+                reason: "corrected".into(),
+            },
+            "a",
+            now,
+            60,
+        ))
+        .await
+        .unwrap();
+    let everything = all(LineSort::MerchantId, false);
+    assert_eq!(
+        store
+            .settlement_lines_page(d, 2, &everything)
+            .await
+            .unwrap(),
+        LinesPage::default(),
+        "a running revision has saved no lines"
+    );
+    computed.lines = vec![
+        line("m-1", "USD", 1, 1, 0, 1),
+        line("m-3", "USD", 2, 2, 0, 1),
+    ];
+    finish(&store, &second.fence(), &computed, now)
+        .await
+        .unwrap();
+    let page = store
+        .settlement_lines_page(d, 2, &everything)
+        .await
+        .unwrap();
+    assert_eq!((page.items, page.total), (computed.lines.clone(), 2));
+    assert_eq!(
+        store
+            .settlement_lines_page(d, 1, &everything)
+            .await
+            .unwrap()
+            .total,
+        9,
+        "revision 1 keeps its lines"
+    );
+    for (day, revision) in [(d, 3), (date("2024-03-20"), 1)] {
+        assert_eq!(
+            store
+                .settlement_lines_page(day, revision, &everything)
+                .await
+                .unwrap(),
+            LinesPage::default(),
+            "{day} revision {revision}"
+        );
+    }
 }
 
 pub async fn audit_events_are_appended_and_listed_newest_first(t: TestStore) {
@@ -2604,6 +2932,7 @@ contract_tests! {
         a_failed_revision_is_resumed_only_by_retry,
         concurrent_claims_have_exactly_one_winner,
         history_lists_latest_revisions_filtered,
+        line_pages_are_filtered_sorted_and_paged_in_the_store,
         audit_events_are_appended_and_listed_newest_first,
         audit_events_are_filtered_exactly_and_by_a_half_open_range,
         data_survives_reopening,

@@ -322,6 +322,68 @@ pub struct HistoryFilter {
     pub offset: u64,
 }
 
+/// What a page of a revision's lines is ordered by: a key, then merchant_id, then currency, all in
+/// the page's direction (descending is the exact reverse of ascending, ties included), comparing
+/// text byte by byte. Both stores order the same way, so pages are deterministic and identical.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum LineSort {
+    /// merchant_id, then currency.
+    #[default]
+    MerchantId,
+    NetMinor,
+    GrossMinor,
+    FeesMinor,
+    TransactionCount,
+}
+
+impl LineSort {
+    pub const ALL: [LineSort; 5] = [
+        LineSort::MerchantId,
+        LineSort::NetMinor,
+        LineSort::GrossMinor,
+        LineSort::FeesMinor,
+        LineSort::TransactionCount,
+    ];
+
+    /// The name the API uses, which is also the stored field sorted on.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LineSort::MerchantId => "merchant_id",
+            LineSort::NetMinor => "net_minor",
+            LineSort::GrossMinor => "gross_minor",
+            LineSort::FeesMinor => "fees_minor",
+            LineSort::TransactionCount => "transaction_count",
+        }
+    }
+
+    /// The key named `name` (exactly, as [`LineSort::as_str`] writes it), if any.
+    pub fn from_name(name: &str) -> Option<LineSort> {
+        LineSort::ALL.into_iter().find(|sort| sort.as_str() == name)
+    }
+}
+
+/// Which lines of a revision [`SettlementStore::settlement_lines_page`] returns, in what order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinesQuery {
+    pub sort: LineSort,
+    pub descending: bool,
+    /// Only lines whose merchant_id contains this text (anywhere, case and all); every line when
+    /// `None` or empty.
+    pub merchant_contains: Option<String>,
+    /// At most this many lines (0: none).
+    pub limit: u32,
+    /// How many matching lines to skip; one past the end gives an empty page.
+    pub offset: u64,
+}
+
+/// One page of a revision's lines, and how many lines match in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinesPage {
+    pub items: Vec<SettlementLine>,
+    /// Every line the query matches, on any page.
+    pub total: u64,
+}
+
 /// Transactions: recorded once per (merchant_id, external_ref), each assigned to a settlement date.
 #[async_trait]
 pub trait TransactionStore: Send + Sync {
@@ -561,6 +623,15 @@ pub trait SettlementStore: Send + Sync {
         settlement_date: SettlementDate,
         revision: u32,
     ) -> Result<Vec<SettlementLine>, StoreError>;
+
+    /// One page of a revision's lines (the same lines `settlement_lines` reads), filtered, ordered
+    /// and paged by `query` in the store, with the number of lines the filter matches.
+    async fn settlement_lines_page(
+        &self,
+        settlement_date: SettlementDate,
+        revision: u32,
+        query: &LinesQuery,
+    ) -> Result<LinesPage, StoreError>;
 }
 
 /// API tokens (as hashes) and four-eyes rerun requests.

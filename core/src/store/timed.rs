@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use super::{
     AccessStore, AuditFilter, AuditStore, ClaimRequest, HistoryFilter, IdempotencyBegin,
-    IdempotencyLock, IdempotencyStore, InsertOutcome, MerchantHold, NotificationStore, PayoutClaim,
-    PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore, PayoutUpdate, RecordOutcome,
-    RerunApproval, SettlementStore, SharedStore, Store, StoreError, TransactionRecord,
-    TransactionStore,
+    IdempotencyLock, IdempotencyStore, InsertOutcome, LinesPage, LinesQuery, MerchantHold,
+    NotificationStore, PayoutClaim, PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore,
+    PayoutUpdate, RecordOutcome, RerunApproval, SettlementStore, SharedStore, Store, StoreError,
+    TransactionRecord, TransactionStore,
 };
 use crate::calendar::SettlementDate;
 use crate::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
@@ -233,6 +233,12 @@ timed_store! {
             settlement_date: SettlementDate,
             revision: u32,
         ) -> Result<Vec<SettlementLine>, StoreError>;
+        async fn settlement_lines_page(
+            &self,
+            settlement_date: SettlementDate,
+            revision: u32,
+            query: &LinesQuery,
+        ) -> Result<LinesPage, StoreError>;
     }
     AccessStore {
         async fn create_token(&self, token: &ApiToken) -> Result<(), StoreError>;

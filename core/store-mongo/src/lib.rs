@@ -132,6 +132,16 @@ fn index(keys: Document, unique: bool, partial: Option<Document>) -> IndexModel 
     IndexModel::builder().keys(keys).options(options).build()
 }
 
+/// The index of a revision's lines ordered by one figure, then merchant_id and currency (walked
+/// backwards for descending pages).
+fn line_order_index(figure: &str) -> IndexModel {
+    let mut keys = doc! { "settlement_date": 1, "revision": 1, "lease_version": 1 };
+    keys.insert(figure, 1);
+    keys.insert("merchant_id", 1);
+    keys.insert("currency", 1);
+    index(keys, false, None)
+}
+
 impl MongoStore {
     /// Connects, checks the server answers, and creates the indexes (idempotently). The password
     /// may be in the URI (from the environment or a credential); it never appears in errors.
@@ -215,11 +225,18 @@ impl MongoStore {
             ),
             (
                 SETTLEMENT_LINES,
-                vec![index(
-                    doc! { "settlement_date": 1, "revision": 1, "lease_version": 1, "merchant_id": 1, "currency": 1 },
-                    true,
-                    None,
-                )],
+                vec![
+                    index(
+                        doc! { "settlement_date": 1, "revision": 1, "lease_version": 1, "merchant_id": 1, "currency": 1 },
+                        true,
+                        None,
+                    ),
+                    // A revision's lines paged in the order of each figure they sort by.
+                    line_order_index("net_minor"),
+                    line_order_index("gross_minor"),
+                    line_order_index("fees_minor"),
+                    line_order_index("transaction_count"),
+                ],
             ),
             (
                 IDEMPOTENCY_RECORDS,
@@ -384,6 +401,30 @@ impl MongoStore {
             Idempotence::Idempotent,
             "mongodb.find",
             read,
+        )
+        .await
+        .map_err(|error| match error.into_last_error() {
+            Some(MongoError(error)) => backend(error),
+            None => StoreError::Backend("MongoDB: the read timed out".into()),
+        })
+    }
+
+    /// Counts the documents a filter matches, retried like [`MongoStore::find_all`].
+    pub(crate) async fn count_matching(
+        &self,
+        collection: &str,
+        filter: Document,
+    ) -> Result<u64, StoreError> {
+        let collection = self.collection(collection);
+        let count = |_attempt: u32| {
+            let count = collection.count_documents(filter.clone());
+            async move { count.await.map_err(MongoError) }
+        };
+        retry(
+            &self.read_policy,
+            Idempotence::Idempotent,
+            "mongodb.count",
+            count,
         )
         .await
         .map_err(|error| match error.into_last_error() {

@@ -13,7 +13,9 @@ use mongodb::bson::{doc, Bson, Document};
 use settle_core::compute::{ComputedSettlement, PaymentKey};
 use settle_core::model::{Fence, PaymentFeeLedger, Settlement, SettlementLine, SettlementStatus};
 use settle_core::store::claim::{already_running, decide, ClaimAction};
-use settle_core::store::{ClaimRequest, HistoryFilter, SettlementStore, StoreError};
+use settle_core::store::{
+    ClaimRequest, HistoryFilter, LineSort, LinesPage, LinesQuery, SettlementStore, StoreError,
+};
 
 use super::collections::{SETTLEMENTS, SETTLEMENT_LINES};
 use super::documents::{self as d, date_text, instant};
@@ -476,4 +478,72 @@ impl SettlementStore for MongoStore {
         .map(d::line)
         .collect()
     }
+
+    async fn settlement_lines_page(
+        &self,
+        settlement_date: NaiveDate,
+        revision: u32,
+        query: &LinesQuery,
+    ) -> Result<LinesPage, StoreError> {
+        let Some(document) = self
+            .collection(SETTLEMENTS)
+            .find_one(revision_filter(settlement_date, revision))
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(LinesPage::default());
+        };
+        let Some(lines_version) = d::optional_integer(&document, "lines_version")? else {
+            return Ok(LinesPage::default());
+        };
+        let mut filter = doc! {
+            "settlement_date": date_text(settlement_date),
+            "revision": i64::from(revision),
+            "lease_version": lines_version,
+        };
+        if let Some(text) = query.merchant_contains.as_deref().filter(|t| !t.is_empty()) {
+            // A byte-wise substring test: case-sensitive, no pattern characters to escape.
+            filter.insert(
+                "$expr",
+                doc! { "$gte": [{ "$indexOfBytes": ["$merchant_id", text] }, 0] },
+            );
+        }
+        let total = self
+            .count_matching(SETTLEMENT_LINES, filter.clone())
+            .await?;
+        // MongoDB reads a limit of 0 as "no limit" and takes a signed 64-bit skip: an offset
+        // beyond it is past any end, as in SQLite.
+        if query.limit == 0 || i64::try_from(query.offset).is_err() {
+            return Ok(LinesPage {
+                items: Vec::new(),
+                total,
+            });
+        }
+        let items = self
+            .find_all(
+                SETTLEMENT_LINES,
+                filter,
+                lines_order(query.sort, query.descending),
+                Some(i64::from(query.limit)),
+                Some(query.offset),
+            )
+            .await?
+            .iter()
+            .map(d::line)
+            .collect::<Result<_, _>>()?;
+        Ok(LinesPage { items, total })
+    }
+}
+
+/// The sort of a page of lines: the key, then merchant_id and currency, all one way (each figure
+/// has an index in this order, walked backwards for descending).
+fn lines_order(sort: LineSort, descending: bool) -> Document {
+    let direction = if descending { -1 } else { 1 };
+    let mut order = Document::new();
+    if sort != LineSort::MerchantId {
+        order.insert(sort.as_str(), direction);
+    }
+    order.insert("merchant_id", direction);
+    order.insert("currency", direction);
+    order
 }

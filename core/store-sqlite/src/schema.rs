@@ -246,6 +246,14 @@ CREATE INDEX audit_events_by_subject ON audit_events (subject, occurred_at, id);
 CREATE INDEX audit_events_by_action ON audit_events (action, occurred_at, id);
 CREATE INDEX audit_events_by_actor ON audit_events (actor, occurred_at, id);
 "#,
+    // A revision's lines paged in the order of each figure they sort by (`GET .../lines`); the
+    // primary key already orders them by merchant_id and currency.
+    r#"
+CREATE INDEX settlement_lines_by_net ON settlement_lines (settlement_date, revision, net_minor, merchant_id, currency);
+CREATE INDEX settlement_lines_by_gross ON settlement_lines (settlement_date, revision, gross_minor, merchant_id, currency);
+CREATE INDEX settlement_lines_by_fees ON settlement_lines (settlement_date, revision, fees_minor, merchant_id, currency);
+CREATE INDEX settlement_lines_by_count ON settlement_lines (settlement_date, revision, transaction_count, merchant_id, currency);
+"#,
 ];
 
 /// The schema version this build writes.

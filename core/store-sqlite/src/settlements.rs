@@ -8,7 +8,9 @@ use rusqlite::{params, params_from_iter, Connection};
 use settle_core::compute::{ComputedSettlement, PaymentKey};
 use settle_core::model::{Fence, PaymentFeeLedger, Settlement, SettlementFigures, SettlementLine};
 use settle_core::store::claim::{decide, ClaimAction};
-use settle_core::store::{ClaimRequest, HistoryFilter, SettlementStore, StoreError};
+use settle_core::store::{
+    ClaimRequest, HistoryFilter, LineSort, LinesPage, LinesQuery, SettlementStore, StoreError,
+};
 
 use super::rows::{self, date_text, instant_text, FIGURE_COLUMNS, SETTLEMENT_COLUMNS};
 use super::{backend, query_all, query_one, SqliteStore};
@@ -428,5 +430,62 @@ impl SettlementStore for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn settlement_lines_page(
+        &self,
+        settlement_date: NaiveDate,
+        revision: u32,
+        query: &LinesQuery,
+    ) -> Result<LinesPage, StoreError> {
+        let query = query.clone();
+        self.read(move |connection| {
+            // One snapshot: the count and the page agree.
+            let snapshot = connection.unchecked_transaction().map_err(backend)?;
+            let date = date_text(settlement_date);
+            // `instr`: a plain substring test, case-sensitive, with no pattern characters.
+            let contains = query.merchant_contains.filter(|text| !text.is_empty());
+            let total: i64 = snapshot
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM settlement_lines WHERE settlement_date = ?1 \
+                     AND revision = ?2 AND (?3 IS NULL OR instr(merchant_id, ?3) > 0)",
+                )
+                .and_then(|mut statement| {
+                    statement.query_row(params![date, revision, contains], |row| row.get(0))
+                })
+                .map_err(backend)?;
+            let total = u64::try_from(total)
+                .map_err(|_| StoreError::Corrupt(format!("a count of {total} lines")))?;
+            // SQLite's OFFSET is a signed 64-bit integer: an offset beyond it is past any end.
+            let offset = i64::try_from(query.offset).ok();
+            let items = match offset {
+                Some(offset) if query.limit > 0 => query_all(
+                    &snapshot,
+                    &format!(
+                        "SELECT merchant_id, currency, {FIGURE_COLUMNS} FROM settlement_lines \
+                         WHERE settlement_date = ?1 AND revision = ?2 \
+                         AND (?3 IS NULL OR instr(merchant_id, ?3) > 0) \
+                         ORDER BY {order} LIMIT ?4 OFFSET ?5",
+                        order = lines_order(query.sort, query.descending),
+                    ),
+                    params![date, revision, contains, query.limit, offset],
+                    rows::line,
+                )?,
+                _ => Vec::new(),
+            };
+            Ok(LinesPage { items, total })
+        })
+        .await
+    }
+}
+
+/// The ORDER BY of a page of lines: the key, then merchant_id and currency, all one way (each
+/// figure has an index in this order, scanned backwards for descending).
+fn lines_order(sort: LineSort, descending: bool) -> String {
+    let direction = if descending { "DESC" } else { "ASC" };
+    let tie_break = format!("merchant_id {direction}, currency {direction}");
+    match sort {
+        LineSort::MerchantId => tie_break,
+        figure => format!("{} {direction}, {tie_break}", figure.as_str()),
     }
 }

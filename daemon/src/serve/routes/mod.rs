@@ -84,19 +84,6 @@ impl Page {
     }
 }
 
-/// One page of `items`: (items, page, per_page, total). A page past the end is empty.
-pub fn paged<T>(items: Vec<T>, page: &Page) -> Result<(Vec<T>, u32, u32, usize), Problem> {
-    let bounds = page.bounds()?;
-    let total = items.len();
-    let start = usize::try_from(bounds.offset).unwrap_or(usize::MAX);
-    let items = items
-        .into_iter()
-        .skip(start)
-        .take(bounds.per_page as usize)
-        .collect();
-    Ok((items, bounds.number, bounds.per_page, total))
-}
-
 /// The response of an idempotent request: the stored answer, marked when it is a replay, with
 /// Retry-After on a conflict.
 pub fn answer(answer: &Answer) -> Response {

@@ -12,14 +12,14 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use settle_core::idempotency::{fingerprint, HandlerOutcome, StoredResponse};
-use settle_core::model::{RerunRequestStatus, Role, Settlement, SettlementLine, SettlementStatus};
+use settle_core::model::{RerunRequestStatus, Role, Settlement, SettlementStatus};
 use settle_core::settlement::{
     ClaimedRun, RerunApprovalError, RerunAsk, RerunOutcome, RerunPath, RunError,
 };
-use settle_core::store::HistoryFilter;
+use settle_core::store::{HistoryFilter, LineSort};
 use uuid::Uuid;
 
-use super::{answer, paged, Page};
+use super::{answer, Page};
 use crate::serve::extract::{date, Caller, JsonBody, Key};
 use crate::serve::problem::{types, Problem};
 use crate::serve::schema;
@@ -561,25 +561,6 @@ pub struct LinesQuery {
     per_page: Option<String>,
 }
 
-fn sort_lines(lines: &mut [SettlementLine], sort: &str, descending: bool) -> Result<(), Problem> {
-    match sort {
-        "merchant_id" => lines.sort_by(|a, b| (&a.merchant_id, a.currency).cmp(&(&b.merchant_id, b.currency))),
-        "net_minor" => lines.sort_by_key(|l| l.figures.net_minor),
-        "gross_minor" => lines.sort_by_key(|l| l.figures.gross_minor),
-        "fees_minor" => lines.sort_by_key(|l| l.figures.fees_minor),
-        "transaction_count" => lines.sort_by_key(|l| l.figures.transaction_count),
-        other => {
-            return Err(Problem::bad_request(format!(
-                "cannot sort by {other:?} (merchant_id, net_minor, gross_minor, fees_minor, transaction_count)"
-            )))
-        }
-    }
-    if descending {
-        lines.reverse();
-    }
-    Ok(())
-}
-
 #[utoipa::path(
     get,
     path = "/api/v2/finance/settlement/{date}/lines",
@@ -600,13 +581,6 @@ pub async fn lines(
     caller.require(Role::Viewer)?;
     let query = query_params(query)?;
     let settlement = revision_of(&state, date(&day)?, query.revision).await?;
-    let mut lines = state
-        .store
-        .settlement_lines(settlement.settlement_date, settlement.revision)
-        .await?;
-    if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
-        lines.retain(|line| line.merchant_id.contains(q));
-    }
     let descending = match query.order.as_deref() {
         None | Some("asc") => false,
         Some("desc") => true,
@@ -616,20 +590,37 @@ pub async fn lines(
             )))
         }
     };
-    sort_lines(
-        &mut lines,
-        query.sort.as_deref().unwrap_or("merchant_id"),
-        descending,
-    )?;
-    let page = Page::new(query.page, query.per_page);
-    let (items, page, per_page, total) = paged(lines, &page)?;
+    let sort = match query.sort.as_deref() {
+        None => LineSort::MerchantId,
+        Some(name) => LineSort::from_name(name).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "cannot sort by {name:?} (merchant_id, net_minor, gross_minor, fees_minor, transaction_count)"
+            ))
+        })?,
+    };
+    let page = Page::new(query.page, query.per_page).bounds()?;
+    // Filtered, sorted and paged in the store: a revision's lines are never all read at once.
+    let found = state
+        .store
+        .settlement_lines_page(
+            settlement.settlement_date,
+            settlement.revision,
+            &settle_core::store::LinesQuery {
+                sort,
+                descending,
+                merchant_contains: query.q.filter(|q| !q.is_empty()),
+                limit: page.per_page,
+                offset: page.offset,
+            },
+        )
+        .await?;
     Ok(Json(json!({
         "settlement_date": settlement.settlement_date,
         "revision": settlement.revision,
-        "items": items,
-        "page": page,
-        "per_page": per_page,
-        "total": total,
+        "items": found.items,
+        "page": page.number,
+        "per_page": page.per_page,
+        "total": found.total,
     }))
     .into_response())
 }
