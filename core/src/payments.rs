@@ -15,7 +15,8 @@ use crate::idempotency::{
 use crate::ingest;
 use crate::limits::{check_amount_limit, AmountLimits};
 use crate::model::{
-    AuditEvent, NewTransaction, PaymentMethod, Transaction, TransactionKind, TransactionStatus,
+    AuditAction, AuditEvent, AuditOutcome, NewTransaction, PaymentMethod, Transaction,
+    TransactionKind, TransactionStatus,
 };
 use crate::money::{format_minor, Currency, Money};
 use crate::store::{IdempotencyTag, RecordOutcome, SharedStore, StoreError};
@@ -104,12 +105,12 @@ impl Operation {
         }
     }
 
-    fn action(&self) -> &'static str {
+    fn action(&self) -> AuditAction {
         match self {
-            Operation::Payment => "payments.record_payment",
-            Operation::Refund(_) => "payments.record_refund",
-            Operation::Chargeback(_) => "payments.record_chargeback",
-            Operation::Adjustment => "payments.record_adjustment",
+            Operation::Payment => AuditAction::PaymentsRecordPayment,
+            Operation::Refund(_) => AuditAction::PaymentsRecordRefund,
+            Operation::Chargeback(_) => AuditAction::PaymentsRecordChargeback,
+            Operation::Adjustment => AuditAction::PaymentsRecordAdjustment,
         }
     }
 }
@@ -218,11 +219,7 @@ impl PaymentService {
         answer: &Answer,
     ) -> Result<(), StoreError> {
         let status = answer.response.status;
-        let outcome = match status {
-            200..=299 => "succeeded",
-            400..=499 => "refused",
-            _ => "failed",
-        };
+        let outcome = AuditOutcome::of_http_status(status);
         let subject = answer
             .response
             .body

@@ -21,7 +21,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 use tracing::Instrument as _;
 
-use crate::model::{AuditEvent, Fence, Payout, PayoutStatus};
+use crate::model::{AuditAction, AuditEvent, AuditOutcome, Fence, Payout, PayoutStatus};
 use crate::provider::{PayoutInstruction, PayoutProvider, ProviderError, ProviderPayout};
 use crate::store::{
     PayoutClaim, PayoutClaimOutcome, PayoutFilter, PayoutUpdate, SharedStore, StoreError,
@@ -272,9 +272,9 @@ impl PayoutSender {
             let event = AuditEvent::new(
                 self.clock.now(),
                 actor,
-                "payout.recheck",
+                AuditAction::PayoutRecheck,
                 format!("payout={}", payout.reference),
-                "succeeded",
+                AuditOutcome::Succeeded,
                 json!({
                     "from": PayoutStatus::Failed,
                     "to": status,

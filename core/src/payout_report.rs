@@ -14,7 +14,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::model::{AuditEvent, Payout, PayoutStatus};
+use crate::model::{AuditAction, AuditEvent, AuditOutcome, Payout, PayoutStatus};
 use crate::store::{PayoutUpdate, SharedStore, StoreError};
 use crate::time::Clock;
 
@@ -135,12 +135,12 @@ pub async fn apply_report(
     let event = AuditEvent::new(
         clock.now(),
         actor,
-        "payout.callback",
+        AuditAction::PayoutCallback,
         format!("payout={}", payout.reference),
         if updated.is_some() {
-            "succeeded"
+            AuditOutcome::Succeeded
         } else {
-            "refused"
+            AuditOutcome::Refused
         },
         json!({ "from": payout.status, "to": target }),
     );

@@ -182,7 +182,7 @@ pub fn concerns_date(event: &AuditEvent, date: NaiveDate) -> bool {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use settle_client::SettlementFigures;
+    use settle_client::{AuditAction, AuditOutcome, SettlementFigures};
 
     fn usd() -> Currency {
         Currency::from_code("USD").unwrap()
@@ -255,9 +255,9 @@ mod tests {
             AuditEvent::new(
                 Utc::now(),
                 "token:ana",
-                "x",
+                AuditAction::HttpRequest,
                 subject,
-                "succeeded",
+                AuditOutcome::Succeeded,
                 serde_json::json!({}),
             )
         };

@@ -22,9 +22,9 @@ pub use self::types::{
 };
 pub use settle_domain::idempotency_key::IdempotencyKey;
 pub use settle_domain::model::{
-    AuditEvent, CurrencyTotals, Notification, NotificationStatus, Payout, PayoutStatus,
-    RerunRequest, RerunRequestStatus, Role, RunTrigger, Settlement, SettlementFigures,
-    SettlementLine, SettlementStatus,
+    AuditAction, AuditEvent, AuditOutcome, CurrencyTotals, Notification, NotificationStatus,
+    Payout, PayoutStatus, RerunRequest, RerunRequestStatus, Role, RunTrigger, Settlement,
+    SettlementFigures, SettlementLine, SettlementStatus,
 };
 pub use settle_domain::secret::Secret;
 pub use settle_domain::stats::{CurrencySummary, MerchantVolume, Summary};

@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::calendar::SettlementDate;
-use crate::model::{AuditEvent, RerunRequest, RerunRequestStatus, RunTrigger, Settlement};
+use crate::model::{
+    AuditAction, AuditEvent, AuditOutcome, RerunRequest, RerunRequestStatus, RunTrigger, Settlement,
+};
 use crate::settlement::{RunError, RunRequest, SettlementRunner};
 use crate::store::{ClaimMode, RerunApproval, SharedStore, StoreError};
 use crate::time::Clock;
@@ -140,9 +142,9 @@ impl RerunApprovals {
             // No bypass without its audit event.
             self.audit(
                 actor,
-                "settlement.rerun_approval_bypassed",
+                AuditAction::SettlementRerunApprovalBypassed,
                 settlement_date,
-                "succeeded",
+                AuditOutcome::Succeeded,
                 detail,
             )
             .await
@@ -216,9 +218,9 @@ impl RerunApprovals {
         if let Err(error) = self
             .audit(
                 actor,
-                "settlement.rerun_requested",
+                AuditAction::SettlementRerunRequested,
                 settlement_date,
-                "succeeded",
+                AuditOutcome::Succeeded,
                 detail,
             )
             .await
@@ -245,14 +247,14 @@ impl RerunApprovals {
         let approved = self.claim_approved(&found, approver).await;
         let (outcome, mut detail) = match &approved {
             Ok(claimed) => (
-                "succeeded",
+                AuditOutcome::Succeeded,
                 json!({ "revision": claimed.settlement.revision }),
             ),
             Err(
                 error @ (RerunApprovalError::Stale { .. }
                 | RerunApprovalError::ClaimRefused { .. }
                 | RerunApprovalError::Run(RunError::NotSettleable(_) | RunError::Refused(_))),
-            ) => ("refused", json!({ "error": error.to_string() })),
+            ) => (AuditOutcome::Refused, json!({ "error": error.to_string() })),
             Err(_) => return approved,
         };
         detail["request_id"] = json!(id);
@@ -260,7 +262,7 @@ impl RerunApprovals {
         if let Err(error) = self
             .audit(
                 approver,
-                "settlement.rerun_approved",
+                AuditAction::SettlementRerunApproved,
                 found.settlement_date,
                 outcome,
                 detail,
@@ -353,9 +355,9 @@ impl RerunApprovals {
         if let Err(error) = self
             .audit(
                 decider,
-                "settlement.rerun_rejected",
+                AuditAction::SettlementRerunRejected,
                 found.settlement_date,
-                "succeeded",
+                AuditOutcome::Succeeded,
                 detail,
             )
             .await
@@ -381,9 +383,9 @@ impl RerunApprovals {
     async fn audit(
         &self,
         actor: &str,
-        action: &str,
+        action: AuditAction,
         settlement_date: SettlementDate,
-        outcome: &str,
+        outcome: AuditOutcome,
         detail: Value,
     ) -> Result<(), StoreError> {
         let event = AuditEvent::new(

@@ -15,9 +15,9 @@ use crate::compute::{ComputedSettlement, PaymentKey, RefundedPayment, Settlement
 use crate::failpoint;
 use crate::model::fees::FeeSchedule;
 use crate::model::{
-    AuditEvent, Fence, Notification, NotificationStatus, PaymentFeeLedger, PayoutStatus,
-    RunTrigger, Settlement, SettlementLine, SettlementStatus, Transaction, TransactionKind,
-    TransactionStatus,
+    AuditAction, AuditEvent, AuditOutcome, Fence, Notification, NotificationStatus,
+    PaymentFeeLedger, PayoutStatus, RunTrigger, Settlement, SettlementLine, SettlementStatus,
+    Transaction, TransactionKind, TransactionStatus,
 };
 use crate::money::MoneyError;
 use crate::notify::{Notifier, NotifyError, SettlementEvent};
@@ -71,11 +71,11 @@ pub enum RunRequest {
 }
 
 impl RunRequest {
-    fn action(&self) -> &'static str {
+    fn action(&self) -> AuditAction {
         match self {
-            RunRequest::Run => "settlement.run",
-            RunRequest::Rerun { .. } => "settlement.rerun",
-            RunRequest::Retry => "settlement.retry",
+            RunRequest::Run => AuditAction::SettlementRun,
+            RunRequest::Rerun { .. } => AuditAction::SettlementRerun,
+            RunRequest::Retry => AuditAction::SettlementRetry,
         }
     }
 }
@@ -235,9 +235,9 @@ impl SettlementRunner {
             .await;
         if let Err(error) = &claimed {
             let outcome = if matches!(error, RunError::Store(_)) {
-                "failed"
+                AuditOutcome::Failed
             } else {
-                "refused"
+                AuditOutcome::Refused
             };
             self.audit(
                 settlement_date,
@@ -331,14 +331,14 @@ impl SettlementRunner {
         }
         let (outcome, detail) = match &result {
             Ok(done) => (
-                "succeeded",
+                AuditOutcome::Succeeded,
                 json!({ "revision": done.settlement.revision, "lines": done.line_count, "resumed": done.resumed }),
             ),
             Err(RunError::Interrupted { revision, .. }) => (
-                "interrupted",
+                AuditOutcome::Interrupted,
                 json!({ "revision": revision, "error": "stopped by a shutdown; the lease was released" }),
             ),
-            Err(error) => ("failed", json!({ "error": error.to_string() })),
+            Err(error) => (AuditOutcome::Failed, json!({ "error": error.to_string() })),
         };
         if let Err(error) = self
             .audit(settlement_date, request, actor, trigger, outcome, detail)
@@ -363,7 +363,7 @@ impl SettlementRunner {
         request: &RunRequest,
         actor: &str,
         trigger: RunTrigger,
-        outcome: &str,
+        outcome: AuditOutcome,
         mut detail: serde_json::Value,
     ) -> Result<(), RunError> {
         detail["trigger"] = json!(trigger.as_str());
@@ -384,7 +384,7 @@ impl SettlementRunner {
             detail,
         );
         self.store.record_audit(&event).await.map_err(|error| {
-            tracing::error!(%error, action = request.action(), "could not write the audit event");
+            tracing::error!(%error, action = %request.action(), "could not write the audit event");
             RunError::Store(error)
         })
     }

@@ -178,7 +178,7 @@ mod tests {
     use chrono::{DateTime, Duration, Utc};
 
     use super::*;
-    use settle_core::model::NotificationStatus;
+    use settle_core::model::{AuditAction, AuditOutcome, NotificationStatus};
 
     async fn store() -> Option<MongoStore> {
         super::super::test_store().await
@@ -202,9 +202,9 @@ mod tests {
             let event = AuditEvent::new(
                 t0 + Duration::seconds(n as i64),
                 "a",
-                "b",
+                AuditAction::HttpRequest,
                 "c",
-                "succeeded",
+                AuditOutcome::Succeeded,
                 detail,
             );
             store.record_audit(&event).await.unwrap();

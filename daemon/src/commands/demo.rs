@@ -10,7 +10,7 @@ use settle_core::config::StoreKind;
 use settle_core::csv::write_settlement_csv;
 use settle_core::demo::{generate, DemoSpec};
 use settle_core::ingest;
-use settle_core::model::{AuditEvent, RunTrigger, SettlementFigures};
+use settle_core::model::{AuditAction, AuditEvent, AuditOutcome, RunTrigger, SettlementFigures};
 use settle_core::money::Currency;
 use settle_core::settlement::{RunError, RunRequest};
 use settle_core::store::StoreError;
@@ -130,9 +130,9 @@ pub async fn run(context: Context, explicit_data_dir: bool, args: DemoArgs) -> R
     let event = AuditEvent::new(
         context.clock.now(),
         &context.actor,
-        "demo.run",
+        AuditAction::DemoRun,
         format!("from={} to={last_date}", spec.first_date),
-        "succeeded",
+        AuditOutcome::Succeeded,
         serde_json::json!({ "inserted": inserted, "duplicates": duplicates, "settled": settled }),
     );
     store.record_audit(&event).await?;

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde_json::json;
 use settle_core::csv::{import_csv, ImportError, ImportOptions};
-use settle_core::model::AuditEvent;
+use settle_core::model::{AuditAction, AuditEvent, AuditOutcome};
 
 use crate::cli::ImportArgs;
 use crate::context::Context;
@@ -32,19 +32,20 @@ pub async fn run(context: Context, args: ImportArgs) -> Result<()> {
     let subject = format!("file={}", args.file.display());
     let (outcome, detail) = match &result {
         Ok(report) => (
-            "succeeded",
+            AuditOutcome::Succeeded,
             json!({ "rows": report.rows, "inserted": report.inserted, "duplicates": report.duplicates,
                     "late": report.late, "rejected": report.rejected }),
         ),
-        Err(ImportError::InvalidRows { invalid_rows, .. }) => {
-            ("refused", json!({ "invalid_rows": invalid_rows }))
-        }
-        Err(error) => ("failed", json!({ "error": error.to_string() })),
+        Err(ImportError::InvalidRows { invalid_rows, .. }) => (
+            AuditOutcome::Refused,
+            json!({ "invalid_rows": invalid_rows }),
+        ),
+        Err(error) => (AuditOutcome::Failed, json!({ "error": error.to_string() })),
     };
     let event = AuditEvent::new(
         context.clock.now(),
         &context.actor,
-        "transactions.import",
+        AuditAction::TransactionsImport,
         subject,
         outcome,
         detail,

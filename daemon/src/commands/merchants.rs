@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use serde_json::json;
-use settle_core::model::AuditEvent;
+use settle_core::model::{AuditAction, AuditEvent, AuditOutcome};
 use settle_core::store::MerchantHold;
 
 use crate::cli::MerchantCommand;
@@ -35,7 +35,7 @@ pub async fn run(context: Context, command: MerchantCommand) -> Result<()> {
             audit(
                 &context,
                 &store,
-                "merchant.hold",
+                AuditAction::MerchantHold,
                 &merchant_id,
                 json!({ "reason": reason, "held_payouts": held }),
             )
@@ -51,7 +51,7 @@ pub async fn run(context: Context, command: MerchantCommand) -> Result<()> {
             audit(
                 &context,
                 &store,
-                "merchant.release",
+                AuditAction::MerchantRelease,
                 &merchant_id,
                 json!({ "released_payouts": released }),
             )
@@ -139,7 +139,7 @@ pub async fn check_payouts(context: Context, command: crate::cli::PayoutsCommand
 async fn audit(
     context: &Context,
     store: &settle_core::store::SharedStore,
-    action: &str,
+    action: AuditAction,
     merchant_id: &str,
     detail: serde_json::Value,
 ) -> Result<()> {
@@ -148,7 +148,7 @@ async fn audit(
         &context.actor,
         action,
         format!("merchant_id={merchant_id}"),
-        "succeeded",
+        AuditOutcome::Succeeded,
         detail,
     );
     store.record_audit(&event).await?;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use settle_core::model::AuditEvent;
+use settle_core::model::{AuditAction, AuditEvent, AuditOutcome};
 use settle_core::store::migration::{migrate, MigrationError};
 use settle_core::store::AuditStore;
 use settle_store_mongo::{redact_uri, MongoStore};
@@ -143,9 +143,9 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
     let event = AuditEvent::new(
         context.clock.now(),
         &context.actor,
-        "store.migrate",
+        AuditAction::StoreMigrate,
         "store=mongodb",
-        "succeeded",
+        AuditOutcome::Succeeded,
         detail,
     );
     target.record_audit(&event).await?;

@@ -6,7 +6,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use settle_core::auth;
-use settle_core::model::{AuditEvent, Role};
+use settle_core::model::{AuditAction, AuditEvent, AuditOutcome, Role};
 use settle_core::store::{SharedStore, StoreError};
 
 use crate::cli::TokenCommand;
@@ -41,7 +41,7 @@ async fn create(context: Context, name: String, role: String) -> Result<()> {
     audit(
         &context,
         &store,
-        "token.create",
+        AuditAction::TokenCreate,
         &name,
         json!({ "token_id": issued.token.id, "role": role.as_str() }),
     )
@@ -78,7 +78,7 @@ async fn revoke(context: Context, name: String) -> Result<()> {
     audit(
         &context,
         &store,
-        "token.revoke",
+        AuditAction::TokenRevoke,
         &name,
         json!({
             "token_id": token.id,
@@ -104,7 +104,7 @@ fn to_millis(instant: DateTime<Utc>) -> DateTime<Utc> {
 async fn audit(
     context: &Context,
     store: &SharedStore,
-    action: &str,
+    action: AuditAction,
     name: &str,
     detail: serde_json::Value,
 ) -> Result<()> {
@@ -113,7 +113,7 @@ async fn audit(
         &context.actor,
         action,
         format!("token={name}"),
-        "succeeded",
+        AuditOutcome::Succeeded,
         detail,
     );
     store.record_audit(&event).await?;

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use settle_core::model::AuditEvent;
+use settle_core::model::{AuditAction, AuditEvent, AuditOutcome};
 use settle_core::telemetry::{self, ActiveRequest};
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -190,19 +190,12 @@ pub async fn audit_mutations(
     };
     let response = next.run(request).await;
     let status = response.status();
-    let outcome = if status.is_success() {
-        "succeeded"
-    } else if status.is_client_error() {
-        "refused"
-    } else {
-        "failed"
-    };
     let event = AuditEvent::new(
         state.clock.now(),
         actor,
-        "http.request",
+        AuditAction::HttpRequest,
         format!("{method} {path}"),
-        outcome,
+        AuditOutcome::of_http_status(status.as_u16()),
         json!({ "request_id": id, "status": status.as_u16() }),
     );
     if let Err(error) = state.store.record_audit(&event).await {

@@ -8,9 +8,10 @@ use utoipa::{Modify, OpenApi};
 use super::routes::{admin, callbacks, health, payments, settlements, stats};
 use super::schema::{ProblemDetails, ReadProblems};
 use settle_core::model::{
-    AuditEvent, CurrencyTotals, Lease, Notification, NotificationStatus, PaymentMethod, Payout,
-    PayoutStatus, RerunRequest, RerunRequestStatus, Role, RunTrigger, Settlement,
-    SettlementFigures, SettlementLine, SettlementStatus, TransactionKind, TransactionStatus,
+    AuditAction, AuditEvent, AuditOutcome, CurrencyTotals, Lease, Notification, NotificationStatus,
+    PaymentMethod, Payout, PayoutStatus, RerunRequest, RerunRequestStatus, Role, RunTrigger,
+    Settlement, SettlementFigures, SettlementLine, SettlementStatus, TransactionKind,
+    TransactionStatus,
 };
 
 /// The name of the bearer security scheme; each operation's requirement lists its least role.
@@ -74,6 +75,8 @@ pub const BEARER: &str = "bearer";
         Payout,
         Notification,
         RerunRequest,
+        AuditAction,
+        AuditOutcome,
         AuditEvent,
     )),
     modifiers(&BearerScheme)

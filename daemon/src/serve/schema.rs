@@ -202,7 +202,8 @@ problems! {
         .parameters()
         .with(404, &[types::NOT_FOUND])
         .with(409, &[types::CONFLICT]);
-    /// The audit trail: a bad instant or from after to (400, naming the parameters).
+    /// The audit trail: an unknown action, a bad instant or from after to (400, naming the
+    /// parameters).
     AuditProblems => ProblemSet::base()
         .secured()
         .parameters();

@@ -11,7 +11,7 @@ mod settlement;
 mod transaction;
 
 pub use access::{ApiToken, RerunRequest, RerunRequestStatus, Role};
-pub use audit::AuditEvent;
+pub use audit::{AuditAction, AuditEvent, AuditOutcome};
 pub use fee_ledger::{FeeCharge, FeeLedgerWrite, FeeReturn, PaymentFeeLedger};
 pub use payout::{
     amount_due, initial_payout_status, payout_reference, CarryForward, LineDecision, Notification,

@@ -13,13 +13,13 @@ use crate::money::{Currency, Money};
 pub const MAX_MERCHANT_ID_BYTES: usize = 64;
 pub const MAX_EXTERNAL_REF_BYTES: usize = 128;
 
-/// Declares a closed set of lower-snake-case names with `FromStr`/`Display`/serde that agree.
+/// Declares a closed set of stable names with `FromStr`/`Display`/serde that agree: each variant
+/// serializes as its text, the one place that spells it.
 macro_rules! named_enum {
-    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:tt),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use settle_core::auth::{issue, validate_token_name};
 use settle_core::idempotency::{fingerprint, problem, HandlerOutcome, StoredResponse};
-use settle_core::model::{ApiToken, AuditEvent, Role};
+use settle_core::model::{ApiToken, AuditAction, AuditEvent, AuditOutcome, Role};
 use settle_core::store::{AuditFilter, StoreError};
 use settle_core::time::{format_utc, parse_rfc3339};
 
@@ -141,9 +141,9 @@ pub async fn create_token(
                         let event = AuditEvent::new(
                             now,
                             caller.principal(),
-                            "token.create",
+                            AuditAction::TokenCreate,
                             format!("token={}", issued.token.name),
-                            "succeeded",
+                            AuditOutcome::Succeeded,
                             json!({ "role": role }),
                         );
                         if let Err(error) = state.store.record_audit(&event).await {
@@ -202,9 +202,9 @@ pub async fn revoke_token(
     let event = AuditEvent::new(
         now,
         caller.principal(),
-        "token.revoke",
+        AuditAction::TokenRevoke,
         format!("token={name}"),
-        "succeeded",
+        AuditOutcome::Succeeded,
         json!({}),
     );
     state.store.record_audit(&event).await?;
@@ -239,7 +239,8 @@ pub async fn whoami(caller: Caller) -> Result<Response, Problem> {
 pub struct AuditQuery {
     /// Exactly this subject, e.g. `token=ci-bot`.
     subject: Option<String>,
-    /// Exactly this action, e.g. `http.request`.
+    /// Exactly this action, e.g. `http.request`: one of the known names (else 422).
+    #[param(value_type = Option<AuditAction>)]
     action: Option<String>,
     /// Exactly this actor, e.g. `token:ci-bot`.
     actor: Option<String>,
@@ -273,10 +274,18 @@ fn instant(name: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc
     })
 }
 
-/// The store filter of a query: subject, action and actor match exactly; `from` (inclusive) and
-/// `to` (exclusive) are RFC 3339 instants. `from` after `to` is refused naming both; `from`
-/// equal to `to` is an empty range, answered with no events.
+/// The store filter of a query: subject, action and actor match exactly, and an action must be
+/// an [`AuditAction`] name; `from` (inclusive) and `to` (exclusive) are RFC 3339 instants. `from`
+/// after `to` is refused naming both; `from` equal to `to` is an empty range, answered with no
+/// events.
 fn audit_filter(query: &AuditQuery) -> Result<AuditFilter, Problem> {
+    let action = match query.action.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.parse::<AuditAction>()
+                .map_err(|error| Problem::bad_parameter("action", error))?,
+        ),
+    };
     let from = instant("from", query.from.as_deref())?;
     let to = instant("to", query.to.as_deref())?;
     if let (Some(from), Some(to)) = (from, to) {
@@ -286,7 +295,7 @@ fn audit_filter(query: &AuditQuery) -> Result<AuditFilter, Problem> {
     }
     Ok(AuditFilter {
         subject: query.subject.clone(),
-        action: query.action.clone(),
+        action: action.map(|action| action.as_str().to_string()),
         actor: query.actor.clone(),
         from,
         to,
@@ -297,7 +306,7 @@ fn audit_filter(query: &AuditQuery) -> Result<AuditFilter, Problem> {
 #[utoipa::path(
     get,
     path = "/api/v2/finance/audit",
-    summary = "The audit trail, newest first (paged; subject, action and actor match exactly; from inclusive and to exclusive, RFC 3339 instants; a bad instant or from after to is a 400 naming the parameters)",
+    summary = "The audit trail, newest first (paged; subject, action and actor match exactly; from inclusive and to exclusive, RFC 3339 instants; an unknown action, a bad instant or from after to is a 400 naming the parameter)",
     params(AuditQuery),
     responses(
         (status = 200, description = "One page of events", body = schema::AuditPage),
