@@ -90,7 +90,7 @@ impl Default for IdempotencySettings {
 /// Problem type URIs (RFC 9457) of the idempotency layer, from the one list of the domain.
 pub use crate::problem_types::{IDEMPOTENCY_CONFLICT, IDEMPOTENCY_KEY_REUSED};
 
-/// Runs handlers at most once per (principal, key).
+/// Runs handlers at most once per (actor, key).
 #[derive(Clone)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
@@ -112,7 +112,7 @@ impl Idempotency {
     /// because what a handler writes carries the key under a unique index.
     pub async fn run<F, Fut>(
         &self,
-        principal: &str,
+        actor: &str,
         key: &IdempotencyKey,
         fingerprint: &str,
         now: DateTime<Utc>,
@@ -123,7 +123,7 @@ impl Idempotency {
         Fut: Future<Output = Result<HandlerOutcome, StoreError>>,
     {
         let begin = IdempotencyBegin {
-            principal: principal.to_string(),
+            actor: actor.to_string(),
             key: key.as_str().to_string(),
             fingerprint: fingerprint.to_string(),
             now,
@@ -132,7 +132,7 @@ impl Idempotency {
         };
         let lock = begin.lock();
         let outcome = self.store.idempotency_begin(begin).await?;
-        tracing::debug!(principal, outcome = ?outcome_name(&outcome), "idempotency begin");
+        tracing::debug!(actor, outcome = ?outcome_name(&outcome), "idempotency begin");
         crate::telemetry::idempotency_outcome(outcome_of(&outcome).as_str());
         match outcome {
             BeginOutcome::Replay(response) => Ok(Answer {
@@ -175,7 +175,7 @@ impl Idempotency {
                             // Our lock passed and another request took the key over: what we
                             // wrote carries the key, so the taker finds it; its record stands.
                             tracing::warn!(
-                                principal,
+                                actor,
                                 "idempotency lock passed before completing; the request that \
                                  took the key over keeps it"
                             );
@@ -185,7 +185,7 @@ impl Idempotency {
                     HandlerOutcome::NothingChanged(response) => {
                         if !self.store.idempotency_release(&lock).await? {
                             tracing::warn!(
-                                principal,
+                                actor,
                                 "idempotency lock passed before releasing; the request that \
                                  took the key over keeps it"
                             );

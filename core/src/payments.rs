@@ -187,10 +187,10 @@ impl PaymentService {
         self
     }
 
-    /// Runs one operation for `principal` under its idempotency key and audits the answer.
+    /// Runs one operation for `actor` under its idempotency key and audits the answer.
     pub async fn execute(
         &self,
-        principal: &str,
+        actor: &str,
         key: &IdempotencyKey,
         operation: Operation,
         body: &Value,
@@ -198,22 +198,22 @@ impl PaymentService {
         let now = self.clock.now();
         let request_fingerprint = fingerprint("POST", &operation.path(), body);
         let tag = IdempotencyTag {
-            principal: principal.to_string(),
+            actor: actor.to_string(),
             key: key.as_str().to_string(),
         };
         let answer = self
             .idempotency
-            .run(principal, key, &request_fingerprint, now, || {
+            .run(actor, key, &request_fingerprint, now, || {
                 self.handle(operation, body, tag, now)
             })
             .await?;
-        self.audit(principal, operation, body, &answer).await?;
+        self.audit(actor, operation, body, &answer).await?;
         Ok(answer)
     }
 
     async fn audit(
         &self,
-        principal: &str,
+        actor: &str,
         operation: Operation,
         body: &Value,
         answer: &Answer,
@@ -236,7 +236,7 @@ impl PaymentService {
         });
         let event = AuditEvent::new(
             self.clock.now(),
-            principal,
+            actor,
             operation.action(),
             subject,
             outcome,

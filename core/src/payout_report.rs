@@ -87,7 +87,7 @@ impl fmt::Display for ReportedStatus {
     }
 }
 
-/// Applies `report` for `actor` (the caller's principal): moves the payout forward by
+/// Applies `report` for `actor` (the caller's actor): moves the payout forward by
 /// compare-and-set on the status it was read with, or leaves it; audits either way.
 pub async fn apply_report(
     store: &SharedStore,

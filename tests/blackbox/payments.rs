@@ -115,8 +115,8 @@ async fn two_hundred_identical_concurrent_requests_execute_once() {
         (mismatch.outcome, mismatch.response.status),
         (Outcome::Mismatch, 422)
     );
-    // The same key is a different key for another principal.
-    let other_principal = f
+    // The same key is a different key for another actor.
+    let other_actor = f
         .service
         .execute(
             "token-b",
@@ -127,7 +127,7 @@ async fn two_hundred_identical_concurrent_requests_execute_once() {
         .await
         .unwrap();
     assert_eq!(
-        (other_principal.outcome, other_principal.response.status),
+        (other_actor.outcome, other_actor.response.status),
         (Outcome::New, 201)
     );
 }

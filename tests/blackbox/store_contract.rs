@@ -1315,7 +1315,7 @@ pub async fn idempotency_keys_begin_once_replay_and_expire(t: TestStore) {
     // Far in the future: a server's TTL index (real clock) must not expire the records mid-test.
     let t0 = at("2099-03-10T10:00:00Z");
     let begin = |fingerprint: &str, now: DateTime<Utc>| IdempotencyBegin {
-        principal: "token-1".into(),
+        actor: "token-1".into(),
         key: "k-1".into(),
         fingerprint: fingerprint.into(),
         now,
@@ -1403,7 +1403,7 @@ pub async fn recorded_transactions_respect_keys_and_refund_limits(t: TestStore) 
     let prepare = |transaction: NewTransaction, key: &str| {
         let mut record: TransactionRecord = ingest::prepare(transaction, &calendar(), now).unwrap();
         record.idempotency = Some(IdempotencyTag {
-            principal: "token-1".into(),
+            actor: "token-1".into(),
             key: key.into(),
         });
         record
@@ -2524,7 +2524,7 @@ pub async fn a_stalled_idempotency_holder_cannot_release_or_complete_the_takers_
     // Sub-millisecond instants: stores keep milliseconds, and the lock still matches.
     let t0 = at("2099-05-01T10:00:00.123456789Z");
     let begin = |now: DateTime<Utc>| IdempotencyBegin {
-        principal: "token-1".into(),
+        actor: "token-1".into(),
         key: "k-stall".into(),
         fingerprint: "fp-a".into(),
         now,

@@ -90,10 +90,11 @@ pub struct TransactionRecord {
     pub idempotency: Option<IdempotencyTag>,
 }
 
-/// (principal, key) of an idempotent request.
+/// (actor, key) of an idempotent request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyTag {
-    pub principal: String,
+    /// Who acts, as the audit trail names it (both stores keep it under the name `principal`).
+    pub actor: String,
     pub key: String,
 }
 
@@ -222,10 +223,10 @@ pub struct PayoutFilter {
     pub updated_before: Option<DateTime<Utc>>,
 }
 
-/// An idempotent request starting: insert-if-absent of (principal, key).
+/// An idempotent request starting: insert-if-absent of (actor, key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyBegin {
-    pub principal: String,
+    pub actor: String,
     pub key: String,
     /// SHA-256 of the canonical request, hex.
     pub fingerprint: String,
@@ -241,7 +242,7 @@ impl IdempotencyBegin {
     /// `idempotency_release` when it answers `New`.
     pub fn lock(&self) -> IdempotencyLock {
         IdempotencyLock {
-            principal: self.principal.clone(),
+            actor: self.actor.clone(),
             key: self.key.clone(),
             fingerprint: self.fingerprint.clone(),
             locked_until: self.locked_until,
@@ -255,7 +256,7 @@ impl IdempotencyBegin {
 /// whoever took the key over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyLock {
-    pub principal: String,
+    pub actor: String,
     pub key: String,
     pub fingerprint: String,
     pub locked_until: DateTime<Utc>,
@@ -453,7 +454,7 @@ pub trait TransactionStore: Send + Sync {
     ) -> Result<RecordOutcome, StoreError>;
 }
 
-/// Idempotency records: one per (principal, key), claimed by insert-if-absent.
+/// Idempotency records: one per (actor, key), claimed by insert-if-absent.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     /// Claims the key or says why not. An expired record counts as absent; an in-flight record

@@ -126,7 +126,7 @@ fn links_filter(principal: &str, key: &str) -> Document {
 
 /// The record `lock` holds: in flight, with its fingerprint.
 fn held(lock: &IdempotencyLock) -> Document {
-    let mut filter = key_filter(&lock.principal, &lock.key);
+    let mut filter = key_filter(&lock.actor, &lock.key);
     filter.insert("fingerprint", &lock.fingerprint);
     filter.insert("state", IN_FLIGHT);
     filter.insert("locked_until", instant(lock.locked_until));
@@ -136,7 +136,7 @@ fn held(lock: &IdempotencyLock) -> Document {
 /// A record claimed afresh by `begin`, in flight.
 fn fresh(begin: &IdempotencyBegin, unlink_pending: bool) -> Document {
     doc! {
-        "principal": &begin.principal,
+        "principal": &begin.actor,
         "key": &begin.key,
         "fingerprint": &begin.fingerprint,
         "state": IN_FLIGHT,
@@ -189,14 +189,14 @@ impl MongoStore {
     ) -> Result<Option<BeginOutcome>, StoreError> {
         let records = self.collection(IDEMPOTENCY_RECORDS);
         let found = records
-            .find_one(key_filter(&begin.principal, &begin.key))
+            .find_one(key_filter(&begin.actor, &begin.key))
             .await
             .map_err(backend)?;
         let existing = found.as_ref().map(record).transpose()?;
         // The record this caller now holds, and whether it must unlink before answering `New`.
         let (claimed, unlink) = match existing {
             None => {
-                let unlink = self.has_links(&begin.principal, &begin.key).await?;
+                let unlink = self.has_links(&begin.actor, &begin.key).await?;
                 match records.insert_one(fresh(begin, unlink)).await {
                     Ok(inserted) => (inserted.inserted_id, unlink),
                     Err(error) if is_duplicate_key(&error) => return Ok(None),
@@ -205,7 +205,7 @@ impl MongoStore {
             }
             // Expiry is checked here too: the reaper (or the TTL monitor) may not have run yet.
             Some(existing) if existing.expires_at <= begin.now => {
-                let unlink = self.has_links(&begin.principal, &begin.key).await?;
+                let unlink = self.has_links(&begin.actor, &begin.key).await?;
                 let replaced = records
                     .replace_one(existing.as_read, fresh(begin, unlink))
                     .await
@@ -246,7 +246,7 @@ impl MongoStore {
             }
         };
         if unlink {
-            self.unlink_claimed(claimed, &begin.principal, &begin.key)
+            self.unlink_claimed(claimed, &begin.actor, &begin.key)
                 .await?;
         }
         Ok(Some(BeginOutcome::New))
@@ -375,7 +375,7 @@ mod tests {
 
     fn begin(fingerprint: &str, now: DateTime<Utc>) -> IdempotencyBegin {
         IdempotencyBegin {
-            principal: "p".into(),
+            actor: "p".into(),
             key: "k".into(),
             fingerprint: fingerprint.into(),
             now,
@@ -400,7 +400,7 @@ mod tests {
         let mut record =
             settle_core::ingest::prepare(transaction, &BusinessCalendar::default(), now).unwrap();
         record.idempotency = Some(IdempotencyTag {
-            principal: "p".into(),
+            actor: "p".into(),
             key: "k".into(),
         });
         record

@@ -53,7 +53,7 @@ fn own_attempt(reservation: &Document, record: &TransactionRecord) -> bool {
     let Some(tag) = &record.idempotency else {
         return false;
     };
-    reservation.get_str("principal").ok() == Some(tag.principal.as_str())
+    reservation.get_str("principal").ok() == Some(tag.actor.as_str())
         && reservation.get_str("key").ok() == Some(tag.key.as_str())
 }
 
@@ -76,7 +76,7 @@ fn transaction_document(
     let tag = record
         .idempotency
         .as_ref()
-        .map(|tag| (tag.principal.as_str(), tag.key.as_str()));
+        .map(|tag| (tag.actor.as_str(), tag.key.as_str()));
     let mut document = d::transaction_document(&stored, record.natural_date, tag);
     document.insert("state", OPEN);
     document
@@ -324,7 +324,7 @@ impl MongoStore {
             }
             let mut reservation = doc! { "id": record.id.to_string(), "amount_minor": t.amount_minor, "at": instant(server_now) };
             if let Some(tag) = &record.idempotency {
-                reservation.insert("principal", &tag.principal);
+                reservation.insert("principal", &tag.actor);
                 reservation.insert("key", &tag.key);
             }
             live.push(reservation);
@@ -396,7 +396,7 @@ impl MongoStore {
         if let Some(tag) = &record.idempotency {
             let found = self
                 .find_transactions(
-                    doc! { "idempotency_principal": &tag.principal, "idempotency_key": &tag.key },
+                    doc! { "idempotency_principal": &tag.actor, "idempotency_key": &tag.key },
                     doc! {},
                     Some(1),
                 )

@@ -80,7 +80,7 @@ impl IdempotencyStore for SqliteStore {
     async fn idempotency_begin(&self, begin: IdempotencyBegin) -> Result<BeginOutcome, StoreError> {
         // A completed record with this fingerprint stays as it is until it expires: a replay is
         // answered from the reader connection, without queueing a write.
-        let (principal, key) = (begin.principal.clone(), begin.key.clone());
+        let (principal, key) = (begin.actor.clone(), begin.key.clone());
         let found = self
             .read(move |connection| find(connection, &principal, &key))
             .await?;
@@ -97,7 +97,7 @@ impl IdempotencyStore for SqliteStore {
             }
         }
         self.write(move |tx| {
-            let found = find(tx, &begin.principal, &begin.key)?;
+            let found = find(tx, &begin.actor, &begin.key)?;
             let claim_new = |tx: &rusqlite::Transaction| -> Result<BeginOutcome, StoreError> {
                 tx.execute(
                     "INSERT OR REPLACE INTO idempotency_records \
@@ -105,7 +105,7 @@ impl IdempotencyStore for SqliteStore {
                       locked_until, created_at, expires_at) \
                      VALUES (?1, ?2, ?3, 'in_flight', NULL, NULL, NULL, ?4, ?5, ?6)",
                     params![
-                        begin.principal,
+                        begin.actor,
                         begin.key,
                         begin.fingerprint,
                         instant_text(begin.locked_until),
@@ -120,7 +120,7 @@ impl IdempotencyStore for SqliteStore {
                 None => claim_new(tx),
                 // Expiry is checked here too: the reaper may not have run yet.
                 Some(existing) if existing.expires_at <= begin.now => {
-                    forget_links(tx, "principal = ?1 AND key = ?2", params![begin.principal, begin.key])?;
+                    forget_links(tx, "principal = ?1 AND key = ?2", params![begin.actor, begin.key])?;
                     claim_new(tx)
                 }
                 Some(existing) if existing.fingerprint != begin.fingerprint => Ok(BeginOutcome::Mismatch),
@@ -139,7 +139,7 @@ impl IdempotencyStore for SqliteStore {
                         params![
                             // Exactly the begin's: it is the lock the taker presents.
                             instant_text(begin.locked_until),
-                            begin.principal,
+                            begin.actor,
                             begin.key
                         ],
                     )
@@ -157,7 +157,7 @@ impl IdempotencyStore for SqliteStore {
         response: &StoredResponse,
     ) -> Result<bool, StoreError> {
         let (principal, key, fingerprint, locked_until) = (
-            lock.principal.clone(),
+            lock.actor.clone(),
             lock.key.clone(),
             lock.fingerprint.clone(),
             instant_text(lock.locked_until),
@@ -186,7 +186,7 @@ impl IdempotencyStore for SqliteStore {
 
     async fn idempotency_release(&self, lock: &IdempotencyLock) -> Result<bool, StoreError> {
         let (principal, key, fingerprint, locked_until) = (
-            lock.principal.clone(),
+            lock.actor.clone(),
             lock.key.clone(),
             lock.fingerprint.clone(),
             instant_text(lock.locked_until),

@@ -91,7 +91,7 @@ fn insert_transaction(
     let late = settlement_date != record.natural_date;
     let t = &record.transaction;
     let (principal, key) = match &record.idempotency {
-        Some(tag) => (Some(tag.principal.as_str()), Some(tag.key.as_str())),
+        Some(tag) => (Some(tag.actor.as_str()), Some(tag.key.as_str())),
         None => (None, None),
     };
     let inserted_rows = tx
@@ -418,8 +418,7 @@ impl TransactionStore for SqliteStore {
     ) -> Result<RecordOutcome, StoreError> {
         self.write(move |tx| {
             if let Some(tag) = &record.idempotency {
-                if let Some(stored) = transaction_by_idempotency_key(tx, &tag.principal, &tag.key)?
-                {
+                if let Some(stored) = transaction_by_idempotency_key(tx, &tag.actor, &tag.key)? {
                     return Ok(RecordOutcome::AlreadyRecorded(stored));
                 }
             }

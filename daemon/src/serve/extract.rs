@@ -28,8 +28,8 @@ pub struct Caller {
 
 impl Caller {
     /// How the audit trail and idempotency scopes name the caller: `token:NAME`.
-    pub fn principal(&self) -> String {
-        self.token.principal()
+    pub fn actor(&self) -> String {
+        self.token.actor()
     }
 
     /// 403 unless the caller's role includes `needed`.

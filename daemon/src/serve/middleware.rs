@@ -182,7 +182,7 @@ pub async fn audit_mutations(
     // is still its token's doing.
     let actor = match authenticate(&state, authorization).await {
         Ok(token) => {
-            let actor = token.principal();
+            let actor = token.actor();
             request.extensions_mut().insert(Authenticated(token));
             actor
         }

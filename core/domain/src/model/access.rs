@@ -54,7 +54,7 @@ impl ApiToken {
     }
 
     /// How the audit trail and idempotency scopes name the caller.
-    pub fn principal(&self) -> String {
+    pub fn actor(&self) -> String {
         format!("token:{}", self.name)
     }
 }

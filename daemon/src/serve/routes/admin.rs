@@ -128,19 +128,19 @@ pub async fn create_token(
     let answered = state
         .idempotency
         .run(
-            &caller.principal(),
+            &caller.actor(),
             &key.0,
             &request_fingerprint,
             state.clock.now(),
             || async {
                 let now = state.clock.now();
-                let issued = issue(&parsed.name, role, &caller.principal(), now);
+                let issued = issue(&parsed.name, role, &caller.actor(), now);
                 match state.store.create_token(&issued.token).await {
                     // Never kept for replay: the secret is shown once. A retry finds the name taken.
                     Ok(()) => {
                         let event = AuditEvent::new(
                             now,
-                            caller.principal(),
+                            caller.actor(),
                             AuditAction::TokenCreate,
                             format!("token={}", issued.token.name),
                             AuditOutcome::Succeeded,
@@ -201,7 +201,7 @@ pub async fn revoke_token(
         .ok_or_else(|| Problem::not_found(format!("no token is named {name:?}")))?;
     let event = AuditEvent::new(
         now,
-        caller.principal(),
+        caller.actor(),
         AuditAction::TokenRevoke,
         format!("token={name}"),
         AuditOutcome::Succeeded,

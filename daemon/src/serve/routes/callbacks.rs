@@ -70,16 +70,11 @@ pub async fn payout_status(
     })?;
     let report: PayoutReport =
         serde_json::from_slice(&body).map_err(|e| Problem::invalid(format!("body: {e}")))?;
-    let outcome = apply_report(
-        &state.store,
-        state.clock.as_ref(),
-        &report,
-        &caller.principal(),
-    )
-    .await
-    .map_err(|error| match error {
-        ReportError::UnknownReference(_) => Problem::not_found(error.to_string()),
-        ReportError::Store(error) => Problem::from(error),
-    })?;
+    let outcome = apply_report(&state.store, state.clock.as_ref(), &report, &caller.actor())
+        .await
+        .map_err(|error| match error {
+            ReportError::UnknownReference(_) => Problem::not_found(error.to_string()),
+            ReportError::Store(error) => Problem::from(error),
+        })?;
     Ok(Json(json!({ "payout": outcome.payout })).into_response())
 }

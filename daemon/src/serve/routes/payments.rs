@@ -29,7 +29,7 @@ async fn record(
     caller.require(Role::Operator)?;
     let answered = state
         .payments
-        .execute(&caller.principal(), &key.0, operation, body)
+        .execute(&caller.actor(), &key.0, operation, body)
         .await?;
     Ok(answer(&answered))
 }

@@ -68,7 +68,7 @@ where
     let answered = state
         .idempotency
         .run(
-            &caller.principal(),
+            &caller.actor(),
             &key.0,
             &request_fingerprint,
             state.clock.now(),
@@ -97,7 +97,7 @@ pub async fn trigger(
     caller.require(Role::Operator)?;
     let path = "/api/v2/finance/settlement/trigger";
     idempotent(&state, &caller, &key, path, &json!({}), || async {
-        let actor = caller.principal();
+        let actor = caller.actor();
         started(&state, state.commands.trigger_latest(&actor).await, actor)
     })
     .await
@@ -124,7 +124,7 @@ pub async fn trigger_date(
     let day = date(&day)?;
     let path = format!("/api/v2/finance/settlement/trigger/{day}");
     idempotent(&state, &caller, &key, &path, &json!({}), || async {
-        let actor = caller.principal();
+        let actor = caller.actor();
         started(&state, state.commands.trigger(day, &actor).await, actor)
     })
     .await
@@ -151,7 +151,7 @@ pub async fn retry(
     let day = date(&day)?;
     let path = format!("/api/v2/finance/settlement/retry/{day}");
     idempotent(&state, &caller, &key, &path, &json!({}), || async {
-        let actor = caller.principal();
+        let actor = caller.actor();
         started(&state, state.commands.retry(day, &actor).await, actor)
     })
     .await
@@ -278,7 +278,7 @@ pub async fn rerun(
         apply_current_fees: parsed.apply_current_fees,
     };
     idempotent(&state, &caller, &key, &path, &body, || async {
-        let actor = caller.principal();
+        let actor = caller.actor();
         let asked = state
             .commands
             .rerun(day, ask, &actor, RerunPath::RequestWhenRequired)
@@ -361,7 +361,7 @@ pub async fn approve(
     let id = request_id(&id)?;
     let path = format!("/api/v2/finance/settlement/rerun-requests/{id}/approve");
     idempotent(&state, &caller, &key, &path, &json!({}), || async {
-        let actor = caller.principal();
+        let actor = caller.actor();
         match state.commands.approve(id, &actor).await {
             Ok(claimed) => start_claimed(&state, claimed, actor),
             Err(error) => refused(approval_problem(&error)),
@@ -392,7 +392,7 @@ pub async fn reject(
     let id = request_id(&id)?;
     let path = format!("/api/v2/finance/settlement/rerun-requests/{id}/reject");
     idempotent(&state, &caller, &key, &path, &json!({}), || async {
-        match state.commands.reject(id, &caller.principal()).await {
+        match state.commands.reject(id, &caller.actor()).await {
             Ok(rejected) => HandlerOutcome::Completed(StoredResponse {
                 status: 200,
                 body: json!({ "rerun_request": rejected }),
