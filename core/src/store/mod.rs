@@ -22,6 +22,7 @@ use crate::model::{
 
 pub mod claim;
 pub mod migration;
+pub mod record;
 pub mod rerun_approval;
 pub mod settings;
 pub mod timed;

@@ -7,14 +7,58 @@ use chrono::{DateTime, NaiveDate, Utc};
 use mongodb::bson::{self, doc, Bson, Document};
 use uuid::Uuid;
 
-use settle_core::calendar::Window;
 use settle_core::model::{
-    CurrencyTotals, Lease, Settlement, SettlementFigures, SettlementLine, Transaction,
+    CurrencyTotals, Settlement, SettlementFigures, SettlementLine, Transaction,
 };
+use settle_core::store::record::{self, StoredFields};
 use settle_core::store::StoreError;
 
 fn corrupt(field: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("field {field}: {detail}"))
+}
+
+/// A document's fields by name, for the record conversions settle-core shares (`store::record`).
+pub struct Fields<'a>(pub &'a Document);
+
+impl StoredFields for Fields<'_> {
+    fn corrupt(&self, name: &str, detail: &dyn std::fmt::Display) -> StoreError {
+        corrupt(name, detail)
+    }
+
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        text(self.0, name).map(str::to_string)
+    }
+
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        optional_text(self.0, name)
+    }
+
+    fn integer(&self, name: &str) -> Result<i64, StoreError> {
+        integer(self.0, name)
+    }
+
+    fn optional_integer(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        optional_integer(self.0, name)
+    }
+
+    fn instant(&self, name: &str) -> Result<DateTime<Utc>, StoreError> {
+        utc(self.0, name)
+    }
+
+    fn optional_instant(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        optional_utc(self.0, name)
+    }
+
+    fn structured<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StoreError> {
+        nested(self.0, name)
+    }
+
+    fn parsed<T: FromStr>(&self, name: &str) -> Result<T, StoreError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        parsed(self.0, name)
+    }
 }
 
 pub fn date_text(date: NaiveDate) -> String {
@@ -55,10 +99,6 @@ pub fn optional_integer(document: &Document, field: &str) -> Result<Option<i64>,
         None | Some(Bson::Null) => Ok(None),
         Some(_) => integer(document, field).map(Some),
     }
-}
-
-pub fn count(document: &Document, field: &str) -> Result<u64, StoreError> {
-    u64::try_from(integer(document, field)?).map_err(|e| corrupt(field, e))
 }
 
 pub fn small(document: &Document, field: &str) -> Result<u32, StoreError> {
@@ -148,33 +188,8 @@ pub fn figures_document(f: &SettlementFigures) -> Document {
     }
 }
 
-pub fn figures(d: &Document) -> Result<SettlementFigures, StoreError> {
-    Ok(SettlementFigures {
-        transaction_count: count(d, "transaction_count")?,
-        completed_count: count(d, "completed_count")?,
-        failed_count: count(d, "failed_count")?,
-        cancelled_count: count(d, "cancelled_count")?,
-        pending_count: count(d, "pending_count")?,
-        payment_count: count(d, "payment_count")?,
-        refund_count: count(d, "refund_count")?,
-        chargeback_count: count(d, "chargeback_count")?,
-        adjustment_count: count(d, "adjustment_count")?,
-        late_count: count(d, "late_count")?,
-        gross_minor: integer(d, "gross_minor")?,
-        refunds_minor: integer(d, "refunds_minor")?,
-        chargebacks_minor: integer(d, "chargebacks_minor")?,
-        adjustments_minor: integer(d, "adjustments_minor")?,
-        fees_minor: integer(d, "fees_minor")?,
-        net_minor: integer(d, "net_minor")?,
-    })
-}
-
 pub fn line(document: &Document) -> Result<SettlementLine, StoreError> {
-    Ok(SettlementLine {
-        merchant_id: text(document, "merchant_id")?.to_string(),
-        currency: parsed(document, "currency")?,
-        figures: figures(document)?,
-    })
+    record::line(&Fields(document))
 }
 
 pub fn totals_document(totals: &CurrencyTotals) -> Document {
@@ -188,57 +203,19 @@ pub fn totals_document(totals: &CurrencyTotals) -> Document {
 }
 
 pub fn settlement(document: &Document) -> Result<Settlement, StoreError> {
-    let lease_version = integer(document, "lease_version")?;
-    let lease = match (
-        optional_text(document, "lease_owner")?,
-        optional_utc(document, "lease_expires_at")?,
-    ) {
-        (Some(owner), Some(expires_at)) => Some(Lease {
-            owner,
-            expires_at,
-            version: lease_version,
-        }),
-        _ => None,
-    };
-    let totals = match document.get_array("totals") {
-        Ok(items) => items
+    let mut settlement = record::settlement(&Fields(document))?;
+    if let Ok(items) = document.get_array("totals") {
+        settlement.totals = items
             .iter()
             .map(|item| {
                 let item = item
                     .as_document()
                     .ok_or_else(|| corrupt("totals", "not a document"))?;
-                Ok(CurrencyTotals {
-                    currency: parsed(item, "currency")?,
-                    merchant_count: count(item, "merchant_count")?,
-                    figures: figures(item)?,
-                })
+                record::currency_totals(&Fields(item))
             })
-            .collect::<Result<Vec<_>, StoreError>>()?,
-        Err(_) => Vec::new(),
-    };
-    Ok(Settlement {
-        settlement_date: parsed(document, "settlement_date")?,
-        revision: small(document, "revision")?,
-        status: parsed(document, "status")?,
-        trigger: parsed(document, "trigger")?,
-        requested_by: text(document, "requested_by")?.to_string(),
-        reason: optional_text(document, "reason")?,
-        calendar: nested(document, "calendar")?,
-        fee_schedule: nested(document, "fee_schedule")?,
-        window: Window {
-            start: utc(document, "window_start")?,
-            end: utc(document, "window_end")?,
-        },
-        lease,
-        lease_version,
-        attempts: small(document, "attempts")?,
-        created_at: utc(document, "created_at")?,
-        started_at: utc(document, "started_at")?,
-        computed_at: optional_utc(document, "computed_at")?,
-        completed_at: optional_utc(document, "completed_at")?,
-        error: optional_text(document, "error")?,
-        totals,
-    })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+    }
+    Ok(settlement)
 }
 
 /// A JSON value stored as its JSON text: round-trips exactly (any JSON, integers beyond i64, keys

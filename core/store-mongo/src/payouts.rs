@@ -47,6 +47,7 @@ use settle_core::model::{
     amount_due, payout_reference, CarryForward, Fence, LineDecision, Payout, PayoutStatus,
     SettlementLine,
 };
+use settle_core::store::record;
 use settle_core::store::{
     MerchantHold, PayoutClaim, PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore,
     PayoutUpdate, StoreError,
@@ -59,10 +60,6 @@ use super::{backend, is_duplicate_key, point, MongoStore};
 /// Upserts of one hold retried after a duplicate key (two concurrent first holds).
 const HOLD_ATTEMPTS: usize = 3;
 
-fn corrupt(field: &str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("field {field}: {detail}"))
-}
-
 fn overflow(line: &SettlementLine) -> StoreError {
     StoreError::Backend(format!(
         "payout amounts of {} {} overflow",
@@ -71,36 +68,11 @@ fn overflow(line: &SettlementLine) -> StoreError {
 }
 
 fn payout(document: &Document) -> Result<Payout, StoreError> {
-    Ok(Payout {
-        reference: d::text(document, "_id")?.to_string(),
-        settlement_date: d::parsed(document, "settlement_date")?,
-        revision: d::small(document, "revision")?,
-        merchant_id: d::text(document, "merchant_id")?.to_string(),
-        currency: d::parsed(document, "currency")?,
-        amount_minor: d::integer(document, "amount_minor")?,
-        status: d::parsed(document, "status")?,
-        provider_payout_id: d::optional_text(document, "provider_payout_id")?,
-        attempts: d::small(document, "attempts")?,
-        last_error: d::optional_text(document, "last_error")?,
-        created_at: d::utc(document, "created_at")?,
-        updated_at: d::utc(document, "updated_at")?,
-    })
+    record::payout(&d::Fields(document), "_id")
 }
 
 fn carry_forward(document: &Document) -> Result<CarryForward, StoreError> {
-    Ok(CarryForward {
-        merchant_id: d::text(document, "merchant_id")?.to_string(),
-        currency: d::parsed(document, "currency")?,
-        amount_minor: d::integer(document, "amount_minor")?,
-        origin_date: d::parsed(document, "origin_date")?,
-        origin_revision: d::small(document, "origin_revision")?,
-        applied_date: d::optional_text(document, "applied_date")?
-            .map(|date| date.parse().map_err(|e| corrupt("applied_date", e)))
-            .transpose()?,
-        applied_revision: d::optional_integer(document, "applied_revision")?
-            .map(|n| u32::try_from(n).map_err(|e| corrupt("applied_revision", e)))
-            .transpose()?,
-    })
+    record::carry_forward(&d::Fields(document))
 }
 
 fn hold(document: &Document) -> Result<MerchantHold, StoreError> {

@@ -8,12 +8,12 @@ use rusqlite::types::ValueRef;
 use rusqlite::Row;
 use uuid::Uuid;
 
-use settle_core::calendar::Window;
 use settle_core::model::{
-    AuditEvent, CarryForward, CurrencyTotals, Lease, Notification, Payout, Settlement,
-    SettlementFigures, SettlementLine, Transaction,
+    AuditEvent, CarryForward, CurrencyTotals, Notification, Payout, Settlement, SettlementFigures,
+    SettlementLine, Transaction,
 };
 use settle_core::money::Currency;
+use settle_core::store::record::{self, StoredFields};
 use settle_core::store::StoreError;
 use settle_core::time::format_utc;
 
@@ -88,10 +88,6 @@ pub(super) fn integer(row: &Row, column: impl Column) -> Result<i64, StoreError>
     column.get::<i64>(row).map_err(|e| corrupt(column, e))
 }
 
-pub(super) fn count(row: &Row, column: impl Column) -> Result<u64, StoreError> {
-    u64::try_from(integer(row, column)?).map_err(|e| corrupt(column, e))
-}
-
 /// Reads the column's text where it lies in the row (no copy), for values parsed right away.
 fn with_text<C: Column, T>(
     row: &Row,
@@ -143,6 +139,52 @@ pub(super) fn json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(&text(row, column)?).map_err(|e| corrupt(column, e))
 }
 
+/// A row's columns by name, for the record conversions settle-core shares (`store::record`).
+pub struct Fields<'a, 'r>(pub &'a Row<'r>);
+
+impl StoredFields for Fields<'_, '_> {
+    fn corrupt(&self, name: &str, detail: &dyn std::fmt::Display) -> StoreError {
+        corrupt(name, detail)
+    }
+
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        text(self.0, name)
+    }
+
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        optional_text(self.0, name)
+    }
+
+    fn integer(&self, name: &str) -> Result<i64, StoreError> {
+        integer(self.0, name)
+    }
+
+    fn optional_integer(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        self.0
+            .get::<_, Option<i64>>(name)
+            .map_err(|e| corrupt(name, e))
+    }
+
+    fn instant(&self, name: &str) -> Result<DateTime<Utc>, StoreError> {
+        instant(self.0, name)
+    }
+
+    fn optional_instant(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        optional_instant(self.0, name)
+    }
+
+    fn structured<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StoreError> {
+        json(self.0, name)
+    }
+
+    fn parsed<T: FromStr>(&self, name: &str) -> Result<T, StoreError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        parsed(self.0, name)
+    }
+}
+
 /// A date as stored: `YYYY-MM-DD`.
 pub fn date_text(date: NaiveDate) -> String {
     settle_core::time::format_date(date)
@@ -171,27 +213,6 @@ pub fn transaction(row: &Row) -> Result<Transaction, StoreError> {
     })
 }
 
-pub fn figures(row: &Row) -> Result<SettlementFigures, StoreError> {
-    Ok(SettlementFigures {
-        transaction_count: count(row, "transaction_count")?,
-        completed_count: count(row, "completed_count")?,
-        failed_count: count(row, "failed_count")?,
-        cancelled_count: count(row, "cancelled_count")?,
-        pending_count: count(row, "pending_count")?,
-        payment_count: count(row, "payment_count")?,
-        refund_count: count(row, "refund_count")?,
-        chargeback_count: count(row, "chargeback_count")?,
-        adjustment_count: count(row, "adjustment_count")?,
-        late_count: count(row, "late_count")?,
-        gross_minor: integer(row, "gross_minor")?,
-        refunds_minor: integer(row, "refunds_minor")?,
-        chargebacks_minor: integer(row, "chargebacks_minor")?,
-        adjustments_minor: integer(row, "adjustments_minor")?,
-        fees_minor: integer(row, "fees_minor")?,
-        net_minor: integer(row, "net_minor")?,
-    })
-}
-
 /// The figures as bind values, in `FIGURE_COLUMNS` order.
 pub fn figures_params(f: &SettlementFigures) -> [i64; 16] {
     let c = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -216,58 +237,16 @@ pub fn figures_params(f: &SettlementFigures) -> [i64; 16] {
 }
 
 pub fn line(row: &Row) -> Result<SettlementLine, StoreError> {
-    Ok(SettlementLine {
-        merchant_id: text(row, "merchant_id")?,
-        currency: parsed(row, "currency")?,
-        figures: figures(row)?,
-    })
+    record::line(&Fields(row))
 }
 
 pub fn totals(row: &Row) -> Result<CurrencyTotals, StoreError> {
-    Ok(CurrencyTotals {
-        currency: parsed(row, "currency")?,
-        merchant_count: count(row, "merchant_count")?,
-        figures: figures(row)?,
-    })
+    record::currency_totals(&Fields(row))
 }
 
 /// A settlement row without its totals (loaded separately).
 pub fn settlement(row: &Row) -> Result<Settlement, StoreError> {
-    let lease_version = integer(row, "lease_version")?;
-    let lease = match (
-        optional_text(row, "lease_owner")?,
-        optional_instant(row, "lease_expires_at")?,
-    ) {
-        (Some(owner), Some(expires_at)) => Some(Lease {
-            owner,
-            expires_at,
-            version: lease_version,
-        }),
-        _ => None,
-    };
-    Ok(Settlement {
-        settlement_date: parsed(row, "settlement_date")?,
-        revision: u32::try_from(integer(row, "revision")?).map_err(|e| corrupt("revision", e))?,
-        status: parsed(row, "status")?,
-        trigger: parsed(row, "trigger")?,
-        requested_by: text(row, "requested_by")?,
-        reason: optional_text(row, "reason")?,
-        calendar: json(row, "calendar")?,
-        fee_schedule: json(row, "fee_schedule")?,
-        window: Window {
-            start: instant(row, "window_start")?,
-            end: instant(row, "window_end")?,
-        },
-        lease,
-        lease_version,
-        attempts: u32::try_from(integer(row, "attempts")?).map_err(|e| corrupt("attempts", e))?,
-        created_at: instant(row, "created_at")?,
-        started_at: instant(row, "started_at")?,
-        computed_at: optional_instant(row, "computed_at")?,
-        completed_at: optional_instant(row, "completed_at")?,
-        error: optional_text(row, "error")?,
-        totals: Vec::new(),
-    })
+    record::settlement(&Fields(row))
 }
 
 pub fn audit_event(row: &Row) -> Result<AuditEvent, StoreError> {
@@ -287,44 +266,14 @@ pub const PAYOUT_COLUMNS: &str =
      status, provider_payout_id, attempts, last_error, created_at, updated_at";
 
 pub fn payout(row: &Row) -> Result<Payout, StoreError> {
-    Ok(Payout {
-        reference: text(row, "reference")?,
-        settlement_date: parsed(row, "settlement_date")?,
-        revision: u32::try_from(integer(row, "revision")?).map_err(|e| corrupt("revision", e))?,
-        merchant_id: text(row, "merchant_id")?,
-        currency: parsed(row, "currency")?,
-        amount_minor: integer(row, "amount_minor")?,
-        status: parsed(row, "status")?,
-        provider_payout_id: optional_text(row, "provider_payout_id")?,
-        attempts: u32::try_from(integer(row, "attempts")?).map_err(|e| corrupt("attempts", e))?,
-        last_error: optional_text(row, "last_error")?,
-        created_at: instant(row, "created_at")?,
-        updated_at: instant(row, "updated_at")?,
-    })
+    record::payout(&Fields(row), "reference")
 }
 
 pub const CARRY_FORWARD_COLUMNS: &str =
     "merchant_id, currency, amount_minor, origin_date, origin_revision, applied_date, applied_revision";
 
 pub fn carry_forward(row: &Row) -> Result<CarryForward, StoreError> {
-    let optional_revision = |column: &str| -> Result<Option<u32>, StoreError> {
-        row.get::<_, Option<i64>>(column)
-            .map_err(|e| corrupt(column, e))?
-            .map(|n| u32::try_from(n).map_err(|e| corrupt(column, e)))
-            .transpose()
-    };
-    Ok(CarryForward {
-        merchant_id: text(row, "merchant_id")?,
-        currency: parsed(row, "currency")?,
-        amount_minor: integer(row, "amount_minor")?,
-        origin_date: parsed(row, "origin_date")?,
-        origin_revision: u32::try_from(integer(row, "origin_revision")?)
-            .map_err(|e| corrupt("origin_revision", e))?,
-        applied_date: optional_text(row, "applied_date")?
-            .map(|d| d.parse().map_err(|e| corrupt("applied_date", e)))
-            .transpose()?,
-        applied_revision: optional_revision("applied_revision")?,
-    })
+    record::carry_forward(&Fields(row))
 }
 
 pub fn notification(row: &Row) -> Result<Notification, StoreError> {
