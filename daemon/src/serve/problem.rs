@@ -22,7 +22,7 @@ pub struct Problem {
     /// Seconds, for 409/503 answers a client should retry later.
     pub retry_after_seconds: Option<i64>,
     /// The request's parameters or members at fault (`field` when one, `fields` when several).
-    pub fields: Vec<&'static str>,
+    pub fields: Vec<String>,
 }
 
 impl Problem {
@@ -44,17 +44,25 @@ impl Problem {
 
     /// A query parameter the request got wrong: 400 naming it, the same on every route. The
     /// detail starts with the parameter's name.
-    pub fn bad_parameter(name: &'static str, message: impl std::fmt::Display) -> Self {
+    pub fn bad_parameter(name: &str, message: impl std::fmt::Display) -> Self {
         Problem {
-            fields: vec![name],
+            fields: vec![name.to_string()],
             ..Problem::bad_request(format!("{name}: {message}"))
+        }
+    }
+
+    /// A body member the request got wrong: 422 naming it, the detail starting with its name.
+    pub fn invalid_member(name: &str, message: impl std::fmt::Display) -> Self {
+        Problem {
+            fields: vec![name.to_string()],
+            ..Problem::invalid(format!("{name}: {message}"))
         }
     }
 
     /// A range whose `from` is after its `to`: 400 naming both, the same on every route.
     pub fn inverted_range(from: impl std::fmt::Display, to: impl std::fmt::Display) -> Self {
         Problem {
-            fields: vec!["from", "to"],
+            fields: vec!["from".into(), "to".into()],
             ..Problem::bad_request(format!(
                 "from: {from} is after to {to}; from must not be after to"
             ))

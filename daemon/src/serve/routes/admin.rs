@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use settle_core::auth::{issue, validate_token_name};
-use settle_core::idempotency::{fingerprint, problem, HandlerOutcome, StoredResponse};
+use settle_core::idempotency::{fingerprint, HandlerOutcome, StoredResponse};
 use settle_core::model::{ApiToken, AuditAction, AuditEvent, AuditOutcome, Role};
 use settle_core::store::{AuditFilter, StoreError};
 use settle_core::time::{format_utc, parse_rfc3339};
@@ -61,14 +61,7 @@ struct TokenBody {
 /// A 422 naming the member at fault, shaped as the payments service's (`field`, and a detail
 /// that starts with it).
 fn invalid_field(field: &str, message: impl std::fmt::Display) -> StoredResponse {
-    let mut response = problem(
-        422,
-        types::INVALID_REQUEST,
-        "Invalid request",
-        &format!("{field}: {message}"),
-    );
-    response.body["field"] = json!(field);
-    response
+    Problem::invalid_member(field, message).to_stored()
 }
 
 /// Checks the body member by member, so that every refusal says which member is wrong.
@@ -259,7 +252,7 @@ pub struct AuditQuery {
 }
 
 /// An RFC 3339 instant from the parameter `name`, or a 422 naming it.
-fn instant(name: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, Problem> {
+fn instant(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, Problem> {
     let Some(text) = text else {
         return Ok(None);
     };
