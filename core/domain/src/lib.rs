@@ -12,6 +12,7 @@ pub mod limits;
 pub mod model;
 pub mod money;
 pub mod problem_types;
+pub mod reconcile;
 pub mod returns;
 pub mod secret;
 pub mod stats;

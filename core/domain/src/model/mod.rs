@@ -21,6 +21,7 @@ pub use settlement::{
     CurrencyTotals, Fence, Lease, RunTrigger, Settlement, SettlementFigures, SettlementLine,
     SettlementStatus,
 };
+pub(crate) use transaction::named_enum;
 pub use transaction::{
     validate_external_ref, validate_merchant_id, FieldError, NewTransaction, PaymentMethod,
     Transaction, TransactionKind, TransactionStatus, MAX_EXTERNAL_REF_BYTES, MAX_MERCHANT_ID_BYTES,
