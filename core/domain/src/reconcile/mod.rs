@@ -1,8 +1,12 @@
 //! Reconciliation in domain terms: statements as exact entries, the ordered matching rules, and the
-//! items and decisions that leave people only the exceptions. Pure: the parsers and stores are elsewhere.
+//! matcher that leaves people only the exceptions. Pure: the parsers and stores are elsewhere.
 
+pub mod matcher;
+pub mod rules;
 pub mod statement;
 
+pub use matcher::{Duplicate, MatchDecision, MatchOutcome, OurRecord, TheirEntry};
+pub use rules::{MatchRule, RuleKind, Tolerance};
 pub use statement::{
     BalanceError, StatedBalance, Statement, StatementEntry, StatementFormat, StatementIdentity,
     StatementKind,
