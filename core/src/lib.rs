@@ -20,6 +20,7 @@ pub mod payments;
 pub mod payout;
 pub mod payout_report;
 pub mod provider;
+pub mod reconcile;
 pub mod retry;
 pub mod scheduler;
 pub mod settlement;

@@ -21,6 +21,9 @@ use settle_core::store::{
 };
 use uuid::Uuid;
 
+mod reconciliation;
+use reconciliation::*;
+
 /// A store under test, and a way to open another independent handle on the same data.
 pub struct TestStore {
     pub store: SharedStore,
@@ -2972,5 +2975,9 @@ contract_tests! {
         // Four-eyes approvals.
         approving_a_rerun_request_claims_its_run_in_the_same_step,
         concurrent_approvals_and_rejections_run_a_rerun_at_most_once,
+        // Reconciliation: statements and decisions.
+        statements_are_stored_once_by_identity_with_all_their_entries,
+        decisions_claim_each_item_once_and_are_undone_only_by_new_decisions,
+        concurrent_decisions_on_one_item_have_exactly_one_winner,
     ],
 }

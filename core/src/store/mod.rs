@@ -22,11 +22,16 @@ use crate::model::{
 
 pub mod claim;
 pub mod migration;
+pub mod reconciliation;
 pub mod record;
 pub mod rerun_approval;
 pub mod settings;
 pub mod timed;
 
+pub use reconciliation::{
+    DecisionFilter, DecisionWrite, EntryFilter, ImportOutcome, ReconciliationStore,
+    StatementImport, StoredEntry, StoredStatement,
+};
 pub use rerun_approval::RerunApproval;
 
 /// Why a store operation did not happen. The settlement variants are expected outcomes of races
@@ -756,6 +761,7 @@ pub trait Store:
     + NotificationStore
     + AccessStore
     + AuditStore
+    + ReconciliationStore
 {
     /// `sqlite` or `mongodb`, for messages and metrics.
     fn kind(&self) -> &'static str;

@@ -16,11 +16,12 @@ use futures::stream::{BoxStream, Stream};
 use uuid::Uuid;
 
 use super::{
-    AccessStore, AuditFilter, AuditStore, ClaimRequest, HistoryFilter, IdempotencyBegin,
-    IdempotencyLock, IdempotencyStore, InsertOutcome, LinesPage, LinesQuery, MerchantHold,
-    NotificationStore, PayoutClaim, PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore,
-    PayoutUpdate, RecordOutcome, RerunApproval, SettlementStore, SharedStore, Store, StoreError,
-    TransactionRecord, TransactionStore,
+    AccessStore, AuditFilter, AuditStore, ClaimRequest, DecisionFilter, DecisionWrite, EntryFilter,
+    HistoryFilter, IdempotencyBegin, IdempotencyLock, IdempotencyStore, ImportOutcome,
+    InsertOutcome, LinesPage, LinesQuery, MerchantHold, NotificationStore, PayoutClaim,
+    PayoutClaimOutcome, PayoutFilter, PayoutPlan, PayoutStore, PayoutUpdate, ReconciliationStore,
+    RecordOutcome, RerunApproval, SettlementStore, SharedStore, StatementImport, Store, StoreError,
+    StoredEntry, StoredStatement, TransactionRecord, TransactionStore,
 };
 use crate::calendar::SettlementDate;
 use crate::compute::{ComputedSettlement, PaymentKey, RefundedPayment};
@@ -29,6 +30,7 @@ use crate::model::{
     ApiToken, AuditEvent, CarryForward, Fence, Notification, PaymentFeeLedger, Payout,
     RerunRequest, RerunRequestStatus, Settlement, SettlementLine, Transaction,
 };
+use crate::reconcile::{Decision, StatementKind};
 use crate::telemetry;
 
 /// Wraps a store; cheap (one `Instant` and one histogram record per call).
@@ -96,6 +98,26 @@ macro_rules! timed_store {
 }
 
 timed_store! {
+    ReconciliationStore {
+        async fn import_statements(
+            &self,
+            imports: Vec<StatementImport>,
+        ) -> Result<Vec<ImportOutcome>, StoreError>;
+        async fn statements(
+            &self,
+            kind: Option<StatementKind>,
+        ) -> Result<Vec<StoredStatement>, StoreError>;
+        async fn statement_entries(
+            &self,
+            filter: &EntryFilter,
+        ) -> Result<Vec<StoredEntry>, StoreError>;
+        async fn record_decisions(
+            &self,
+            decisions: Vec<Decision>,
+        ) -> Result<Vec<DecisionWrite>, StoreError>;
+        async fn decisions(&self, filter: &DecisionFilter) -> Result<Vec<Decision>, StoreError>;
+        async fn decision(&self, id: &str) -> Result<Option<Decision>, StoreError>;
+    }
     TransactionStore {
         async fn insert_transactions(
             &self,

@@ -14,6 +14,7 @@ mod fee_ledgers;
 mod idempotency;
 mod migration;
 mod payouts;
+mod reconciliation;
 mod settlements;
 mod transactions;
 
@@ -47,6 +48,11 @@ pub mod collections {
     pub const FEE_LEDGERS: &str = "fee_ledgers";
     /// One planning decision per (settlement date, revision, merchant, currency) line.
     pub const LINE_PLANS: &str = "line_plans";
+    /// Reconciliation: committed statement files, their entries, decisions and item claims.
+    pub const RECON_IMPORTS: &str = "recon_imports";
+    pub const RECON_ENTRIES: &str = "recon_entries";
+    pub const RECON_DECISIONS: &str = "recon_decisions";
+    pub const RECON_CLAIMS: &str = "recon_claims";
 }
 
 /// How long the driver looks for a server before an operation fails.
@@ -307,6 +313,21 @@ impl MongoStore {
                         None,
                     ),
                 ],
+            ),
+            (
+                RECON_ENTRIES,
+                vec![index(doc! { "kind": 1, "booking_date": 1 }, false, None)],
+            ),
+            (
+                RECON_DECISIONS,
+                vec![
+                    index(doc! { "kind": 1, "decided_at": 1, "_id": 1 }, false, None),
+                    index(doc! { "settling": 1, "written_at": 1 }, false, None),
+                ],
+            ),
+            (
+                RECON_CLAIMS,
+                vec![index(doc! { "decision_id": 1 }, false, None)],
             ),
             (
                 API_TOKENS,

@@ -7,6 +7,7 @@ mod fee_ledgers;
 mod idempotency;
 mod migration;
 mod payouts;
+mod reconciliation;
 mod rows;
 mod schema;
 mod settlements;

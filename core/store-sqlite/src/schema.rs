@@ -254,6 +254,43 @@ CREATE INDEX settlement_lines_by_gross ON settlement_lines (settlement_date, rev
 CREATE INDEX settlement_lines_by_fees ON settlement_lines (settlement_date, revision, fees_minor, merchant_id, currency);
 CREATE INDEX settlement_lines_by_count ON settlement_lines (settlement_date, revision, transaction_count, merchant_id, currency);
 "#,
+    // Reconciliation: statements (one per identity) and their entries, stored as the core's serde
+    // shape beside the columns they are found by; decisions, append-only but for their state; and
+    // one claim per decided item, so that no item is decided twice.
+    r#"
+CREATE TABLE recon_statements (
+    id          TEXT PRIMARY KEY NOT NULL,
+    kind        TEXT NOT NULL,
+    imported_at TEXT NOT NULL,
+    body        TEXT NOT NULL
+) STRICT;
+CREATE TABLE recon_entries (
+    id           TEXT PRIMARY KEY NOT NULL,
+    statement_id TEXT NOT NULL REFERENCES recon_statements (id),
+    kind         TEXT NOT NULL,
+    position     INTEGER NOT NULL,
+    booking_date TEXT NOT NULL,
+    body         TEXT NOT NULL
+) STRICT;
+CREATE INDEX recon_entries_by_date ON recon_entries (kind, booking_date);
+CREATE TABLE recon_decisions (
+    id         TEXT PRIMARY KEY NOT NULL,
+    kind       TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('in_force', 'awaiting_approval', 'reversed', 'rejected')),
+    target     TEXT,
+    decided_at TEXT NOT NULL,
+    body       TEXT NOT NULL
+) STRICT;
+CREATE INDEX recon_decisions_by_time ON recon_decisions (kind, decided_at, id);
+CREATE TABLE recon_claims (
+    kind        TEXT NOT NULL,
+    item        TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    PRIMARY KEY (kind, item)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX recon_claims_by_decision ON recon_claims (decision_id);
+"#,
 ];
 
 /// The schema version this build writes.

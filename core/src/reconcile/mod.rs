@@ -1,0 +1,4 @@
+//! Reconciliation in Settle: the domain's statements, rules, matcher and decisions (re-exported), and
+//! the service that imports statements, runs the rules and records people's decisions.
+
+pub use settle_domain::reconcile::*;
