@@ -2,3 +2,13 @@
 //! the service that imports statements, runs the rules and records people's decisions.
 
 pub use settle_domain::reconcile::*;
+
+pub mod records;
+pub mod service;
+pub mod settings;
+
+pub use service::{
+    ExpectRequest, ImportReport, KindItem, KindRun, ReconcileError, ReconciliationService,
+    RunReport, WriteOffRequest,
+};
+pub use settings::ReconciliationSettings;

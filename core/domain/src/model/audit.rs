@@ -32,6 +32,15 @@ named_enum!(
         MerchantRelease => "merchant.release",
         StoreMigrate => "store.migrate",
         DemoRun => "demo.run",
+        ReconciliationImport => "reconciliation.import",
+        ReconciliationRun => "reconciliation.run",
+        ReconciliationMatch => "reconciliation.match",
+        ReconciliationUnmatch => "reconciliation.unmatch",
+        ReconciliationConfirm => "reconciliation.confirm",
+        ReconciliationExpect => "reconciliation.expect",
+        ReconciliationWriteOff => "reconciliation.write_off",
+        ReconciliationWriteOffApproved => "reconciliation.write_off_approved",
+        ReconciliationWriteOffRejected => "reconciliation.write_off_rejected",
     }
 );
 
@@ -167,10 +176,19 @@ mod tests {
             | AuditAction::MerchantHold
             | AuditAction::MerchantRelease
             | AuditAction::StoreMigrate
-            | AuditAction::DemoRun => AuditAction::ALL.contains(&action),
+            | AuditAction::DemoRun
+            | AuditAction::ReconciliationImport
+            | AuditAction::ReconciliationRun
+            | AuditAction::ReconciliationMatch
+            | AuditAction::ReconciliationUnmatch
+            | AuditAction::ReconciliationConfirm
+            | AuditAction::ReconciliationExpect
+            | AuditAction::ReconciliationWriteOff
+            | AuditAction::ReconciliationWriteOffApproved
+            | AuditAction::ReconciliationWriteOffRejected => AuditAction::ALL.contains(&action),
         };
         assert!(AuditAction::ALL.iter().all(|a| listed(*a)));
-        assert_eq!(AuditAction::ALL.len(), 21);
+        assert_eq!(AuditAction::ALL.len(), 30);
     }
 
     #[test]

@@ -36,7 +36,10 @@ fn theirs(id: &str, amount_minor: i64, d: u32, references: &[&str]) -> TheirEntr
     }
 }
 
-fn pairs(outcome: &MatchOutcome) -> Vec<(String, Vec<String>, Vec<String>, i64, bool)> {
+/// (rule, ours, theirs, difference, within tolerance) of one match.
+type Pair = (String, Vec<String>, Vec<String>, i64, bool);
+
+fn pairs(outcome: &MatchOutcome) -> Vec<Pair> {
     outcome
         .matches
         .iter()

@@ -2,6 +2,7 @@
 //! matcher that leaves people only the exceptions. Pure: the parsers and stores are elsewhere.
 
 pub mod decision;
+pub mod items;
 pub mod matcher;
 pub mod rules;
 pub mod statement;
@@ -9,6 +10,7 @@ pub mod statement;
 pub use decision::{
     ours_key, theirs_key, Decision, DecisionAction, DecisionState, WriteOffCategory, MANUAL_RULE,
 };
+pub use items::{item_states, Item, ItemSide, ItemStatus};
 pub use matcher::{Duplicate, MatchDecision, MatchOutcome, OurRecord, TheirEntry};
 pub use rules::{MatchRule, RuleKind, Tolerance};
 pub use statement::{
