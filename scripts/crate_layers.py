@@ -12,10 +12,11 @@ import sys
 # Settle's crates, bottom up: each may depend only on the Settle crates listed for it.
 ALLOWED_SETTLE_DEPENDENCIES = {
     "settle-domain": set(),
+    "settle-statements": {"settle-domain"},
     "settle-telemetry": {"settle-domain"},
     "settle-chart": {"settle-domain"},
     "settle-client": {"settle-domain"},
-    "settle-core": {"settle-domain", "settle-telemetry", "settle-chart"},
+    "settle-core": {"settle-domain", "settle-statements", "settle-telemetry", "settle-chart"},
     "settle-store-sqlite": {"settle-core", "settle-domain", "settle-telemetry", "settle-chart"},
     "settle-store-mongo": {"settle-core", "settle-domain", "settle-telemetry", "settle-chart"},
     "settle-console": {"settle-client", "settle-chart", "settle-domain"},
@@ -27,6 +28,7 @@ NO_IO = {"tokio", "mio", "reqwest", "hyper", "axum", "rusqlite", "libsqlite3-sys
 FORBIDDEN = {
     # Pure: no I/O, no async runtime, no HTTP or database crate, no OTLP.
     "settle-domain": NO_IO,
+    "settle-statements": NO_IO,
     "settle-chart": NO_IO,
     # The console talks to the daemon's API; it never opens a store or exports telemetry itself.
     "settle-console": {"rusqlite", "libsqlite3-sys", "mongodb", "opentelemetry-otlp", "settle-core",

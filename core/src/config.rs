@@ -29,6 +29,7 @@ use file::{
 };
 
 pub use crate::payments::PaymentSettings;
+pub use crate::reconcile::ReconciliationSettings;
 pub use crate::retry::RetrySettings;
 pub use crate::scheduler::SchedulerSettings;
 pub use crate::settlement::runner::SettlementSettings;
@@ -58,6 +59,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub scheduler: SchedulerSettings,
     pub telemetry: TelemetrySettings,
+    pub reconciliation: ReconciliationSettings,
 }
 
 impl Settings {

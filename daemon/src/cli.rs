@@ -7,6 +7,7 @@ use chrono::NaiveDate;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use settle_core::config::StoreKind;
+use settle_core::reconcile::{StatementKind, WriteOffCategory};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,6 +91,10 @@ pub enum Command {
     /// Create, list and revoke API tokens (each shown once; the store keeps only its SHA-256).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Reconcile statements (bank, payout report, provider report) with Settle's payouts and
+    /// payments: import, match by rules, and work the exceptions.
+    #[command(subcommand)]
+    Reconcile(ReconcileCommand),
     /// Copy a whole SQLite store into MongoDB (safe to run again; an interrupted copy resumes).
     Migrate(MigrateArgs),
     /// Install, remove or inspect the system service that runs `settle serve` (systemd on Linux,
@@ -161,6 +166,138 @@ pub struct PayoutsCheckArgs {
     /// Only this business date's payouts (YYYY-MM-DD); every date's without it.
     #[arg(long, value_parser = parse_date)]
     pub date: Option<NaiveDate>,
+}
+
+/// Which reconciliation: `bank`, `payouts` or `provider`.
+fn parse_kind(value: &str) -> Result<StatementKind, String> {
+    value.parse()
+}
+
+fn parse_category(value: &str) -> Result<WriteOffCategory, String> {
+    value.parse()
+}
+
+/// An age such as `3d` (days) or `3`.
+fn parse_age_days(value: &str) -> Result<i64, String> {
+    let digits = value.strip_suffix('d').unwrap_or(value);
+    digits
+        .parse::<i64>()
+        .ok()
+        .filter(|days| *days >= 0)
+        .ok_or_else(|| format!("{value:?} is not an age in days such as 3d"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReconcileCommand {
+    /// Import a statement file, all or nothing; a statement already imported adds nothing.
+    Import(ReconcileImportArgs),
+    /// Match what is open by the configured rules (deterministic; never undoes a decision).
+    Run {
+        /// Only this kind (default: every kind with statements).
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<StatementKind>,
+        /// Only records of this business date (and entries within the rules' window of it).
+        #[arg(long, value_parser = parse_date)]
+        date: Option<NaiveDate>,
+    },
+    /// Show the items of a business date with their status, and the date's summary.
+    Show {
+        #[arg(long, value_parser = parse_date)]
+        date: NaiveDate,
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<StatementKind>,
+    },
+    /// List the open exceptions, oldest first.
+    Exceptions {
+        /// Only exceptions open at least this long, e.g. 3d.
+        #[arg(long, value_parser = parse_age_days, value_name = "AGE")]
+        older_than: Option<i64>,
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<StatementKind>,
+    },
+    /// Match records of ours with statement entries by hand (one or more each side).
+    Match {
+        #[arg(long, value_parser = parse_kind)]
+        kind: StatementKind,
+        /// A record of ours (payout reference or transaction id); repeat for several.
+        #[arg(long = "ours", required = true)]
+        ours: Vec<String>,
+        /// A statement entry id; repeat for several.
+        #[arg(long = "theirs", required = true)]
+        theirs: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Undo a match, duplicate or write-off (a new decision; nothing is edited).
+    Unmatch {
+        decision: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Confirm a rule's decision that needs review (a difference beyond tolerance, a duplicate).
+    Confirm {
+        decision: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Mark an item as not due until a date.
+    Expect {
+        #[arg(long, value_parser = parse_kind)]
+        kind: StatementKind,
+        #[arg(long, conflicts_with = "theirs", required_unless_present = "theirs")]
+        ours: Option<String>,
+        #[arg(long)]
+        theirs: Option<String>,
+        #[arg(long, value_parser = parse_date)]
+        until: NaiveDate,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Write items off with a reason and category; above the configured amount a second admin
+    /// must approve.
+    WriteOff {
+        #[arg(long, value_parser = parse_kind)]
+        kind: StatementKind,
+        #[arg(long = "ours")]
+        ours: Vec<String>,
+        #[arg(long = "theirs")]
+        theirs: Vec<String>,
+        #[arg(long)]
+        reason: String,
+        /// bank_fee, provider_fee, rounding, fx_difference, unrecoverable or other.
+        #[arg(long, value_parser = parse_category)]
+        category: WriteOffCategory,
+    },
+    /// Approve a write-off that waits (not by the person who asked for it).
+    Approve { decision: String },
+    /// Reject a write-off that waits; its items are open again.
+    Reject {
+        decision: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Write the report of a range of business dates as CSV.
+    Report {
+        #[arg(long, value_parser = parse_date)]
+        from: NaiveDate,
+        #[arg(long, value_parser = parse_date)]
+        to: NaiveDate,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileImportArgs {
+    pub file: PathBuf,
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: StatementKind,
+    /// bank only: the CSV column profile (`[reconciliation.profiles.NAME]`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// bank only: camt053, mt940, ofx or csv (default: detected; csv needs --profile).
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 use settle_core::calendar::CalendarError;
 use settle_core::config::ConfigError;
 use settle_core::csv::ImportError;
+use settle_core::reconcile::ReconcileError;
 use settle_core::settlement::RunError;
 use settle_core::store::StoreError;
 
@@ -51,6 +52,15 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
                 RunError::Failed { .. } | RunError::Store(_) | RunError::Interrupted { .. } => {
                     FAILED
                 }
+            };
+        }
+        if let Some(reconcile) = cause.downcast_ref::<ReconcileError>() {
+            return match reconcile {
+                ReconcileError::Store(_) => FAILED,
+                ReconcileError::ItemTaken { .. }
+                | ReconcileError::NotOpen(_)
+                | ReconcileError::OwnWriteOff { .. } => REFUSED,
+                _ => BAD_INPUT,
             };
         }
         if cause.downcast_ref::<CalendarError>().is_some() {

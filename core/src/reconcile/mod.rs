@@ -4,6 +4,7 @@
 pub use settle_domain::reconcile::*;
 
 pub mod records;
+pub mod report;
 pub mod service;
 pub mod settings;
 

@@ -303,11 +303,15 @@ impl ReconciliationService {
 
     /// Runs the rules over what is open in each kind that has statements (or only `kind`):
     /// deterministic, and re-runnable — only open items are matched, and no decision is undone.
+    /// With `date`, only records of ours of that business date and entries booked within the
+    /// rules' widest window of it take part.
     pub async fn run(
         &self,
         kind: Option<StatementKind>,
+        date: Option<NaiveDate>,
         actor: &str,
     ) -> Result<RunReport, ReconcileError> {
+        let window = Duration::days(self.settings.expected_window_days() as i64);
         let kinds: Vec<StatementKind> = match kind {
             Some(kind) => vec![kind],
             None => StatementKind::ALL.to_vec(),
@@ -334,10 +338,19 @@ impl ReconciliationService {
                 .iter()
                 .map(their_entry)
                 .partition(|t| !claimed.contains(&crate::reconcile::theirs_key(&t.id)));
+            let open: Vec<TheirEntry> = open
+                .into_iter()
+                .filter(|t| {
+                    date.is_none_or(|d| {
+                        t.booking_date >= d - window && t.booking_date <= d + window
+                    })
+                })
+                .collect();
             let ours: Vec<OurRecord> = context
                 .ours
                 .into_iter()
                 .filter(|o| !claimed.contains(&crate::reconcile::ours_key(&o.id)))
+                .filter(|o| date.is_none_or(|d| o.date == d))
                 .collect();
             let outcome = matcher::run(&self.settings.rules, &ours, &open, &settled);
             let now = self.clock.now();
@@ -358,6 +371,7 @@ impl ReconciliationService {
                     rule: m.rule,
                     ours,
                     theirs,
+                    currency: Some(m.currency),
                     amount_minor: m.difference_minor,
                     needs_review: !m.within_tolerance,
                     target: None,
@@ -384,6 +398,7 @@ impl ReconciliationService {
                     rule: "duplicate".into(),
                     ours: vec![],
                     theirs,
+                    currency: Some(d.currency),
                     amount_minor: 0,
                     needs_review: true,
                     target: None,
@@ -422,7 +437,10 @@ impl ReconciliationService {
             self.audit(
                 actor,
                 AuditAction::ReconciliationRun,
-                format!("kind={kind}"),
+                match date {
+                    Some(date) => format!("kind={kind} date={date}"),
+                    None => format!("kind={kind}"),
+                },
                 AuditOutcome::Succeeded,
                 json!({
                     "matches": run.matches,
@@ -556,6 +574,7 @@ impl ReconciliationService {
             rule: MANUAL_RULE.into(),
             ours: vec![],
             theirs: vec![],
+            currency: None,
             amount_minor: 0,
             needs_review: false,
             target: None,
@@ -626,10 +645,11 @@ impl ReconciliationService {
                 "a match needs at least one record of ours and one statement entry".into(),
             ));
         }
-        let (_, ours_sum, theirs_sum) = self.selection(kind, &ours, &theirs).await?;
+        let (currency, ours_sum, theirs_sum) = self.selection(kind, &ours, &theirs).await?;
         let decision = Decision {
             ours,
             theirs,
+            currency: Some(currency),
             amount_minor: theirs_sum.saturating_sub(ours_sum),
             reason,
             ..self.manual(kind, DecisionAction::Match, actor, request_id)
@@ -685,6 +705,7 @@ impl ReconciliationService {
             id: format!("{}-confirmed", target.id),
             ours: target.ours.clone(),
             theirs: target.theirs.clone(),
+            currency: target.currency,
             amount_minor: target.amount_minor,
             reason: Some(reason),
             ..self.manual(target.kind, target.action, actor, None)
@@ -704,10 +725,11 @@ impl ReconciliationService {
             ItemSide::Ours => (vec![request.id], vec![]),
             ItemSide::Theirs => (vec![], vec![request.id]),
         };
-        self.selection(request.kind, &ours, &theirs).await?;
+        let (currency, _, _) = self.selection(request.kind, &ours, &theirs).await?;
         let decision = Decision {
             ours,
             theirs,
+            currency: Some(currency),
             expected_by: Some(request.expected_by),
             reason: request.reason,
             ..self.manual(request.kind, DecisionAction::Expect, actor, request_id)
@@ -728,7 +750,7 @@ impl ReconciliationService {
             return Err(ReconcileError::Invalid("a write-off needs a reason".into()));
         }
         let (ours, theirs) = (sorted(request.ours), sorted(request.theirs));
-        let (_, ours_sum, theirs_sum) = self.selection(request.kind, &ours, &theirs).await?;
+        let (currency, ours_sum, theirs_sum) = self.selection(request.kind, &ours, &theirs).await?;
         let amount_minor = theirs_sum.saturating_sub(ours_sum);
         let state =
             if amount_minor.unsigned_abs() > self.settings.approval_above_minor.unsigned_abs() {
@@ -739,6 +761,7 @@ impl ReconciliationService {
         let decision = Decision {
             ours,
             theirs,
+            currency: Some(currency),
             amount_minor,
             state,
             reason: Some(request.reason),

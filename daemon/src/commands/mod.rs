@@ -9,6 +9,7 @@ mod import;
 mod merchants;
 mod migrate;
 mod payments;
+mod reconcile;
 mod service;
 mod settle;
 mod show;
@@ -76,6 +77,7 @@ async fn run(cli: Cli, context: Context) -> Result<()> {
         Command::Merchant(command) => merchants::run(context, command).await,
         Command::Payouts(command) => merchants::check_payouts(context, command).await,
         Command::Token(command) => tokens::run(context, command).await,
+        Command::Reconcile(command) => reconcile::run(context, command).await,
         Command::Migrate(args) => migrate::run(context, args).await,
         Command::Serve(args) => {
             crate::serve::run(

@@ -83,6 +83,7 @@ fn decision(id: &str, action: DecisionAction, ours: &[&str], theirs: &[&str]) ->
         rule: MANUAL_RULE.into(),
         ours: ours.iter().map(|s| s.to_string()).collect(),
         theirs: theirs.iter().map(|s| s.to_string()).collect(),
+        currency: None,
         amount_minor: 0,
         needs_review: false,
         target: None,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::named_enum;
+use crate::money::Currency;
 
 use super::statement::StatementKind;
 
@@ -96,6 +97,9 @@ pub struct Decision {
     pub ours: Vec<String>,
     /// Statement entry ids, sorted.
     pub theirs: Vec<String>,
+    /// The items' currency (none for decisions that act on another decision).
+    #[serde(default)]
+    pub currency: Option<Currency>,
     /// Σ theirs − Σ ours for a match; the amount written off for a write-off.
     pub amount_minor: i64,
     /// A match whose amounts differ by more than its rule allows: certain, but people confirm it.

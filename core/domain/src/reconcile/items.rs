@@ -199,6 +199,7 @@ mod tests {
             rule: "reference".into(),
             ours: vec![],
             theirs: vec![],
+            currency: None,
             amount_minor: 0,
             needs_review: false,
             target: None,

@@ -45,6 +45,7 @@ pub struct TheirEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchDecision {
     pub rule: String,
+    pub currency: Currency,
     pub kind: RuleKind,
     pub ours: Vec<String>,
     pub theirs: Vec<String>,
@@ -56,6 +57,7 @@ pub struct MatchDecision {
 /// sender id): kept out of matching and shown to people as a duplicate of `of`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Duplicate {
+    pub currency: Currency,
     pub theirs: String,
     pub of: String,
 }
@@ -144,6 +146,7 @@ fn find_duplicates(theirs: &[&TheirEntry], settled: &[TheirEntry]) -> Vec<Duplic
         };
         match first.get(&print) {
             Some(of) => duplicates.push(Duplicate {
+                currency: entry.currency,
                 theirs: entry.id.clone(),
                 of: of.clone(),
             }),
@@ -195,6 +198,7 @@ impl<'a> State<'a> {
         }
         self.matches.push(MatchDecision {
             rule: rule.name.clone(),
+            currency: theirs.first().map_or(ours[0].currency, |t| t.currency),
             kind: rule.kind,
             ours: ours.iter().map(|o| o.id.clone()).collect(),
             theirs: theirs.iter().map(|t| t.id.clone()).collect(),

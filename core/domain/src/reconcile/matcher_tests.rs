@@ -230,10 +230,12 @@ fn a_repeated_entry_is_a_duplicate_of_the_first_or_of_a_settled_one() {
         // In booking-date order: `new` (day 1) before `e2` (day 2).
         vec![
             Duplicate {
+                currency: usd(),
                 theirs: "new".into(),
                 of: "old".into()
             },
             Duplicate {
+                currency: usd(),
                 theirs: "e2".into(),
                 of: "e1".into()
             },
