@@ -21,6 +21,7 @@ mod ops_rules;
 mod ops_scrape;
 mod payments;
 mod races;
+mod reconcile;
 mod scheduler;
 mod service;
 mod simulation;

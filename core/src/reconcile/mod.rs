@@ -9,7 +9,7 @@ pub mod service;
 pub mod settings;
 
 pub use service::{
-    ExpectRequest, ImportReport, KindItem, KindRun, ReconcileError, ReconciliationService,
-    RunReport, WriteOffRequest,
+    ExpectRequest, ImportFile, ImportReport, KindItem, KindRun, ReconcileError,
+    ReconciliationService, RunReport, WriteOffRequest,
 };
 pub use settings::ReconciliationSettings;

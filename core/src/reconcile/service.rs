@@ -16,7 +16,7 @@ use crate::reconcile::records::records;
 use crate::reconcile::settings::ReconciliationSettings;
 use crate::reconcile::{
     item_states, BalanceError, Decision, DecisionAction, DecisionState, Item, ItemSide, OurRecord,
-    Statement, StatementKind, TheirEntry, WriteOffCategory, MANUAL_RULE,
+    Statement, StatementFormat, StatementKind, TheirEntry, WriteOffCategory, MANUAL_RULE,
 };
 use crate::store::{
     DecisionFilter, DecisionWrite, EntryFilter, ImportOutcome, SharedStore, StatementImport,
@@ -36,6 +36,10 @@ pub enum ReconcileError {
     },
     #[error("the file holds no statement")]
     NoStatement,
+    #[error("{0}")]
+    File(#[from] settle_statements::StatementError),
+    #[error("no CSV profile {0:?}: name one of `[reconciliation.profiles]` (configured: {1})")]
+    UnknownProfile(String, String),
     #[error("no {side} item {id:?} in the {kind} reconciliation")]
     UnknownItem {
         kind: StatementKind,
@@ -100,6 +104,17 @@ struct Context {
     decisions: Vec<Decision>,
     /// The first and last date the kind's statements cover.
     coverage: Option<(NaiveDate, NaiveDate)>,
+}
+
+/// A statement file to import, as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportFile {
+    pub kind: StatementKind,
+    pub bytes: Vec<u8>,
+    /// Bank statements: the format, detected from the content when `None`.
+    pub format: Option<StatementFormat>,
+    /// Bank statements in CSV: the column profile's name.
+    pub profile: Option<String>,
 }
 
 /// A person's expectation: the item is not due until `expected_by`.
@@ -260,6 +275,62 @@ impl ReconciliationService {
         )
         .await?;
         Ok(report)
+    }
+
+    /// Reads a statement file (the parser of its kind and format) and imports what it holds:
+    /// the one way in for the CLI, the API and the console.
+    pub async fn import_file(
+        &self,
+        file: ImportFile,
+        actor: &str,
+    ) -> Result<ImportReport, ReconcileError> {
+        let options = settle_statements::ParseOptions {
+            business_timezone: self.calendar.timezone,
+            account: None,
+        };
+        let statements = match file.kind {
+            StatementKind::Payouts => {
+                settle_statements::parse_payout_report(&file.bytes, &options)?
+            }
+            StatementKind::Provider => {
+                settle_statements::parse_provider_report(&file.bytes, &options)?
+            }
+            StatementKind::Bank => {
+                let profile = match &file.profile {
+                    Some(name) => Some(self.settings.profiles.get(name).ok_or_else(|| {
+                        let known: Vec<&str> =
+                            self.settings.profiles.keys().map(String::as_str).collect();
+                        ReconcileError::UnknownProfile(
+                            name.clone(),
+                            if known.is_empty() {
+                                "none".into()
+                            } else {
+                                known.join(", ")
+                            },
+                        )
+                    })?),
+                    None => None,
+                };
+                let format = match (file.format, profile) {
+                    (Some(format), _) => format,
+                    (None, Some(_)) => StatementFormat::Csv,
+                    (None, None) => settle_statements::detect_bank_format(&file.bytes).ok_or_else(|| {
+                        ReconcileError::Invalid(
+                            "the file is not camt.053, MT940 or OFX; a CSV statement needs --profile".into(),
+                        )
+                    })?,
+                };
+                settle_statements::parse_bank(format, &file.bytes, profile, &options)?
+            }
+        };
+        if let Some(other) = statements.iter().find(|s| s.identity.kind != file.kind) {
+            return Err(ReconcileError::Invalid(format!(
+                "the file holds a {} statement, not {}",
+                other.identity.kind, file.kind
+            )));
+        }
+        let sha256 = settle_statements::file_sha256(&file.bytes);
+        self.import(statements, &sha256, actor).await
     }
 
     async fn context(&self, kind: StatementKind) -> Result<Context, ReconcileError> {
@@ -492,13 +563,19 @@ impl ReconciliationService {
             None => StatementKind::ALL.to_vec(),
         };
         let mut out = Vec::new();
+        // A decision to review is one exception, shown on its first item.
+        let mut reviewed = BTreeSet::new();
         for kind in kinds {
             out.extend(
                 self.items(kind)
                     .await?
                     .into_iter()
                     .filter(|i| i.item.is_exception())
-                    .filter(|i| min_age_days.is_none_or(|age| i.item.age_days >= age)),
+                    .filter(|i| min_age_days.is_none_or(|age| i.item.age_days >= age))
+                    .filter(|i| match (&i.item.decision, i.item.needs_review) {
+                        (Some(decision), true) => reviewed.insert(decision.clone()),
+                        _ => true,
+                    }),
             );
         }
         out.sort_by(|a, b| {
@@ -787,10 +864,19 @@ impl ReconciliationService {
             return Err(ReconcileError::NotOpen(target.id));
         }
         if approve && target.actor == actor {
-            return Err(ReconcileError::OwnWriteOff {
+            let error = ReconcileError::OwnWriteOff {
                 actor: actor.to_string(),
-                decision: target.id,
-            });
+                decision: target.id.clone(),
+            };
+            self.audit(
+                actor,
+                AuditAction::ReconciliationWriteOffApproved,
+                format!("kind={} decision={}", target.kind, target.id),
+                AuditOutcome::Refused,
+                json!({ "target": target.id, "error": error.to_string() }),
+            )
+            .await?;
+            return Err(error);
         }
         let (action, audit) = if approve {
             (

@@ -1,7 +1,10 @@
 //! `[reconciliation]`: the ordered matching rules, the write-off amount above which a second person
 //! must approve, and how long a record of ours is only expected; the defaults when the config is silent.
 
+use std::collections::BTreeMap;
+
 use crate::reconcile::MatchRule;
+pub use settle_statements::CsvProfile;
 
 /// Write-offs above this many minor units (in absolute value) wait for a second person.
 pub const DEFAULT_APPROVAL_ABOVE_MINOR: i64 = 10_000;
@@ -12,6 +15,8 @@ pub struct ReconciliationSettings {
     pub rules: Vec<MatchRule>,
     /// A write-off of more than this (absolute, minor units of its currency) needs an approver.
     pub approval_above_minor: i64,
+    /// Bank CSV column profiles by name (`[reconciliation.profiles.NAME]`).
+    pub profiles: BTreeMap<String, CsvProfile>,
 }
 
 impl Default for ReconciliationSettings {
@@ -19,6 +24,7 @@ impl Default for ReconciliationSettings {
         ReconciliationSettings {
             rules: MatchRule::defaults(),
             approval_above_minor: DEFAULT_APPROVAL_ABOVE_MINOR,
+            profiles: BTreeMap::new(),
         }
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::money::Currency;
-use crate::reconcile::{
+use settle_domain::reconcile::{
     Decision, DecisionState, StatementEntry, StatementFormat, StatementIdentity, StatementKind,
 };
 

@@ -30,8 +30,8 @@ use crate::model::{
     ApiToken, AuditEvent, CarryForward, Fence, Notification, PaymentFeeLedger, Payout,
     RerunRequest, RerunRequestStatus, Settlement, SettlementLine, Transaction,
 };
-use crate::reconcile::{Decision, StatementKind};
 use crate::telemetry;
+use settle_domain::reconcile::{Decision, StatementKind};
 
 /// Wraps a store; cheap (one `Instant` and one histogram record per call).
 pub struct TimedStore {

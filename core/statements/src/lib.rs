@@ -2,13 +2,18 @@
 //! SWIFT MT940, OFX, bank CSV by a column profile, and Settle's payout and provider report CSVs.
 
 pub mod amount;
+pub mod camt053;
 mod error;
+pub mod reports;
+pub mod write;
+mod xml;
 
 use chrono_tz::Tz;
 use settle_domain::reconcile::{Statement, StatementFormat};
 use sha2::{Digest, Sha256};
 
 pub use error::StatementError;
+pub use reports::{parse_payout_report, parse_provider_report};
 
 /// How to read a file: the business timezone maps instants to dates; `account` names the
 /// account of formats that carry none (the reports).
@@ -16,6 +21,13 @@ pub use error::StatementError;
 pub struct ParseOptions {
     pub business_timezone: Tz,
     pub account: Option<String>,
+}
+
+/// A bank CSV's columns (`[reconciliation.profiles.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvProfile {
+    pub account: String,
 }
 
 /// The file's SHA-256, hex: the sequence of a report that carries none, and kept with imports.
@@ -27,9 +39,12 @@ pub fn file_sha256(bytes: &[u8]) -> String {
 pub fn parse_bank(
     format: StatementFormat,
     bytes: &[u8],
+    profile: Option<&CsvProfile>,
     options: &ParseOptions,
 ) -> Result<Vec<Statement>, StatementError> {
+    let _ = profile;
     let statements = match format {
+        StatementFormat::Camt053 => camt053::parse(bytes)?,
         other => {
             return Err(StatementError::file(format!(
                 "bank statements in {other} are not read yet: use camt053"
