@@ -365,6 +365,36 @@ impl Check {
         if let Some(server) = self.section("server", file.server, &[]) {
             self.server(server, &mut settings.server);
         }
+        if let Some(reconciliation) = self.section("reconciliation", file.reconciliation, &[]) {
+            let above = self.value(
+                "reconciliation.approval_above_minor",
+                reconciliation.approval_above_minor,
+            );
+            if let Some(Int(minor)) = above {
+                settings.reconciliation.approval_above_minor = minor;
+            }
+            match reconciliation.profiles {
+                None => {}
+                Some(toml::Value::Table(profiles)) => {
+                    for (name, value) in profiles {
+                        let key = format!("reconciliation.profiles.{name}");
+                        match value.try_into::<crate::reconcile::settings::CsvProfile>() {
+                            Ok(profile) => match profile.check() {
+                                Ok(()) => {
+                                    settings.reconciliation.profiles.insert(name, profile);
+                                }
+                                Err(message) => self.problem(&key, message),
+                            },
+                            Err(error) => self.problem(&key, error.message().to_string()),
+                        }
+                    }
+                }
+                Some(other) => self.problem(
+                    "reconciliation.profiles",
+                    format!("expected a table of profiles, found {}", other.type_str()),
+                ),
+            }
+        }
         if let Some(scheduler) = self.section("scheduler", file.scheduler, &[]) {
             if let Some(Flag(enabled)) = self.value("scheduler.enabled", scheduler.enabled) {
                 settings.scheduler.enabled = enabled;
@@ -970,6 +1000,43 @@ mod tests {
         assert!(!found[0].contains("p%40ss"), "{found:?}");
         let found = problems("[store]\nuri = \"postgres://db/\"", no_env());
         assert!(found[0].starts_with("store.uri:"), "{found:?}");
+    }
+
+    #[test]
+    fn reconciliation_settings_are_read_and_bad_ones_named() {
+        let text = "[reconciliation]\napproval_above_minor = 50000\n\
+                    [reconciliation.profiles.bank-x]\naccount = \"ACC-1\"\n";
+        let settings = parse(text, "test.toml", no_env()).unwrap();
+        assert_eq!(settings.reconciliation.approval_above_minor, 50_000);
+        assert_eq!(settings.reconciliation.profiles["bank-x"].account, "ACC-1");
+        assert_eq!(
+            Settings::default().reconciliation.approval_above_minor,
+            10_000
+        );
+
+        let found = problems(
+            "[reconciliation]\napproval_above_minor = -1\nthreshold = 3\n\
+             [reconciliation.profiles.bank-y]\naccount = \"A\"\ncolour = \"red\"\n",
+            no_env(),
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("reconciliation.approval_above_minor: -1 is out of range")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("reconciliation.threshold: unknown key")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("reconciliation.profiles.bank-y:") && p.contains("colour")),
+            "{found:?}"
+        );
     }
 
     #[test]

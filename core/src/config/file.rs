@@ -30,6 +30,15 @@ pub(super) struct FileShape {
     pub server: Option<Section<ServerFile>>,
     pub scheduler: Option<Section<SchedulerFile>>,
     pub telemetry: Option<Section<TelemetryFile>>,
+    pub reconciliation: Option<Section<ReconciliationFile>>,
+}
+
+/// `[reconciliation]`: the four-eyes amount of write-offs, and the bank CSV profiles (each a table
+/// read by the statements crate, which reports its own unknown keys).
+#[derive(Deserialize)]
+pub(super) struct ReconciliationFile {
+    pub approval_above_minor: Option<Field<Int<0, { MAX_AMOUNT_MINOR_CEILING }>>>,
+    pub profiles: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
