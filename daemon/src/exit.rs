@@ -21,6 +21,14 @@ pub struct Exit {
 }
 
 impl Exit {
+    pub fn refused(message: impl Into<String>) -> anyhow::Error {
+        Exit {
+            code: REFUSED,
+            message: message.into(),
+        }
+        .into()
+    }
+
     pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
         Exit {
             code: BAD_INPUT,

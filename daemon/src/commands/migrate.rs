@@ -37,6 +37,16 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
     let source = SqliteStore::open(&path)
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
+    // Reconciliation records are not copied by `migrate` yet: refuse rather than leave them behind.
+    let statements = settle_core::store::ReconciliationStore::statements(&source, None).await?;
+    if !statements.is_empty() {
+        return Err(Exit::refused(format!(
+            "{} holds {} reconciliation statement(s), which `settle migrate` does not copy yet; \
+             nothing was copied",
+            path.display(),
+            statements.len()
+        )));
+    }
     let uri = crate::context::with_password(&args.to, crate::context::mongo_password().as_ref());
     let target = MongoStore::connect(&uri, &args.to_db).await?;
     println!(
