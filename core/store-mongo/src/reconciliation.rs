@@ -10,8 +10,8 @@
 //! Decisions: each is inserted with `settling: true` (invisible to reads), then its claims
 //! (`recon_claims`, `_id` = kind and item, so each item has one) or its compare-and-set on the
 //! target (which records `changed_by`), then `settling` is cleared. A claim found taken rolls the
-//! decision back. A decision left settling by a crash is finished by the next writer after
-//! `SETTLING_SECONDS`: an acting decision whose target it changed is completed, anything else is
+//! decision back. A retry of the same decision finishes one left settling at once (its own claims
+//! and target change count as done); otherwise the next writer finishes it after `SETTLING_SECONDS`: an acting decision whose target it changed is completed, anything else is
 //! rolled back (its claims released, its document deleted).
 
 use async_trait::async_trait;
@@ -168,10 +168,15 @@ impl MongoStore {
             "body": to_json(d)?,
         };
         if let Err(error) = self.collection(RECON_DECISIONS).insert_one(document).await {
-            if is_duplicate_key(&error) {
-                return Ok(DecisionWrite::AlreadyRecorded);
+            if !is_duplicate_key(&error) {
+                return Err(backend(error));
             }
-            return Err(backend(error));
+            // Stored already: done, unless an earlier attempt of this same decision stopped
+            // midway — then this one finishes it (its own claims and target change are kept).
+            match self.decision_document(&d.id).await? {
+                Some(stored) if stored.get_bool("settling").ok() == Some(true) => {}
+                _ => return Ok(DecisionWrite::AlreadyRecorded),
+            }
         }
         if d.action.claims_items() {
             for key in d.item_keys() {
@@ -187,6 +192,9 @@ impl MongoStore {
                         .map_err(backend)?
                         .and_then(|c| c.get_str("decision_id").ok().map(str::to_string))
                         .unwrap_or_default();
+                    if by == d.id {
+                        continue; // claimed by an earlier attempt of this decision
+                    }
                     self.roll_back(&d.id).await?;
                     return Ok(DecisionWrite::ItemTaken { item: key, by });
                 }
@@ -219,7 +227,12 @@ impl MongoStore {
             )
             .await
             .map_err(backend)?;
-        if changed.modified_count == 0 {
+        let already_mine = changed.modified_count == 0
+            && self
+                .decision_document(&target_id)
+                .await?
+                .is_some_and(|t| t.get_str("changed_by").ok() == Some(d.id.as_str()));
+        if changed.modified_count == 0 && !already_mine {
             self.roll_back(&d.id).await?;
             return Ok(DecisionWrite::TargetNotOpen { target: target_id });
         }
