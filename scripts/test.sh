@@ -208,7 +208,7 @@ step "crate layers (each crate depends only on the layers below it; the domain h
 python3 scripts/crate_layers.py --self-test
 python3 scripts/crate_layers.py
 # The pure and the console-side crates compile on their own, with only the features they ask for.
-for crate in settle-domain settle-chart settle-client; do
+for crate in settle-domain settle-statements settle-chart settle-client; do
     cargo check --locked --quiet -p "$crate"
 done
 
