@@ -4,6 +4,7 @@
 pub mod amount;
 pub mod camt053;
 mod error;
+pub mod mt940;
 pub mod reports;
 pub mod write;
 mod xml;
@@ -52,9 +53,10 @@ pub fn parse_bank(
     let _ = profile;
     let statements = match format {
         StatementFormat::Camt053 => camt053::parse(bytes)?,
+        StatementFormat::Mt940 => mt940::parse(bytes)?,
         other => {
             return Err(StatementError::file(format!(
-                "bank statements in {other} are not read yet: use camt053"
+                "bank statements in {other} are not read yet: use camt053 or mt940"
             )))
         }
     };

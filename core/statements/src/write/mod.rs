@@ -2,9 +2,11 @@
 //! Each writer's output reads back through its parser to the same entries.
 
 mod camt053;
+mod mt940;
 mod reports;
 
 pub use camt053::{camt053, Camt053Version};
+pub use mt940::mt940;
 pub use reports::{payout_report, provider_report};
 
 /// Escapes text for XML element content and attribute values.
