@@ -5,6 +5,7 @@ pub mod amount;
 pub mod camt053;
 mod error;
 pub mod mt940;
+pub mod ofx;
 pub mod reports;
 pub mod write;
 mod xml;
@@ -54,9 +55,10 @@ pub fn parse_bank(
     let statements = match format {
         StatementFormat::Camt053 => camt053::parse(bytes)?,
         StatementFormat::Mt940 => mt940::parse(bytes)?,
+        StatementFormat::Ofx => ofx::parse(bytes)?,
         other => {
             return Err(StatementError::file(format!(
-                "bank statements in {other} are not read yet: use camt053 or mt940"
+                "bank statements in {other} are not read yet: use camt053, mt940 or ofx"
             )))
         }
     };

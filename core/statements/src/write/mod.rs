@@ -3,10 +3,12 @@
 
 mod camt053;
 mod mt940;
+mod ofx;
 mod reports;
 
 pub use camt053::{camt053, Camt053Version};
 pub use mt940::mt940;
+pub use ofx::{ofx, OfxVersion};
 pub use reports::{payout_report, provider_report};
 
 /// Escapes text for XML element content and attribute values.
