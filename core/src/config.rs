@@ -1005,7 +1005,19 @@ mod tests {
     #[test]
     fn reconciliation_settings_are_read_and_bad_ones_named() {
         let text = "[reconciliation]\napproval_above_minor = 50000\n\
-                    [reconciliation.profiles.bank-x]\naccount = \"ACC-1\"\n";
+                    [reconciliation.profiles.bank-x]\naccount = \"ACC-1\"\ncurrency = \"USD\"\n\
+                    date_column = \"Date\"\namount_column = \"Amount\"\n\
+                    [reconciliation.profiles.bank-z]\naccount = \"ACC-2\"\ndate_column = \"D\"\n";
+        let found = problems(text, no_env());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("reconciliation.profiles.bank-z: name exactly one of currency"),
+            "{found:?}"
+        );
+        let text = text
+            .split("[reconciliation.profiles.bank-z]")
+            .next()
+            .unwrap();
         let settings = parse(text, "test.toml", no_env()).unwrap();
         assert_eq!(settings.reconciliation.approval_above_minor, 50_000);
         assert_eq!(settings.reconciliation.profiles["bank-x"].account, "ACC-1");

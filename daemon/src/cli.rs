@@ -295,7 +295,7 @@ pub struct ReconcileImportArgs {
     /// bank only: the CSV column profile (`[reconciliation.profiles.NAME]`).
     #[arg(long)]
     pub profile: Option<String>,
-    /// bank only: camt053, mt940 or ofx (default: detected from the content).
+    /// bank only: camt053, mt940, ofx or csv (default: detected from the content; csv with --profile).
     #[arg(long)]
     pub format: Option<String>,
 }

@@ -484,3 +484,106 @@ async fn a_month_is_reconciled_to_its_planted_exceptions_on_sqlite() {
 async fn a_month_is_reconciled_to_its_planted_exceptions_on_mongodb() {
     reconcile_a_month(Some(FreshDatabase::new())).await;
 }
+
+#[test]
+fn a_bank_csv_is_imported_by_its_configured_profile_and_other_formats_are_detected() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "settle.toml",
+        "[reconciliation.profiles.bank-x]\naccount = \"DE89370400440532013000\"\ncurrency = \"EUR\"\n\
+         delimiter = \";\"\ndate_column = \"Buchungstag\"\ndate_format = \"%d.%m.%Y\"\n\
+         debit_column = \"Soll\"\ncredit_column = \"Haben\"\ndecimal_separator = \",\"\n\
+         reference_columns = [\"Verwendungszweck\"]\n",
+    );
+    let file = sandbox.write(
+        "bank.csv",
+        "Buchungstag;Verwendungszweck;Soll;Haben\n02.10.2026;2026-10-01.EUR.r1.m-1;97,50;\n05.10.2026;;;20,00\n",
+    );
+    let path = file.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut full = vec!["--config", "settle.toml"];
+        full.extend_from_slice(args);
+        sandbox.run(&full)
+    };
+    let ran = run(&[
+        "reconcile",
+        "import",
+        path,
+        "--kind",
+        "bank",
+        "--profile",
+        "bank-x",
+    ]);
+    ran.assert_ok();
+    assert!(
+        ran.stdout.contains("2026-10-02 to 2026-10-05") && ran.stdout.contains(": 2 entries"),
+        "{}",
+        ran.stdout
+    );
+    // An unknown profile is named with the configured ones; a CSV without a profile is refused.
+    let ran = run(&[
+        "reconcile",
+        "import",
+        path,
+        "--kind",
+        "bank",
+        "--profile",
+        "bank-y",
+    ]);
+    ran.assert_code(2);
+    assert!(
+        ran.stderr.contains("no CSV profile \"bank-y\"") && ran.stderr.contains("bank-x"),
+        "{}",
+        ran.stderr
+    );
+    run(&["reconcile", "import", path, "--kind", "bank"]).assert_code(2);
+    // A bad line is named, and nothing of the file is kept.
+    let bad = sandbox.write(
+        "bad.csv",
+        "Buchungstag;Verwendungszweck;Soll;Haben\n02.10.2026;x;97,5x;\n",
+    );
+    let ran = run(&[
+        "reconcile",
+        "import",
+        bad.to_str().unwrap(),
+        "--kind",
+        "bank",
+        "--profile",
+        "bank-x",
+    ]);
+    ran.assert_code(2);
+    assert!(ran.stderr.contains("line 2, field Soll"), "{}", ran.stderr);
+
+    // MT940 and OFX are recognised by their content.
+    let mt940 = sandbox.write(
+        "bank.sta",
+        ":20:S1\r\n:25:ACC-9\r\n:28C:1/1\r\n:60F:C261001EUR0,\r\n:61:2610021002D5,00NTRFNONREF//B1\r\n:62F:D261002EUR5,00\r\n-\r\n",
+    );
+    let ran = run(&[
+        "reconcile",
+        "import",
+        mt940.to_str().unwrap(),
+        "--kind",
+        "bank",
+    ]);
+    ran.assert_ok();
+    assert!(
+        ran.stdout.contains("imported bank statement of ACC-9"),
+        "{}",
+        ran.stdout
+    );
+    let not_a_statement = sandbox.write("notes.txt", "hello");
+    let ran = run(&[
+        "reconcile",
+        "import",
+        not_a_statement.to_str().unwrap(),
+        "--kind",
+        "bank",
+    ]);
+    ran.assert_code(2);
+    assert!(
+        ran.stderr.contains("not camt.053, MT940 or OFX"),
+        "{}",
+        ran.stderr
+    );
+}

@@ -320,7 +320,7 @@ impl ReconciliationService {
                         )
                     })?,
                 };
-                settle_statements::parse_bank(format, &file.bytes, profile, &options)?
+                settle_statements::parse_bank(format, &file.bytes, profile)?
             }
         };
         if let Some(other) = statements.iter().find(|s| s.identity.kind != file.kind) {

@@ -3,6 +3,7 @@
 
 pub mod amount;
 pub mod camt053;
+pub mod csv_profile;
 mod error;
 pub mod mt940;
 pub mod ofx;
@@ -14,6 +15,7 @@ use chrono_tz::Tz;
 use settle_domain::reconcile::{Statement, StatementFormat};
 use sha2::{Digest, Sha256};
 
+pub use csv_profile::CsvProfile;
 pub use error::StatementError;
 pub use reports::{parse_payout_report, parse_provider_report};
 
@@ -23,20 +25,6 @@ pub use reports::{parse_payout_report, parse_provider_report};
 pub struct ParseOptions {
     pub business_timezone: Tz,
     pub account: Option<String>,
-}
-
-/// A bank CSV's columns (`[reconciliation.profiles.NAME]`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CsvProfile {
-    pub account: String,
-}
-
-impl CsvProfile {
-    /// Whether the profile can read a file (the config reports what it says).
-    pub fn check(&self) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 /// The file's SHA-256, hex: the sequence of a report that carries none, and kept with imports.
@@ -49,20 +37,20 @@ pub fn parse_bank(
     format: StatementFormat,
     bytes: &[u8],
     profile: Option<&CsvProfile>,
-    options: &ParseOptions,
 ) -> Result<Vec<Statement>, StatementError> {
-    let _ = profile;
     let statements = match format {
         StatementFormat::Camt053 => camt053::parse(bytes)?,
         StatementFormat::Mt940 => mt940::parse(bytes)?,
         StatementFormat::Ofx => ofx::parse(bytes)?,
-        other => {
-            return Err(StatementError::file(format!(
-                "bank statements in {other} are not read yet: use camt053, mt940 or ofx"
-            )))
-        }
+        StatementFormat::Csv => match profile {
+            Some(profile) => csv_profile::parse(bytes, profile)?,
+            None => {
+                return Err(StatementError::file(
+                    "a CSV bank statement needs a column profile (--profile NAME)",
+                ))
+            }
+        },
     };
-    let _ = options;
     check_balances(statements)
 }
 
