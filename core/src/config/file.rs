@@ -416,7 +416,7 @@ mod tests {
             field_names::<SchedulerFile>(),
             ["enabled", "max_catch_up_days"]
         );
-        assert_eq!(field_names::<FileShape>().len(), 13);
+        assert_eq!(field_names::<FileShape>().len(), 14);
     }
 
     #[test]

@@ -56,6 +56,10 @@ const NOT_RECORD_COLLECTIONS: &[(&str, &str)] = &[
         super::collections::LINE_PLANS,
         "MongoDB's own planning decisions; a line planned before (on SQLite) is known by its payout or carry-forward",
     ),
+    (super::collections::RECON_IMPORTS, "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any"),
+    (super::collections::RECON_ENTRIES, "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any"),
+    (super::collections::RECON_DECISIONS, "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any"),
+    (super::collections::RECON_CLAIMS, "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any"),
 ];
 
 /// The collection each kind is written to.
