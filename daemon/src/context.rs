@@ -12,6 +12,7 @@ use settle_core::notify::{Notifier, WebhookSettings};
 use settle_core::payments::PaymentService;
 use settle_core::payout::PayoutSender;
 use settle_core::provider::{PayoutProvider, ProviderSettings};
+use settle_core::reconcile::ReconciliationService;
 use settle_core::secret::{self, Secret};
 use settle_core::settlement::{SettlementCommands, SettlementRunner};
 use settle_core::store::timed::TimedStore;
@@ -211,6 +212,16 @@ impl Context {
             Arc::clone(&self.clock),
         )
         .with_amount_limits(self.settings.payments.amount_limits.clone())
+    }
+
+    /// The reconciliation service on `store`, with this context's calendar, clock and rules.
+    pub fn reconciliation_service(&self, store: SharedStore) -> ReconciliationService {
+        ReconciliationService::new(
+            store,
+            self.settings.calendar,
+            Arc::clone(&self.clock),
+            self.settings.reconciliation.clone(),
+        )
     }
 }
 

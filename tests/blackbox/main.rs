@@ -4,6 +4,7 @@
 mod api_access;
 mod api_daemon;
 mod api_peers;
+mod api_reconcile;
 mod api_schema;
 mod api_settlements;
 mod cli_import;

@@ -16,7 +16,7 @@ use crate::provider_server::ProviderServer;
 use crate::support::{read_export, transactions_csv, Ran, Sandbox};
 use settle_tests::mongo::FreshDatabase;
 
-fn day(text: &str) -> NaiveDate {
+pub(crate) fn day(text: &str) -> NaiveDate {
     text.parse().unwrap()
 }
 
@@ -84,7 +84,7 @@ fn settled_world(database: Option<&FreshDatabase>) -> World {
     world
 }
 
-fn entry(
+pub(crate) fn entry(
     amount_minor: i64,
     booked: &str,
     references: &[&str],
@@ -110,7 +110,7 @@ fn entry(
 /// The bank statement: the 10th's payouts paid as one batched debit, the 11th's m-1 payout by
 /// reference — and booked twice (a duplicate line) — m-4's payout missing, a bank fee and an
 /// unexplained debit.
-fn bank_statement(payouts_10: &[Payout], payouts_11: &[Payout]) -> Statement {
+pub(crate) fn bank_statement(payouts_10: &[Payout], payouts_11: &[Payout]) -> Statement {
     let batch: i64 = payouts_10.iter().map(|p| p.amount_minor).sum();
     let m1 = payouts_11.iter().find(|p| p.merchant_id == "m-1").unwrap();
     let entries = vec![

@@ -13,3 +13,8 @@ pub use service::{
     ReconciliationService, RunReport, WriteOffRequest,
 };
 pub use settings::ReconciliationSettings;
+
+/// The SHA-256 of a statement file, hex: what its import records and an API request is keyed on.
+pub fn file_sha256(bytes: &[u8]) -> String {
+    settle_statements::file_sha256(bytes)
+}

@@ -15,12 +15,13 @@ use super::StoreError;
 /// A statement as stored: its identity (and the key made of it), what it states, who imported it.
 /// Both adapters keep it (and [`StoredEntry`], [`Decision`]) as this serde shape beside the
 /// columns they index, so the conversion is written once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredStatement {
     /// [`StatementIdentity::key`].
     pub id: String,
     pub identity: StatementIdentity,
     pub format: StatementFormat,
+    #[schema(value_type = String, example = "EUR")]
     pub currency: Currency,
     pub opening_balance_minor: Option<i64>,
     pub closing_balance_minor: Option<i64>,

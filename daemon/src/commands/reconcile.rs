@@ -21,12 +21,7 @@ pub const MAX_STATEMENT_FILE_BYTES: u64 = 512 * 1024 * 1024;
 
 pub async fn run(context: Context, command: ReconcileCommand) -> Result<()> {
     let store = context.open_store().await?;
-    let service = ReconciliationService::new(
-        store,
-        context.settings.calendar,
-        context.clock.clone(),
-        context.settings.reconciliation.clone(),
-    );
+    let service = context.reconciliation_service(store);
     let actor = context.actor.as_str();
     match command {
         ReconcileCommand::Import(args) => import(&service, args, actor).await?,

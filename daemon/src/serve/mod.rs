@@ -30,7 +30,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::context::Context;
 use problem::{types, Problem};
-use routes::{admin, callbacks, health, payments, settlements, stats};
+use routes::{admin, callbacks, health, payments, reconciliation, settlements, stats};
 use state::AppState;
 
 /// The least time given to flushing telemetry at shutdown, even when the runs used up the bound.
@@ -112,7 +112,57 @@ pub fn router(state: AppState) -> Router {
         .route("/adjustments", post(payments::create_adjustment))
         .route("/tokens", get(admin::list_tokens).post(admin::create_token))
         .route("/tokens/{name}", delete(admin::revoke_token))
-        .route("/whoami", get(admin::whoami));
+        .route("/whoami", get(admin::whoami))
+        .route(
+            "/finance/reconciliation/statements",
+            get(reconciliation::statements)
+                .post(reconciliation::import)
+                .layer(DefaultBodyLimit::max(
+                    reconciliation::MAX_STATEMENT_BODY_BYTES,
+                )),
+        )
+        .route("/finance/reconciliation/run", post(reconciliation::run))
+        .route("/finance/reconciliation/items", get(reconciliation::items))
+        .route(
+            "/finance/reconciliation/exceptions",
+            get(reconciliation::exceptions),
+        )
+        .route(
+            "/finance/reconciliation/decisions",
+            get(reconciliation::decisions),
+        )
+        .route(
+            "/finance/reconciliation/report.csv",
+            get(reconciliation::report),
+        )
+        .route(
+            "/finance/reconciliation/matches",
+            post(reconciliation::create_match),
+        )
+        .route(
+            "/finance/reconciliation/expectations",
+            post(reconciliation::create_expectation),
+        )
+        .route(
+            "/finance/reconciliation/write-offs",
+            post(reconciliation::create_write_off),
+        )
+        .route(
+            "/finance/reconciliation/decisions/{id}/unmatch",
+            post(reconciliation::unmatch),
+        )
+        .route(
+            "/finance/reconciliation/decisions/{id}/confirm",
+            post(reconciliation::confirm),
+        )
+        .route(
+            "/finance/reconciliation/write-offs/{id}/approve",
+            post(reconciliation::approve_write_off),
+        )
+        .route(
+            "/finance/reconciliation/write-offs/{id}/reject",
+            post(reconciliation::reject_write_off),
+        );
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -213,6 +263,7 @@ pub async fn run(
         store: store.clone(),
         commands: context.settlement_commands(store.clone(), runner),
         payments: context.payment_service(store.clone()),
+        reconciliation: context.reconciliation_service(store.clone()),
         idempotency: Idempotency::new(store.clone(), settings.idempotency),
         settings: settings.clone(),
         clock: context.clock.clone(),

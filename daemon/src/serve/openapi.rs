@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes::{admin, callbacks, health, payments, settlements, stats};
+use super::routes::{admin, callbacks, health, payments, reconciliation, settlements, stats};
 use super::schema::{ProblemDetails, ReadProblems};
 use settle_core::model::{
     AuditAction, AuditEvent, AuditOutcome, CurrencyTotals, Lease, Notification, NotificationStatus,
@@ -13,6 +13,11 @@ use settle_core::model::{
     Settlement, SettlementFigures, SettlementLine, SettlementStatus, TransactionKind,
     TransactionStatus,
 };
+use settle_core::reconcile::{
+    Decision, DecisionAction, DecisionState, Item, ItemSide, ItemStatus, StatementFormat,
+    StatementIdentity, StatementKind, WriteOffCategory,
+};
+use settle_core::store::StoredStatement;
 
 /// The name of the bearer security scheme; each operation's requirement lists its least role.
 pub const BEARER: &str = "bearer";
@@ -55,6 +60,20 @@ pub const BEARER: &str = "bearer";
         admin::create_token,
         admin::revoke_token,
         admin::whoami,
+        reconciliation::import,
+        reconciliation::statements,
+        reconciliation::run,
+        reconciliation::items,
+        reconciliation::exceptions,
+        reconciliation::decisions,
+        reconciliation::report,
+        reconciliation::create_match,
+        reconciliation::create_expectation,
+        reconciliation::create_write_off,
+        reconciliation::unmatch,
+        reconciliation::confirm,
+        reconciliation::approve_write_off,
+        reconciliation::reject_write_off,
     ),
     components(schemas(
         ProblemDetails,
@@ -78,6 +97,17 @@ pub const BEARER: &str = "bearer";
         AuditAction,
         AuditOutcome,
         AuditEvent,
+        StatementKind,
+        StatementFormat,
+        StatementIdentity,
+        StoredStatement,
+        ItemSide,
+        ItemStatus,
+        Item,
+        DecisionAction,
+        DecisionState,
+        WriteOffCategory,
+        Decision,
     )),
     modifiers(&BearerScheme)
 )]

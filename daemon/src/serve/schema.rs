@@ -14,6 +14,8 @@ use settle_core::model::{
     SettlementLine, TransactionKind, TransactionStatus,
 };
 use settle_core::payments::problems as payment_problems;
+use settle_core::reconcile::{Decision, Item, StatementKind};
+use settle_core::store::StoredStatement;
 
 // --- problems ----------------------------------------------------------------------------------
 
@@ -236,6 +238,23 @@ problems! {
         .with(409, &[types::CONFLICT]);
     /// Revoking a token that does not exist (404).
     RevokeProblems => ProblemSet::base().secured().parameters().with(404, &[types::NOT_FOUND]);
+    /// Importing a statement file: a bad parameter (400), a file too large (413), a file that
+    /// cannot be read, does not balance or names an unknown profile (422, naming line and field).
+    StatementImportProblems => reconciliation_refusals(ProblemSet::base().secured().parameters().idempotent())
+        .with(413, &[types::BODY_TOO_LARGE]);
+    /// A run or a person's decision on items: an unknown item (404), an item decided already (409).
+    ReconciliationActionProblems => reconciliation_refusals(ProblemSet::base().secured().idempotent().json_body());
+    /// A decision on a decision: unknown (404), not open to it (409), one's own write-off (403).
+    ReconciliationDecisionProblems => reconciliation_refusals(ProblemSet::base().secured().parameters().idempotent().json_body())
+        .with(403, &[types::APPROVAL_REFUSED]);
+}
+
+/// Reconciliation refusals: unknown items or decisions (404), taken items or decisions not open to
+/// the action (409), requests the rules refuse (422).
+fn reconciliation_refusals(set: ProblemSet) -> ProblemSet {
+    set.with(404, &[types::NOT_FOUND])
+        .with(409, &[types::CONFLICT])
+        .with(422, &[types::INVALID_REQUEST])
 }
 
 // --- parameters --------------------------------------------------------------------------------
@@ -282,6 +301,20 @@ pub struct PaymentIdPath(
 pub struct RequestIdPath(
     /// The rerun request's id (a UUID).
     #[param(format = Uuid)]
+    String,
+);
+
+/// A reconciliation decision id in the path.
+#[derive(IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[allow(dead_code)]
+pub struct DecisionIdPath(
+    /// The decision's id (`man-…` for a person's, `auto-…` for a rule's).
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        example = "man-0193b1c2d3e4f5a6b7c8d9e0f1a2b3c4"
+    )]
     String,
 );
 
@@ -629,4 +662,89 @@ pub enum LineSort {
 pub enum SortOrder {
     asc,
     desc,
+}
+
+// --- reconciliation answers --------------------------------------------------------------------
+
+/// One statement of an imported file, and whether this import added it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StatementImported {
+    #[schema(value_type = String, pattern = "^(imported|already_imported)$")]
+    outcome: String,
+    statement: StoredStatement,
+}
+
+/// What importing a file did.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StatementsImported {
+    statements: Vec<StatementImported>,
+    /// Entries this import added (none for statements imported before).
+    entries_imported: u32,
+}
+
+/// The statements imported.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StatementList {
+    items: Vec<StoredStatement>,
+}
+
+/// What a run decided for one kind.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct KindRunView {
+    kind: StatementKind,
+    matches: u32,
+    /// Matches a person must confirm (a difference beyond tolerance).
+    matches_to_review: u32,
+    duplicates: u32,
+    /// Decided by someone else while the run computed: left to them.
+    skipped: u32,
+}
+
+/// What a run decided, and how many exceptions are open after it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReconciliationRun {
+    kinds: Vec<KindRunView>,
+    open_exceptions: u64,
+}
+
+/// An item with its kind, and whether it is an exception people must work.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ItemView {
+    kind: StatementKind,
+    exception: bool,
+    #[schema(inline)]
+    #[serde(flatten)]
+    item: Item,
+}
+
+/// One page of items.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ItemPage {
+    items: Vec<ItemView>,
+    #[schema(minimum = 1)]
+    page: u32,
+    #[schema(minimum = 1, maximum = 500)]
+    per_page: u32,
+    total: u64,
+}
+
+/// Decisions.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DecisionList {
+    items: Vec<Decision>,
+}
+
+/// The decision a request recorded.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DecisionRecorded {
+    decision: Decision,
 }

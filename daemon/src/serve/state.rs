@@ -1,4 +1,5 @@
-//! What every request handler shares: the store, the settlement commands, the payments service,
+//! What every request handler shares: the store, the settlement commands, the payments and
+//! reconciliation services,
 //! the settings, the clock, the scheduler's heartbeat and the tracker of background runs.
 
 use std::sync::Arc;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use settle_core::config::Settings;
 use settle_core::idempotency::Idempotency;
 use settle_core::payments::PaymentService;
+use settle_core::reconcile::ReconciliationService;
 use settle_core::scheduler::Heartbeat;
 use settle_core::secret::Secret;
 use settle_core::settlement::SettlementCommands;
@@ -19,6 +21,7 @@ pub struct AppState {
     pub store: SharedStore,
     pub commands: SettlementCommands,
     pub payments: PaymentService,
+    pub reconciliation: ReconciliationService,
     pub idempotency: Idempotency,
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,

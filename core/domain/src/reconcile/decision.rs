@@ -83,7 +83,7 @@ pub fn theirs_key(id: &str) -> String {
 }
 
 /// One decision as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Decision {
     /// Deterministic for a rule's decision (the same match from a rerun has the same id, so a
     /// run's writes are idempotent); a person's decision takes the id of its request.
@@ -99,6 +99,7 @@ pub struct Decision {
     pub theirs: Vec<String>,
     /// The items' currency (none for decisions that act on another decision).
     #[serde(default)]
+    #[schema(value_type = Option<String>, example = "EUR")]
     pub currency: Option<Currency>,
     /// Σ theirs − Σ ours for a match; the amount written off for a write-off.
     pub amount_minor: i64,
@@ -109,6 +110,7 @@ pub struct Decision {
     pub reason: Option<String>,
     pub category: Option<WriteOffCategory>,
     /// `expect`: the date the item is due by.
+    #[schema(value_type = Option<String>, format = Date)]
     pub expected_by: Option<NaiveDate>,
     pub actor: String,
     pub decided_at: DateTime<Utc>,

@@ -35,12 +35,14 @@ named_enum!(
 );
 
 /// One item and its state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Item {
     pub side: ItemSide,
     pub id: String,
     pub amount_minor: i64,
+    #[schema(value_type = String, example = "EUR")]
     pub currency: Currency,
+    #[schema(value_type = String, format = Date)]
     pub date: NaiveDate,
     pub status: ItemStatus,
     /// The decision that decides it (a match, duplicate or write-off), if any.
@@ -50,6 +52,7 @@ pub struct Item {
     pub difference_minor: i64,
     /// A rule's decision a person must confirm (a difference beyond tolerance, a duplicate).
     pub needs_review: bool,
+    #[schema(value_type = Option<String>, format = Date)]
     pub expected_by: Option<NaiveDate>,
     /// Days from the item's date to `as_of`.
     pub age_days: i64,

@@ -30,11 +30,15 @@ named_enum!(
 
 /// What identifies a statement, so that importing it twice adds nothing: the account it is of, the
 /// period it covers, and the sender's own sequence number (or id) for it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct StatementIdentity {
     pub kind: StatementKind,
     pub account: String,
+    #[schema(value_type = String, format = Date)]
     pub period_start: NaiveDate,
+    #[schema(value_type = String, format = Date)]
     pub period_end: NaiveDate,
     pub sequence: String,
 }

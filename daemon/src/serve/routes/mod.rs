@@ -5,6 +5,7 @@ pub mod admin;
 pub mod callbacks;
 pub mod health;
 pub mod payments;
+pub mod reconciliation;
 pub mod settlements;
 pub mod stats;
 
