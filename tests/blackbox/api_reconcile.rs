@@ -40,6 +40,30 @@ async fn post(daemon: &Daemon, token: &str, path: &str, body: Value) -> crate::d
         .await
 }
 
+/// The value of `series{kind=KIND,currency="USD"}` on `/metrics` once it equals `wanted` (the
+/// daemon refreshes its gauges after each reconciliation request, in the background).
+async fn gauge_reaches(daemon: &Daemon, series: &str, kind: &str, wanted: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let text = daemon.get("/metrics").send().await.text();
+        let value = text.lines().find_map(|line| {
+            let (name, rest) = line.split_once('{')?;
+            (name == series
+                && rest.contains(&format!("kind=\"{kind}\""))
+                && rest.contains("currency=\"USD\""))
+            .then(|| line.rsplit(' ').next()?.parse::<f64>().ok())?
+        });
+        if value == Some(wanted) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} for {kind} USD is {value:?}, not {wanted}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 async fn reconcile_over_http(database: Option<FreshDatabase>) {
     let provider = ProviderServer::start();
     let config = format!(
@@ -195,6 +219,27 @@ async fn reconcile_over_http(database: Option<FreshDatabase>) {
     .await
     .expect_problem(422, "invalid-request");
 
+    // The gauges say what the queue says: four bank exceptions (the missing payout, the duplicate,
+    // the fee, the unknown debit, 251.50 in all) and the short payout.
+    gauge_reaches(&daemon, "settle_reconciliation_exceptions", "bank", 4.0).await;
+    gauge_reaches(&daemon, "settle_reconciliation_exceptions", "payouts", 1.0).await;
+    let m4_minor = payouts_11
+        .iter()
+        .find(|p| p.merchant_id == "m-4")
+        .unwrap()
+        .amount_minor;
+    let m1_minor = payouts_11
+        .iter()
+        .find(|p| p.merchant_id == "m-1")
+        .unwrap()
+        .amount_minor;
+    gauge_reaches(
+        &daemon,
+        "settle_reconciliation_exceptions_amount",
+        "bank",
+        (m4_minor + m1_minor + 150 + 25_000) as f64,
+    )
+    .await;
     let queue = daemon
         .get(&format!("{BASE}/exceptions?per_page=2"))
         .bearer(&viewer)
@@ -411,6 +456,8 @@ async fn reconcile_over_http(database: Option<FreshDatabase>) {
         .await
         .expect(200);
     assert_eq!(items["total"], 1, "{items}");
+    gauge_reaches(&daemon, "settle_reconciliation_exceptions", "bank", 1.0).await;
+    gauge_reaches(&daemon, "settle_reconciliation_exceptions", "payouts", 0.0).await;
     assert_eq!(items["items"][0]["id"], fee.id.as_str());
 
     // The report over HTTP is the CLI's, byte for byte.

@@ -289,6 +289,30 @@ async fn make_traffic(daemon: &Daemon, setup: &Setup, provider: &ProviderServer)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A payout report with a line Settle never paid: one open exception for the reconciliation
+    // gauges (items, exceptions, their amount and age).
+    daemon
+        .post("/api/v2/finance/reconciliation/statements?kind=payouts")
+        .bearer(&operator)
+        .key(&fresh_key())
+        .body(
+            "text/csv",
+            "reference,amount,currency,status,paid_at,provider_payout_id\n\
+             NOT-OURS-1,12.34,USD,paid,2024-03-11T09:00:00Z,po-unknown\n",
+        )
+        .send()
+        .await
+        .expect(201);
+    let ran = daemon
+        .post("/api/v2/finance/reconciliation/run")
+        .bearer(&operator)
+        .key(&fresh_key())
+        .json(&json!({}))
+        .send()
+        .await
+        .expect(200);
+    assert!(ran["open_exceptions"].as_u64() >= Some(1), "{ran}");
+
     // 2024-03-11: every attempt is paid but answered too late: unknown, so the settlement fails.
     provider.script(std::iter::repeat_n(
         Behaviour::CommitThenHang { delay_ms: 1_000 },

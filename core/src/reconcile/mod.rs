@@ -3,6 +3,7 @@
 
 pub use settle_domain::reconcile::*;
 
+pub mod metrics;
 pub mod records;
 pub mod report;
 pub mod service;

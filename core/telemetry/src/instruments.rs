@@ -2,6 +2,7 @@
 //! contract of `ops/METRICS.md`), created from the SDK meter provider and held behind a global.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::metrics::{
@@ -26,6 +27,11 @@ pub mod names {
     pub const IDEMPOTENCY_REQUESTS: &str = "settle.idempotency.requests";
     pub const RETRY_ATTEMPTS: &str = "settle.retry.attempts";
     pub const STORE_OPERATION_DURATION: &str = "settle.store.operation.duration";
+    pub const RECONCILIATION_ITEMS: &str = "settle.reconciliation.items";
+    pub const RECONCILIATION_EXCEPTIONS: &str = "settle.reconciliation.exceptions";
+    pub const RECONCILIATION_EXCEPTIONS_AMOUNT: &str = "settle.reconciliation.exceptions.amount";
+    pub const RECONCILIATION_EXCEPTIONS_OLDEST_AGE: &str =
+        "settle.reconciliation.exceptions.oldest_age";
     pub const PROCESS_CPU_TIME: &str = "process.cpu.time";
     pub const PROCESS_MEMORY_USAGE: &str = "process.memory.usage";
 }
@@ -68,6 +74,7 @@ mod units {
     pub const RUNS: &str = "{run}";
     pub const PAYOUTS: &str = "{payout}";
     pub const ATTEMPTS: &str = "{attempt}";
+    pub const ITEMS: &str = "{item}";
 }
 
 /// The instruments. Recording is cheap (an atomic add under a lookup of the label set).
@@ -89,6 +96,10 @@ pub struct Instruments {
     _settlement_lag: ObservableGauge<f64>,
     _process_cpu_time: ObservableCounter<f64>,
     _process_memory_usage: ObservableGauge<u64>,
+    _reconciliation_items: ObservableGauge<u64>,
+    _reconciliation_exceptions: ObservableGauge<u64>,
+    _reconciliation_exceptions_amount: ObservableGauge<u64>,
+    _reconciliation_exceptions_oldest_age: ObservableGauge<f64>,
 }
 
 impl Instruments {
@@ -200,6 +211,55 @@ impl Instruments {
                     }
                 })
                 .build(),
+            _reconciliation_items: meter
+                .u64_observable_gauge(names::RECONCILIATION_ITEMS)
+                .with_unit(units::ITEMS)
+                .with_description(
+                    "Reconciliation items (records of ours and statement entries) by kind, currency and status, as of the latest refresh.",
+                )
+                .with_callback(|observer| {
+                    for_each_reconciliation_row(|row| {
+                        for (status, count) in &row.items_by_status {
+                            observer.observe(*count, &row.labels_with_status(status));
+                        }
+                    })
+                })
+                .build(),
+            _reconciliation_exceptions: meter
+                .u64_observable_gauge(names::RECONCILIATION_EXCEPTIONS)
+                .with_unit(units::ITEMS)
+                .with_description("Open reconciliation exceptions by kind and currency.")
+                .with_callback(|observer| {
+                    for_each_reconciliation_row(|row| {
+                        observer.observe(row.open_exceptions, &row.labels())
+                    })
+                })
+                .build(),
+            _reconciliation_exceptions_amount: meter
+                .u64_observable_gauge(names::RECONCILIATION_EXCEPTIONS_AMOUNT)
+                .with_unit(units::MINOR_UNITS)
+                .with_description(
+                    "Sum of the open reconciliation exceptions' amounts (absolute), in minor units of their currency.",
+                )
+                .with_callback(|observer| {
+                    for_each_reconciliation_row(|row| {
+                        observer.observe(row.open_amount_minor, &row.labels())
+                    })
+                })
+                .build(),
+            _reconciliation_exceptions_oldest_age: meter
+                .f64_observable_gauge(names::RECONCILIATION_EXCEPTIONS_OLDEST_AGE)
+                .with_unit(units::SECONDS)
+                .with_description(
+                    "Age of the oldest open reconciliation exception (whole days since its business date, in seconds; 0 when none is open).",
+                )
+                .with_callback(|observer| {
+                    for_each_reconciliation_row(|row| {
+                        // Whole days to seconds: a duration, not money.
+                        observer.observe(row.oldest_age_days as f64 * 86_400.0, &row.labels())
+                    })
+                })
+                .build(),
         }
     }
 }
@@ -231,4 +291,52 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// One kind and currency of reconciliation as of the latest refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconciliationRow {
+    pub kind: &'static str,
+    pub currency: String,
+    /// Items by status name (every status with at least one item).
+    pub items_by_status: Vec<(&'static str, u64)>,
+    pub open_exceptions: u64,
+    /// Σ |amount| of the open exceptions, in minor units.
+    pub open_amount_minor: u64,
+    /// Days since the oldest open exception's business date; 0 when none is open.
+    pub oldest_age_days: u64,
+}
+
+impl ReconciliationRow {
+    fn labels(&self) -> [opentelemetry::KeyValue; 2] {
+        [
+            opentelemetry::KeyValue::new(labels::KIND, self.kind),
+            opentelemetry::KeyValue::new(labels::CURRENCY, self.currency.clone()),
+        ]
+    }
+
+    fn labels_with_status(&self, status: &'static str) -> [opentelemetry::KeyValue; 3] {
+        let [kind, currency] = self.labels();
+        [
+            kind,
+            currency,
+            opentelemetry::KeyValue::new(labels::STATUS, status),
+        ]
+    }
+}
+
+/// The latest reconciliation snapshot the daemon published (empty until the first refresh).
+static RECONCILIATION: Mutex<Vec<ReconciliationRow>> = Mutex::new(Vec::new());
+
+/// Replaces the reconciliation snapshot the gauges report.
+pub fn publish_reconciliation(rows: Vec<ReconciliationRow>) {
+    let mut held = RECONCILIATION.lock().unwrap_or_else(|e| e.into_inner());
+    *held = rows;
+}
+
+fn for_each_reconciliation_row(mut each: impl FnMut(&ReconciliationRow)) {
+    let held = RECONCILIATION.lock().unwrap_or_else(|e| e.into_inner());
+    for row in held.iter() {
+        each(row);
+    }
 }

@@ -28,6 +28,7 @@ use settle_domain::money::Currency;
 
 pub use setup::{shutdown, start, ExportPlan, Started, TelemetryError};
 
+pub use instruments::ReconciliationRow;
 use instruments::{labels, Instruments};
 
 /// Span names (the HTTP request span is named `{method} {route}` through `otel.name`).
@@ -331,6 +332,13 @@ pub fn store_operation(operation: &'static str, store: &'static str, duration: D
     );
 }
 
+/// The reconciliation gauges now report `rows` (one per kind and currency), until the next call.
+pub fn reconciliation_refreshed(rows: Vec<ReconciliationRow>) {
+    // The instruments exist before anything is published, so a collection sees the rows.
+    let _ = instruments();
+    instruments::publish_reconciliation(rows);
+}
+
 /// Reads one sample of the current exposition (for tests): `series` is the Prometheus name and
 /// `labels` the exact label set, in any order. `None` when the series is not exported.
 pub fn sample(series: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -381,6 +389,54 @@ mod tests {
         idempotency_outcome("replay");
         idempotency_outcome("replay");
         assert!(replays() >= before + 2.0);
+    }
+
+    #[test]
+    fn reconciliation_gauges_report_the_latest_snapshot_only() {
+        let row = |currency: &str, open: u64| ReconciliationRow {
+            kind: "bank",
+            currency: currency.into(),
+            items_by_status: vec![("matched", 7), ("unmatched", open)],
+            open_exceptions: open,
+            open_amount_minor: open * 1_000,
+            oldest_age_days: open,
+        };
+        reconciliation_refreshed(vec![row("XTS", 2), row("XXX", 0)]);
+        let bank_xts = [("kind", "bank"), ("currency", "XTS")];
+        assert_eq!(
+            sample("settle_reconciliation_exceptions", &bank_xts),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample("settle_reconciliation_exceptions_amount", &bank_xts),
+            Some(2_000.0)
+        );
+        assert_eq!(
+            sample(
+                "settle_reconciliation_exceptions_oldest_age_seconds",
+                &bank_xts
+            ),
+            Some(2.0 * 86_400.0)
+        );
+        assert_eq!(
+            sample(
+                "settle_reconciliation_items",
+                &[("kind", "bank"), ("currency", "XTS"), ("status", "matched")]
+            ),
+            Some(7.0)
+        );
+        let bank_xxx = [("kind", "bank"), ("currency", "XXX")];
+        assert_eq!(
+            sample("settle_reconciliation_exceptions", &bank_xxx),
+            Some(0.0)
+        );
+        // A refresh replaces the snapshot: a pair it no longer holds is gone.
+        reconciliation_refreshed(vec![row("XTS", 0)]);
+        assert_eq!(
+            sample("settle_reconciliation_exceptions", &bank_xts),
+            Some(0.0)
+        );
+        assert_eq!(sample("settle_reconciliation_exceptions", &bank_xxx), None);
     }
 
     #[test]

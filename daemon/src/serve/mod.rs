@@ -1,6 +1,7 @@
 //! `settle serve`: the headless daemon. It serves the HTTP API (axum, optionally over TLS), runs the
-//! nightly scheduler and the idempotency reaper, and on SIGTERM stops accepting requests, lets the
-//! running settlement finish or release its lease, and exits within a bounded time.
+//! nightly scheduler, the idempotency reaper and the reconciliation gauges, and on SIGTERM stops
+//! accepting requests, lets the running settlement finish or release its lease, and exits within a
+//! bounded time.
 
 pub mod extract;
 mod middleware;
@@ -37,6 +38,9 @@ use state::AppState;
 const MIN_TELEMETRY_FLUSH: Duration = Duration::from_millis(500);
 /// How often expired idempotency keys are deleted (expiry is also checked on every use).
 const REAP_EVERY: Duration = Duration::from_secs(600);
+/// How often the reconciliation gauges are computed again (ages move with the date); a
+/// reconciliation request also refreshes them at once.
+const RECONCILIATION_GAUGES_EVERY: Duration = Duration::from_secs(60);
 /// Where the provider's callback secret comes from.
 pub const CALLBACK_SECRET_VARIABLE: &str = "SETTLE_PROVIDER_CALLBACK_SECRET";
 pub const CALLBACK_SECRET_CREDENTIAL: &str = "provider-callback-secret";
@@ -264,6 +268,7 @@ pub async fn run(
         commands: context.settlement_commands(store.clone(), runner),
         payments: context.payment_service(store.clone()),
         reconciliation: context.reconciliation_service(store.clone()),
+        reconciliation_changed: Arc::new(tokio::sync::Notify::new()),
         idempotency: Idempotency::new(store.clone(), settings.idempotency),
         settings: settings.clone(),
         clock: context.clock.clone(),
@@ -302,6 +307,10 @@ pub async fn run(
         tokio::spawn(async move { scheduler.run(shutdown).await })
     });
     let reaper = tokio::spawn(reap_idempotency_keys(state.clone(), shutdown.clone()));
+    let gauges = tokio::spawn(refresh_reconciliation_gauges(
+        state.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn({
         let handle = handle.clone();
         let scheme = if settings.server.tls_cert.is_some() {
@@ -367,6 +376,7 @@ pub async fn run(
         );
     }
     reaper.abort();
+    gauges.abort();
     // Spans and metrics still in the exporters' buffers go out within what is left of the bound.
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     telemetry::shutdown(left.max(MIN_TELEMETRY_FLUSH)).await;
@@ -384,6 +394,21 @@ async fn reap_idempotency_keys(state: AppState, shutdown: CancellationToken) {
         }
         tokio::select! {
             () = tokio::time::sleep(REAP_EVERY) => {},
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Keeps the reconciliation gauges current: at start, every minute, and after each
+/// reconciliation request.
+async fn refresh_reconciliation_gauges(state: AppState, shutdown: CancellationToken) {
+    loop {
+        if let Err(error) = settle_core::reconcile::metrics::refresh(&state.reconciliation).await {
+            tracing::warn!(%error, "cannot refresh the reconciliation gauges");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RECONCILIATION_GAUGES_EVERY) => {},
+            () = state.reconciliation_changed.notified() => {},
             () = shutdown.cancelled() => return,
         }
     }

@@ -22,6 +22,8 @@ pub struct AppState {
     pub commands: SettlementCommands,
     pub payments: PaymentService,
     pub reconciliation: ReconciliationService,
+    /// Woken after a reconciliation request, so the gauges refresh at once (and every minute).
+    pub reconciliation_changed: Arc<tokio::sync::Notify>,
     pub idempotency: Idempotency,
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,

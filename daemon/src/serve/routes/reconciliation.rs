@@ -117,8 +117,10 @@ where
             state.clock.now(),
             || async { Ok(handler().await) },
         )
-        .await?;
-    Ok(answer(&answered))
+        .await;
+    // Whatever it did, the gauges look again.
+    state.reconciliation_changed.notify_one();
+    Ok(answer(&answered?))
 }
 
 /// A JSON body in the shape `T`, or a 422 naming what is wrong with it.
