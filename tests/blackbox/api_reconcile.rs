@@ -175,7 +175,7 @@ async fn reconcile_over_http(database: Option<FreshDatabase>) {
         &daemon,
         &operator,
         "payouts",
-        payout_report(&report).into_bytes(),
+        payout_report(std::slice::from_ref(&report)).into_bytes(),
     )
     .await
     .expect(201);

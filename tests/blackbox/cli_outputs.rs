@@ -264,6 +264,45 @@ fn the_demo_settles_a_month_and_a_second_run_changes_nothing() {
         "~50k transactions stored: {first}"
     );
 
+    // The month's statements are written, imported and reconciled: every planted discrepancy
+    // that must reach people is one open exception, and nothing else is.
+    for name in [
+        "provider-report-2026-10.csv",
+        "payout-report-2026-10.csv",
+        "bank-statement-2026-10.camt053.xml",
+    ] {
+        assert!(out.join(name).is_file(), "{name} written: {first}");
+    }
+    let planted: Vec<&str> = first
+        .lines()
+        .skip_while(|l| !l.contains("planted in the statements"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .collect();
+    assert_eq!(planted.len(), 6, "one of each kind planted: {first}");
+    let must_be_exceptions = planted
+        .iter()
+        .filter(|l| l.contains(" exception, "))
+        .count();
+    assert_eq!(must_be_exceptions, 4, "{first}");
+    let summary = |text: &str| {
+        text.lines()
+            .find(|l| l.contains("open exception(s);"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no exception summary: {text}"))
+    };
+    assert!(
+        summary(&first).starts_with(&format!(
+            "{must_be_exceptions} open exception(s); 1 item(s) expected later; 1 bank debit(s) matched to several payouts"
+        )),
+        "{first}"
+    );
+    assert!(
+        first.contains("matched_with_difference (review)"),
+        "{first}"
+    );
+    assert!(first.contains("duplicate (review)"), "{first}");
+
     let (code, second, stderr) = demo(&sandbox);
     assert_eq!(code, Some(0), "{second}\n{stderr}");
     assert!(second.contains(": 0 stored,"), "{second}");
@@ -276,4 +315,11 @@ fn the_demo_settles_a_month_and_a_second_run_changes_nothing() {
         first_csv,
         "the export is reproduced byte for byte"
     );
+    assert_eq!(
+        second.matches("nothing added").count(),
+        9,
+        "three statements per file, each already imported: {second}"
+    );
+    assert!(!second.contains("\nimported "), "{second}");
+    assert_eq!(summary(&second), summary(&first));
 }

@@ -231,7 +231,9 @@ async fn reconcile_a_month(database: Option<FreshDatabase>) {
         closing_balance: None,
         ..bank_statement(&payouts_10, &payouts_11)
     };
-    let file = world.sandbox.write("payouts.csv", payout_report(&report));
+    let file = world
+        .sandbox
+        .write("payouts.csv", payout_report(std::slice::from_ref(&report)));
     world
         .settle(&[
             "reconcile",

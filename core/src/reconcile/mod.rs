@@ -8,6 +8,7 @@ pub mod records;
 pub mod report;
 pub mod service;
 pub mod settings;
+pub mod simulated;
 
 pub use service::{
     ExpectRequest, ImportFile, ImportReport, KindItem, KindRun, ReconcileError,

@@ -257,7 +257,11 @@ mod tests {
         assert_eq!(usd.entries[1].source, "line 3");
         assert!(usd.identity.sequence.ends_with(".USD"));
         // Written back, it reads the same.
-        let again = parse_provider_report(provider_report(usd).as_bytes(), &options()).unwrap();
+        let again = parse_provider_report(
+            provider_report(std::slice::from_ref(usd)).as_bytes(),
+            &options(),
+        )
+        .unwrap();
         assert_eq!(again[0].entries, usd.entries);
     }
 
@@ -273,7 +277,7 @@ mod tests {
             Some("po_1")
         );
         let again =
-            parse_payout_report(payout_report(&statements[0]).as_bytes(), &options()).unwrap();
+            parse_payout_report(payout_report(&statements[..1]).as_bytes(), &options()).unwrap();
         assert_eq!(again[0].entries, statements[0].entries);
     }
 

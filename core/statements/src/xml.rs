@@ -48,11 +48,26 @@ impl Element {
     }
 }
 
-fn line_of(bytes: &[u8], offset: usize) -> usize {
-    1 + bytes[..offset.min(bytes.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
+/// Where each line starts, so that an offset's line is a binary search (the file is scanned once,
+/// not once per element).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn of(bytes: &[u8]) -> Lines {
+        Lines(
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    /// The 1-based line of `offset`: one more than the newlines before it.
+    fn line_of(&self, offset: usize) -> usize {
+        1 + self.0.partition_point(|newline| *newline < offset)
+    }
 }
 
 fn local(name: &[u8]) -> String {
@@ -70,9 +85,10 @@ pub fn parse(bytes: &[u8]) -> Result<Element, StatementError> {
     let mut buf = Vec::new();
     let mut stack: Vec<Element> = vec![Element::default()];
     let mut count = 0usize;
+    let lines = Lines::of(bytes);
     let error_at = |offset: u64, message: String| {
         StatementError::new(
-            format!("line {}", line_of(bytes, offset as usize)),
+            format!("line {}", lines.line_of(offset as usize)),
             None,
             message,
         )
@@ -93,7 +109,7 @@ pub fn parse(bytes: &[u8]) -> Result<Element, StatementError> {
                 }
                 let mut element = Element {
                     name: local(start.name().as_ref()),
-                    line: line_of(bytes, offset as usize),
+                    line: lines.line_of(offset as usize),
                     ..Element::default()
                 };
                 for attribute in start.attributes() {
@@ -157,5 +173,30 @@ pub fn parse(bytes: &[u8]) -> Result<Element, StatementError> {
         _ => Err(StatementError::file(
             "the XML has more than one root element",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_is_on_one_more_line_than_the_newlines_before_it() {
+        let lines = Lines::of(b"a\nbc\n\nd");
+        assert_eq!(lines.line_of(0), 1);
+        assert_eq!(lines.line_of(1), 1, "the newline ends line 1");
+        assert_eq!(lines.line_of(2), 2);
+        assert_eq!(lines.line_of(5), 3);
+        assert_eq!(lines.line_of(6), 4);
+        assert_eq!(lines.line_of(99), 4);
+    }
+
+    #[test]
+    fn elements_know_their_line() {
+        let a = parse(b"<a>\n<b/>\n\n<c>x</c></a>").unwrap();
+        assert_eq!(a.name, "a");
+        assert_eq!(a.line, 1);
+        assert_eq!(a.children[0].line, 2);
+        assert_eq!(a.children[1].line, 4);
     }
 }

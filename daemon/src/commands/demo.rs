@@ -1,7 +1,9 @@
-//! `settle demo`: a reproducible month of marketplace transactions, every day settled, a summary
-//! table, the last day's CSV export and a PNG chart. Running it again changes nothing.
+//! `settle demo`: a reproducible month of marketplace transactions, every day settled and paid out
+//! through a loopback sandbox provider, a summary table, the last day's CSV export, a PNG chart, and
+//! the month's statements reconciled with their planted discrepancies. Running it again changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use chrono::{Days, NaiveDate};
@@ -15,6 +17,10 @@ use settle_core::money::Currency;
 use settle_core::settlement::{RunError, RunRequest};
 use settle_core::store::StoreError;
 
+use settle_core::payout::PayoutSender;
+use settle_core::provider::{PayoutProvider, ProviderSettings};
+
+use super::sandbox_provider::SandboxProvider;
 use crate::cli::DemoArgs;
 use crate::context::Context;
 use crate::output;
@@ -73,8 +79,23 @@ pub async fn run(context: Context, explicit_data_dir: bool, args: DemoArgs) -> R
     bar.finish_and_clear();
     println!("  {total} generated transactions: {inserted} stored, {duplicates} already present");
 
-    // Demo money is not real: no payouts, no notifications, whatever the configuration says.
-    let runner = context.runner_without_payouts(store.clone());
+    // Demo money is not real: payouts go to a sandbox on loopback, never to the configured
+    // provider, and nobody is notified, whatever the configuration says.
+    let sandbox = SandboxProvider::start().await?;
+    let provider = PayoutProvider::new(ProviderSettings {
+        base_url: sandbox.base_url().to_string(),
+        token: None,
+        policy: context.settings.retry.payment.clone(),
+    })
+    .map_err(|e| anyhow::anyhow!("the demo's sandbox provider: {e}"))?;
+    let sender = PayoutSender::new(
+        store.clone(),
+        Arc::new(provider),
+        Arc::clone(&context.clock),
+    );
+    let runner = context
+        .runner_without_payouts(store.clone())
+        .with_payouts(sender);
     let bar = progress::steps(u64::from(spec.days), "settling");
     let (mut settled, mut already) = (0, 0);
     let mut date = spec.first_date;
@@ -117,14 +138,15 @@ pub async fn run(context: Context, explicit_data_dir: bool, args: DemoArgs) -> R
         lines.len()
     );
     println!("wrote {}", chart_path.display());
-    match context.settings.store.kind {
-        StoreKind::Sqlite => println!(
-            "explore: settle --data-dir {} show --date {last_date}",
-            context.data_dir.display()
-        ),
-        StoreKind::Mongodb => {
-            println!("explore: settle show --date {last_date}, with the same store options")
-        }
+    super::demo_reconcile::run(&context, &store, spec.first_date, last_date, &args.out_dir).await?;
+    let options = match context.settings.store.kind {
+        StoreKind::Sqlite => format!("--data-dir {} ", context.data_dir.display()),
+        StoreKind::Mongodb => String::new(),
+    };
+    println!("\nexplore: settle {options}show --date {last_date}");
+    println!("work the exceptions: settle {options}reconcile exceptions");
+    if context.settings.store.kind == StoreKind::Mongodb {
+        println!("(with the same store options as this demo)");
     }
 
     let event = AuditEvent::new(

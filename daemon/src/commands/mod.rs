@@ -4,12 +4,14 @@
 
 mod check_config;
 mod demo;
+mod demo_reconcile;
 mod export;
 mod import;
 mod merchants;
 mod migrate;
 mod payments;
 mod reconcile;
+mod sandbox_provider;
 mod service;
 mod settle;
 mod show;

@@ -6,8 +6,8 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use settle_core::reconcile::report::{report_rows, write_report_csv};
 use settle_core::reconcile::{
-    Decision, DecisionState, ExpectRequest, ImportFile, ItemSide, KindItem, ReconciliationService,
-    StatementKind, WriteOffRequest,
+    Decision, DecisionState, ExpectRequest, ImportFile, ImportReport, ItemSide, KindItem,
+    ReconciliationService, StatementKind, WriteOffRequest,
 };
 use settle_core::store::ImportOutcome;
 
@@ -206,6 +206,12 @@ async fn import(
         .import_file(file, actor)
         .await
         .with_context(|| format!("{} was not imported", args.file.display()))?;
+    print_import_report(&report);
+    Ok(())
+}
+
+/// One line per statement of an import: imported with its entries, or already imported.
+pub(crate) fn print_import_report(report: &ImportReport) {
     for (statement, outcome) in &report.statements {
         let identity = &statement.identity;
         let what = format!(
@@ -229,7 +235,6 @@ async fn import(
             ),
         }
     }
-    Ok(())
 }
 
 fn print_write_off(d: &Decision) {
@@ -242,7 +247,7 @@ fn print_write_off(d: &Decision) {
     }
 }
 
-fn print_exception_summary(exceptions: &[KindItem]) {
+pub(crate) fn print_exception_summary(exceptions: &[KindItem]) {
     let mut by_kind: std::collections::BTreeMap<
         (StatementKind, settle_core::money::Currency),
         (u64, i64, i64),
@@ -264,7 +269,7 @@ fn print_exception_summary(exceptions: &[KindItem]) {
     }
 }
 
-fn items_table(items: &[KindItem]) -> Table {
+pub(crate) fn items_table(items: &[KindItem]) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
         "kind",

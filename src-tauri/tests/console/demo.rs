@@ -1,6 +1,6 @@
-//! A real daemon for the console's tests: `settle demo` (a month of settled marketplace days) on
-//! the embedded store, paid through a provider on loopback, served on 127.0.0.1, with an operator
-//! and a viewer token.
+//! A real daemon for the console's tests: `settle demo` (a month of settled marketplace days, paid
+//! through the demo's own sandbox) on the embedded store, served on 127.0.0.1 with a provider on
+//! loopback for what the tests pay out later, and an operator and a viewer token.
 
 use chrono::NaiveDate;
 use serde_json::Value;
@@ -9,7 +9,7 @@ use crate::daemon::{Daemon, Setup};
 use crate::provider_server::ProviderServer;
 
 pub struct DemoServer {
-    /// The payout provider every merchant is paid through (a real HTTP server on loopback).
+    /// The payout provider reruns and retries pay through (a real HTTP server on loopback).
     pub provider: ProviderServer,
     pub setup: Setup,
     pub daemon: Daemon,

@@ -13,13 +13,14 @@ fn csv_text(rows: Vec<Vec<String>>) -> String {
     String::from_utf8(writer.into_inner().expect("writing to memory")).expect("UTF-8 cells")
 }
 
-/// `reference,amount,currency,status,paid_at,provider_payout_id`, one row per entry.
-pub fn payout_report(statement: &Statement) -> String {
+/// `reference,amount,currency,status,paid_at,provider_payout_id`, one row per entry of each
+/// statement (one file for every currency).
+pub fn payout_report(statements: &[Statement]) -> String {
     let mut rows = vec![crate::reports::PAYOUT_REPORT_COLUMNS
         .iter()
         .map(|c| c.to_string())
         .collect::<Vec<_>>()];
-    for e in &statement.entries {
+    for e in statements.iter().flat_map(|s| &s.entries) {
         rows.push(vec![
             e.references.first().cloned().unwrap_or_default(),
             format_minor(e.amount_minor, e.currency),
@@ -34,13 +35,13 @@ pub fn payout_report(statement: &Statement) -> String {
     csv_text(rows)
 }
 
-/// `reference,amount,currency,fee,status,booked_at`, one row per entry.
-pub fn provider_report(statement: &Statement) -> String {
+/// `reference,amount,currency,fee,status,booked_at`, one row per entry of each statement.
+pub fn provider_report(statements: &[Statement]) -> String {
     let mut rows = vec![crate::reports::PROVIDER_REPORT_COLUMNS
         .iter()
         .map(|c| c.to_string())
         .collect::<Vec<_>>()];
-    for e in &statement.entries {
+    for e in statements.iter().flat_map(|s| &s.entries) {
         let status = e.status.clone().unwrap_or_else(|| {
             if e.amount_minor < 0 {
                 "refunded"
