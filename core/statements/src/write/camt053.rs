@@ -72,9 +72,19 @@ pub fn camt053(statements: &[Statement], version: Camt053Version) -> String {
         } else {
             format!("<Othr><Id>{}</Id></Othr>", escape(account))
         };
+        // ElctrncSeqNb is a number in the schema; a sequence that is not one is the Id alone.
+        let sequence = &s.identity.sequence;
+        let numbered = !sequence.is_empty()
+            && sequence.len() <= 18
+            && sequence.chars().all(|c| c.is_ascii_digit());
+        let electronic = if numbered {
+            format!("<ElctrncSeqNb>{sequence}</ElctrncSeqNb>")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "<Stmt><Id>{seq}</Id><ElctrncSeqNb>{seq}</ElctrncSeqNb><CreDtTm>{end}T23:59:59Z</CreDtTm>\
+            "<Stmt><Id>{seq}</Id>{electronic}<CreDtTm>{end}T23:59:59Z</CreDtTm>\
              <FrToDt><FrDtTm>{start}T00:00:00Z</FrDtTm><ToDtTm>{end}T23:59:59Z</ToDtTm></FrToDt>\
              <Acct><Id>{account_id}</Id><Ccy>{currency}</Ccy></Acct>",
             seq = escape(&s.identity.sequence),
