@@ -276,6 +276,20 @@ pub enum ReconcileCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Turn a write-off or a confirmed difference into an adjustment on the merchant, through the
+    /// payment service: the next settlement pays (or collects) it. Once per decision.
+    Adjust {
+        decision: String,
+        /// Signed, in major units: negative is a debit to the merchant (e.g. -1.05); at most the
+        /// decision's amount.
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        #[arg(long)]
+        reason: String,
+        /// The merchant, when the decision's records do not name exactly one.
+        #[arg(long)]
+        merchant: Option<String>,
+    },
     /// Write the report of a range of business dates as CSV.
     Report {
         #[arg(long, value_parser = parse_date)]

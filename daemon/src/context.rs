@@ -151,7 +151,7 @@ impl Context {
         )
     }
 
-    /// A runner that neither pays out nor notifies (the demo's: its money is not real).
+    /// A runner that neither pays out nor notifies (the demo adds its own sandbox payouts).
     pub fn runner_without_payouts(&self, store: SharedStore) -> SettlementRunner {
         SettlementRunner::new(
             store,

@@ -301,6 +301,33 @@ async fn reconcile_over_http(database: Option<FreshDatabase>) {
         .expect_problem(409, "conflict");
     }
 
+    // The confirmed short payout becomes a credit to m-2 through the payment service (operator);
+    // a viewer may not, too much is refused, a second request finds it and adds nothing.
+    let confirmed_short = format!("{}-confirmed", short["id"].as_str().unwrap());
+    let adjustment_path = format!("/decisions/{confirmed_short}/adjustment");
+    let credit = json!({ "amount": "0.75", "reason": "the provider's fee is ours to bear" });
+    post(&daemon, &viewer, &adjustment_path, credit.clone())
+        .await
+        .expect_problem(403, "forbidden");
+    post(
+        &daemon,
+        &operator,
+        &adjustment_path,
+        json!({ "amount": "0.76", "reason": "too much" }),
+    )
+    .await
+    .expect_problem(422, "invalid-request");
+    let recorded = post(&daemon, &operator, &adjustment_path, credit.clone())
+        .await
+        .expect(201);
+    assert_eq!(recorded["kind"], "adjustment");
+    assert_eq!(recorded["merchant_id"], "m-2");
+    assert_eq!(recorded["amount_minor"], 75);
+    let again = post(&daemon, &operator, &adjustment_path, credit)
+        .await
+        .expect(200);
+    assert_eq!(again["id"], recorded["id"], "one adjustment per decision");
+
     // The fee is written off at once (below the threshold), replayed by its key.
     let entries = store
         .statement_entries(&EntryFilter {
@@ -498,6 +525,11 @@ async fn reconcile_over_http(database: Option<FreshDatabase>) {
         ("reconciliation.run", "token:recon-operator", "succeeded"),
         (
             "reconciliation.confirm",
+            "token:recon-operator",
+            "succeeded",
+        ),
+        (
+            "reconciliation.adjustment",
             "token:recon-operator",
             "succeeded",
         ),

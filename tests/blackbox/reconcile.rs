@@ -426,6 +426,73 @@ async fn reconcile_a_month(database: Option<FreshDatabase>) {
     let ran = world.settle(&["reconcile", "exceptions"]);
     assert!(ran.stdout.contains("no open exceptions"), "{}", ran.stdout);
 
+    // The confirmed short payout becomes a credit to m-2 through the payment service: once, never
+    // more than the difference, and only from a decision in force.
+    let confirmed = format!("{}-confirmed", short.id);
+    let adjust = |decision: &str, amount: &str, extra: &[&str]| {
+        let mut args = vec![
+            "reconcile",
+            "adjust",
+            decision,
+            "--amount",
+            amount,
+            "--reason",
+            "the provider's fee is ours to bear",
+        ];
+        args.extend_from_slice(extra);
+        world.settle(&args)
+    };
+    let ran = adjust(&confirmed, "0.76", &[]);
+    ran.assert_code(2);
+    assert!(
+        ran.stderr.contains("more than the decision's 0.75"),
+        "{}",
+        ran.stderr
+    );
+    let ran = adjust(&short.id, "0.75", &[]);
+    ran.assert_code(2);
+    assert!(
+        ran.stderr.contains("only a write-off in force"),
+        "{}",
+        ran.stderr
+    );
+    let ran = adjust(&waiting[0].id, "-1.00", &[]);
+    ran.assert_code(2);
+    assert!(ran.stderr.contains("give the merchant"), "{}", ran.stderr);
+    adjust(&confirmed, "0.75", &["--merchant", "m-1"]).assert_code(2);
+    let ran = adjust(&confirmed, "0.75", &[]);
+    ran.assert_ok();
+    assert!(ran.stdout.contains("recorded adjustment"), "{}", ran.stdout);
+    let ran = adjust(&confirmed, "0.75", &[]);
+    ran.assert_ok();
+    assert!(ran.stdout.contains("nothing added"), "{}", ran.stdout);
+    let ran = adjust(&confirmed, "0.50", &[]);
+    ran.assert_code(2);
+    assert!(
+        ran.stderr.contains("already has its adjustment"),
+        "{}",
+        ran.stderr
+    );
+    let adjustments = store
+        .transactions_by_ref(vec![(
+            "m-2".to_string(),
+            settle_core::reconcile::adjustment::adjustment_reference(&confirmed),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(adjustments.len(), 1, "one adjustment for the decision");
+    let adjustment = &adjustments[0];
+    assert_eq!(
+        adjustment.kind,
+        settle_core::model::TransactionKind::Adjustment
+    );
+    assert_eq!((adjustment.amount_minor, adjustment.currency), (75, usd()));
+    // It lands on the open business date: the next settlement collects it.
+    let today = settle_core::calendar::BusinessCalendar::default()
+        .date_of(chrono::Utc::now())
+        .unwrap();
+    assert!(adjustment.settlement_date >= today, "{adjustment:?}");
+
     // The report: per date, kind and currency, Excel-safe, exact decimals.
     world
         .settle(&[
@@ -464,6 +531,8 @@ async fn reconcile_a_month(database: Option<FreshDatabase>) {
         "reconciliation.write_off",
         "reconciliation.write_off_approved",
         "reconciliation.expect",
+        "reconciliation.adjustment",
+        "payments.record_adjustment",
     ] {
         assert!(
             audit.iter().any(|e| e.action == action),

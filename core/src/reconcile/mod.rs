@@ -3,6 +3,7 @@
 
 pub use settle_domain::reconcile::*;
 
+pub mod adjustment;
 pub mod metrics;
 pub mod records;
 pub mod report;
@@ -10,6 +11,7 @@ pub mod service;
 pub mod settings;
 pub mod simulated;
 
+pub use adjustment::{AdjustOutcome, AdjustRequest};
 pub use service::{
     ExpectRequest, ImportFile, ImportReport, KindItem, KindRun, ReconcileError,
     ReconciliationService, RunReport, WriteOffRequest,

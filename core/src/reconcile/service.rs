@@ -178,11 +178,19 @@ impl ReconciliationService {
         }
     }
 
+    pub(super) fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub(super) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     pub fn settings(&self) -> &ReconciliationSettings {
         &self.settings
     }
 
-    async fn audit(
+    pub(super) async fn audit(
         &self,
         actor: &str,
         action: AuditAction,

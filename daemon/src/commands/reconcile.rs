@@ -6,8 +6,8 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use settle_core::reconcile::report::{report_rows, write_report_csv};
 use settle_core::reconcile::{
-    Decision, DecisionState, ExpectRequest, ImportFile, ImportReport, ItemSide, KindItem,
-    ReconciliationService, StatementKind, WriteOffRequest,
+    AdjustOutcome, AdjustRequest, Decision, DecisionState, ExpectRequest, ImportFile, ImportReport,
+    ItemSide, KindItem, ReconciliationService, StatementKind, WriteOffRequest,
 };
 use settle_core::store::ImportOutcome;
 
@@ -21,6 +21,7 @@ pub const MAX_STATEMENT_FILE_BYTES: u64 = 512 * 1024 * 1024;
 
 pub async fn run(context: Context, command: ReconcileCommand) -> Result<()> {
     let store = context.open_store().await?;
+    let service_store = store.clone();
     let service = context.reconciliation_service(store);
     let actor = context.actor.as_str();
     match command {
@@ -151,6 +152,36 @@ pub async fn run(context: Context, command: ReconcileCommand) -> Result<()> {
                 .await?;
             println!("write-off {decision} rejected: its items are open again");
         }
+        ReconcileCommand::Adjust {
+            decision,
+            amount: asked,
+            reason,
+            merchant,
+        } => {
+            let payments = context.payment_service(service_store.clone());
+            let request = AdjustRequest {
+                decision: decision.clone(),
+                amount: asked,
+                reason,
+                merchant_id: merchant,
+            };
+            let outcome = service.adjust(&payments, request, actor).await?;
+            let t = outcome.transaction();
+            let what = format!(
+                "adjustment {} of {} {} on merchant {} (settles on {})",
+                t.id,
+                amount(t.amount_minor, t.currency),
+                t.currency,
+                t.merchant_id,
+                t.settlement_date
+            );
+            match outcome {
+                AdjustOutcome::Recorded(_) => println!("recorded {what} for decision {decision}"),
+                AdjustOutcome::AlreadyRecorded(_) => {
+                    println!("decision {decision} already has {what}: nothing added")
+                }
+            }
+        }
         ReconcileCommand::Report { from, to, out } => {
             if from > to {
                 return Err(Exit::bad_input(format!("--from {from} is after --to {to}")));
@@ -243,7 +274,13 @@ fn print_write_off(d: &Decision) {
             "write-off {} of {} waits for approval by another admin (`settle reconcile approve {}`)",
             d.id, d.amount_minor, d.id
         ),
-        _ => println!("written off: decision {} ({} minor units)", d.id, d.amount_minor),
+        _ => println!(
+            "written off: decision {} ({})",
+            d.id,
+            d.currency
+                .map(|c| format!("{} {c}", amount(d.amount_minor, c)))
+                .unwrap_or_else(|| d.amount_minor.to_string())
+        ),
     }
 }
 

@@ -160,6 +160,10 @@ pub fn router(state: AppState) -> Router {
             post(reconciliation::confirm),
         )
         .route(
+            "/finance/reconciliation/decisions/{id}/adjustment",
+            post(reconciliation::adjust),
+        )
+        .route(
             "/finance/reconciliation/write-offs/{id}/approve",
             post(reconciliation::approve_write_off),
         )

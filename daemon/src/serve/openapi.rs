@@ -72,6 +72,7 @@ pub const BEARER: &str = "bearer";
         reconciliation::create_write_off,
         reconciliation::unmatch,
         reconciliation::confirm,
+        reconciliation::adjust,
         reconciliation::approve_write_off,
         reconciliation::reject_write_off,
     ),

@@ -41,6 +41,7 @@ named_enum!(
         ReconciliationWriteOff => "reconciliation.write_off",
         ReconciliationWriteOffApproved => "reconciliation.write_off_approved",
         ReconciliationWriteOffRejected => "reconciliation.write_off_rejected",
+        ReconciliationAdjustment => "reconciliation.adjustment",
     }
 );
 
@@ -185,10 +186,11 @@ mod tests {
             | AuditAction::ReconciliationExpect
             | AuditAction::ReconciliationWriteOff
             | AuditAction::ReconciliationWriteOffApproved
-            | AuditAction::ReconciliationWriteOffRejected => AuditAction::ALL.contains(&action),
+            | AuditAction::ReconciliationWriteOffRejected
+            | AuditAction::ReconciliationAdjustment => AuditAction::ALL.contains(&action),
         };
         assert!(AuditAction::ALL.iter().all(|a| listed(*a)));
-        assert_eq!(AuditAction::ALL.len(), 30);
+        assert_eq!(AuditAction::ALL.len(), 31);
     }
 
     #[test]

@@ -13,10 +13,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use settle_core::idempotency::{fingerprint, HandlerOutcome, StoredResponse};
 use settle_core::model::Role;
+use settle_core::payments::transaction_json;
 use settle_core::reconcile::report::{report_rows, write_report_csv};
 use settle_core::reconcile::{
-    Decision, DecisionState, ExpectRequest, ImportFile, ItemSide, ItemStatus, KindItem,
-    ReconcileError, StatementFormat, StatementKind, WriteOffCategory, WriteOffRequest,
+    AdjustOutcome, AdjustRequest, Decision, DecisionState, ExpectRequest, ImportFile, ItemSide,
+    ItemStatus, KindItem, ReconcileError, StatementFormat, StatementKind, WriteOffCategory,
+    WriteOffRequest,
 };
 use settle_core::store::ImportOutcome;
 
@@ -880,6 +882,66 @@ pub async fn confirm(
                 .confirm(&target, reason, &caller.actor())
                 .await,
         )
+    })
+    .await
+}
+
+/// An adjustment on the merchant from a decision: signed major units (negative is a debit).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentFromDecision {
+    #[schema(example = "0.75")]
+    amount: String,
+    #[schema(min_length = 1)]
+    reason: String,
+    /// When the decision's records do not name exactly one merchant.
+    merchant_id: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v2/finance/reconciliation/decisions/{id}/adjustment",
+    summary = "Turn a write-off or a confirmed difference into an adjustment on the merchant (once per decision, at most its amount); the next settlement pays or collects it",
+    params(schema::DecisionIdPath, schema::IdempotencyKeyHeader),
+    request_body = AdjustmentFromDecision,
+    responses(
+        (status = 201, description = "Recorded through the payment service", body = schema::TransactionView),
+        (status = 200, description = "The decision already has this adjustment: nothing added", body = schema::TransactionView),
+        schema::ReconciliationDecisionProblems,
+    ),
+    security(("bearer" = ["operator"])),
+)]
+pub async fn adjust(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: Key,
+    Path(target): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    caller.require(Role::Operator)?;
+    let request: AdjustmentFromDecision = body_as(&body)?;
+    let path = format!("{BASE}/decisions/{target}/adjustment");
+    idempotent(&state, &caller, &key, &path, &body, || async {
+        let request = AdjustRequest {
+            decision: target.clone(),
+            amount: request.amount,
+            reason: request.reason,
+            merchant_id: request.merchant_id,
+        };
+        match state
+            .reconciliation
+            .adjust(&state.payments, request, &caller.actor())
+            .await
+        {
+            Ok(outcome) => {
+                let status = match outcome {
+                    AdjustOutcome::Recorded(_) => 201,
+                    AdjustOutcome::AlreadyRecorded(_) => 200,
+                };
+                completed(status, transaction_json(outcome.transaction()))
+            }
+            Err(error) => refused(&error),
+        }
     })
     .await
 }
