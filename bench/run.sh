@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measures Settle against its baselines and writes bench/RESULTS.md (the table is printed too):
 # ingest (settle import vs sqlite3 .import), settle (settle run vs the raw SQL GROUP BY vs pandas),
+# reconciliation (settle reconcile vs a pandas merge; the group rule on 50,000 payouts),
 # the API (idempotent POST /api/v2/payments, new keys and replays, vs GET /healthz, 64 connections,
 # on SQLite and on the MongoDB-compatible test server) and the footprint. Each figure is the median
 # of BENCH_RUNS runs (default 5). Not a test: it prints numbers.
@@ -127,6 +128,10 @@ settle_run_s=$(printf '%s\n' "${settle_run[@]}" | median)
 raw_run_s=$(printf '%s\n' "${raw_run[@]}" | median)
 pandas_run_s=$(printf '%s\n' "${pandas_run[@]}" | median)
 lines=$("$SETTLE" --data-dir "$WORK/run" export --date "$DATE" | tail -n +2 | wc -l)
+
+# --- reconciliation -----------------------------------------------------------------------------
+# shellcheck source=bench/reconcile.sh
+source bench/reconcile.sh
 
 # --- API ----------------------------------------------------------------------------------------
 # Starts `settle serve` on a free port with `$@` as store options; sets daemon_pid and daemon_url.
@@ -261,9 +266,13 @@ os=$(. /etc/os-release && echo "$PRETTY_NAME")
     echo "| Ingest floor: \`sqlite3\` INSERT…SELECT of the same rows into Settle's schema (s) | $(fmt "$settle_import_s") | $(fmt "$floor_import_s") | speed $(fmt "$(ratio "$floor_import_s" "$settle_import_s")")× | (reference) | |"
     echo "| Settle: \`settle run\` vs raw SQL GROUP BY (s) | $(fmt "$settle_run_s") | $(fmt "$raw_run_s") | $(fmt "$settle_vs_raw")× the time | ≤ 1.5× | $(verdict "$settle_vs_raw <= 1.5") |"
     echo "| Settle: \`settle run\` vs pandas read_csv + groupby (s) | $(fmt "$settle_run_s") | $(fmt "$pandas_run_s") | $(fmt "$pandas_vs_settle")× faster | ≥ 3× | $(verdict "$pandas_vs_settle >= 3") |"
+    echo "| Reconciliation: \`settle reconcile import\` + \`run\` of $report_lines provider report lines vs pandas merge on reference + amount (s) | $(fmt "$recon_s") | $(fmt "$pandas_recon_s") | $(fmt "$(ratio "$pandas_recon_s" "$recon_s")")× faster | ≥ 2× | $(verdict "$pandas_recon_s / $recon_s >= 2") |"
+    echo "| Reconciliation: the group rule, 1,000 bank debits vs 50,000 payouts (s; peak RSS $(fmt "$groups_rss_mb") MB; $groups_matched matched) | $(fmt "$groups_s") | | | (reference) | |"
     echo "| API, SQLite: new-key POST vs /healthz (req/s) | $(fmt "$sq_n_rps") | $(fmt "$sq_h_rps") | $(fmt "$new_vs_health")× | ≥ 0.3× | $(verdict "$new_vs_health >= 0.3") |"
     echo "| API, SQLite: replayed POST vs /healthz (req/s) | $(fmt "$sq_r_rps") | $(fmt "$sq_h_rps") | $(fmt "$replay_vs_health")× | ≥ 0.7× | $(verdict "$replay_vs_health >= 0.7") |"
     echo "| Daemon idle RSS (MB) | $(fmt "$rss_mb") | | | ≤ 30 | $(verdict "$rss_mb <= 30") |"
+    echo
+    echo "Reconciliation: $recon_exact (the import alone took $(fmt "$recon_import_s") s)."
     echo
     echo "API latency with $CONNECTIONS connections (ms):"
     echo
