@@ -91,19 +91,10 @@ pub(crate) fn entry(
     external_id: &str,
 ) -> StatementEntry {
     StatementEntry {
-        source: String::new(),
-        amount_minor,
-        currency: usd(),
-        booking_date: day(booked),
         value_date: Some(day(booked)),
-        booked_at: None,
         references: references.iter().map(|r| r.to_string()).collect(),
         external_id: Some(external_id.into()),
-        counterparty: None,
-        description: String::new(),
-        fee_minor: None,
-        status: None,
-        reversal: false,
+        ..StatementEntry::new(amount_minor, usd(), day(booked))
     }
 }
 

@@ -19,6 +19,7 @@ use settle_core::model::{Payout, RunTrigger, Transaction};
 use settle_core::money::Currency;
 use settle_core::payout::PayoutSender;
 use settle_core::provider::{PayoutProvider, ProviderSettings};
+use settle_core::reconcile::records::date_transactions;
 use settle_core::reconcile::simulated::{month_statements, Discrepancy, Plant};
 use settle_core::reconcile::{
     ImportFile, ItemSide, ItemStatus, ReconciliationService, ReconciliationSettings,
@@ -85,7 +86,7 @@ async fn settled_month(
             .await
             .unwrap();
         payouts.extend(store.payouts(date).await.unwrap());
-        transactions.extend(store.transactions_page(date, None, 5_000).await.unwrap());
+        transactions.extend(date_transactions(store, date).await.unwrap());
     }
     (payouts, transactions, last)
 }

@@ -4,7 +4,7 @@
 use chrono::{Duration, NaiveDate};
 
 use crate::calendar::BusinessCalendar;
-use crate::model::{PayoutStatus, TransactionKind, TransactionStatus};
+use crate::model::{PayoutStatus, Transaction, TransactionKind, TransactionStatus};
 use crate::reconcile::{OurRecord, StatementKind};
 use crate::store::{SharedStore, StoreError};
 
@@ -18,6 +18,26 @@ fn on_statements(status: PayoutStatus) -> bool {
         status,
         PayoutStatus::Sent | PayoutStatus::Confirmed | PayoutStatus::Unknown
     )
+}
+
+/// Every transaction of a settlement date, read page by page.
+pub async fn date_transactions(
+    store: &SharedStore,
+    date: NaiveDate,
+) -> Result<Vec<Transaction>, StoreError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.transactions_page(date, after, PAGE_SIZE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        let full = page.len() as u32 == PAGE_SIZE;
+        out.extend(page);
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// The records of ours of `kind` dated `from..=to`.
@@ -57,33 +77,23 @@ pub async fn records(
                 }
             }
             StatementKind::Provider => {
-                let mut after = None;
-                loop {
-                    let page = store.transactions_page(date, after, PAGE_SIZE).await?;
-                    let Some(last) = page.last() else { break };
-                    after = Some(last.id);
-                    let full = page.len() as u32 == PAGE_SIZE;
-                    for t in page {
-                        let sign = match t.kind {
-                            TransactionKind::Payment => 1,
-                            TransactionKind::Refund => -1,
-                            _ => continue,
-                        };
-                        if t.status != TransactionStatus::Completed {
-                            continue;
-                        }
-                        let business_date = calendar.date_of(t.occurred_at).unwrap_or(date);
-                        out.push(OurRecord {
-                            id: t.id.to_string(),
-                            amount_minor: sign * t.amount_minor,
-                            currency: t.currency,
-                            date: business_date,
-                            references: vec![t.external_ref],
-                        });
+                for t in date_transactions(store, date).await? {
+                    let sign = match t.kind {
+                        TransactionKind::Payment => 1,
+                        TransactionKind::Refund => -1,
+                        _ => continue,
+                    };
+                    if t.status != TransactionStatus::Completed {
+                        continue;
                     }
-                    if !full {
-                        break;
-                    }
+                    let business_date = calendar.date_of(t.occurred_at).unwrap_or(date);
+                    out.push(OurRecord {
+                        id: t.id.to_string(),
+                        amount_minor: sign * t.amount_minor,
+                        currency: t.currency,
+                        date: business_date,
+                        references: vec![t.external_ref],
+                    });
                 }
             }
         }

@@ -145,21 +145,11 @@ fn paid_at(payout: &Payout) -> DateTime<Utc> {
         .and_utc()
 }
 
+/// A bank-style entry: its value date is its booking date.
 fn entry(amount_minor: i64, currency: Currency, booking_date: NaiveDate) -> StatementEntry {
     StatementEntry {
-        source: String::new(),
-        amount_minor,
-        currency,
-        booking_date,
         value_date: Some(booking_date),
-        booked_at: None,
-        references: vec![],
-        external_id: None,
-        counterparty: None,
-        description: String::new(),
-        fee_minor: None,
-        status: None,
-        reversal: false,
+        ..StatementEntry::new(amount_minor, currency, booking_date)
     }
 }
 

@@ -7,15 +7,13 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use chrono::{Days, NaiveDate};
 use settle_core::model::Transaction;
+use settle_core::reconcile::records::date_transactions;
 use settle_core::reconcile::simulated::{demo_plants, month_statements, SimulatedStatements};
 use settle_core::reconcile::{ImportFile, ItemSide, ItemStatus, StatementFormat, StatementKind};
 use settle_core::store::SharedStore;
 
 use super::reconcile::{items_table, print_exception_summary, print_import_report};
 use crate::context::Context;
-
-/// Transactions read per store call.
-const PAGE_SIZE: u32 = 5_000;
 
 /// Writes, imports and reconciles the statements of `first..=last` into `out_dir`.
 pub async fn run(
@@ -135,19 +133,7 @@ async fn month_records(
     let mut date = first;
     while date <= last {
         payouts.extend(store.payouts(date).await?);
-        let mut after = None;
-        loop {
-            let page = store.transactions_page(date, after, PAGE_SIZE).await?;
-            let Some(last_id) = page.last().map(|t| t.id) else {
-                break;
-            };
-            let full = page.len() as u32 == PAGE_SIZE;
-            transactions.extend(page);
-            if !full {
-                break;
-            }
-            after = Some(last_id);
-        }
+        transactions.extend(date_transactions(store, date).await?);
         date = date + Days::new(1);
     }
     Ok((payouts, transactions))

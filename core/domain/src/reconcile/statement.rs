@@ -100,6 +100,27 @@ pub struct StatementEntry {
     pub reversal: bool,
 }
 
+impl StatementEntry {
+    /// An entry of `amount_minor` booked on `booking_date`, with nothing else stated yet.
+    pub fn new(amount_minor: i64, currency: Currency, booking_date: NaiveDate) -> StatementEntry {
+        StatementEntry {
+            source: String::new(),
+            amount_minor,
+            currency,
+            booking_date,
+            value_date: None,
+            booked_at: None,
+            references: vec![],
+            external_id: None,
+            counterparty: None,
+            description: String::new(),
+            fee_minor: None,
+            status: None,
+            reversal: false,
+        }
+    }
+}
+
 /// Why a statement's balances do not hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BalanceError {
@@ -173,18 +194,11 @@ mod tests {
     fn entry(amount_minor: i64) -> StatementEntry {
         StatementEntry {
             source: "line 1".into(),
-            amount_minor,
-            currency: usd(),
-            booking_date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
-            value_date: None,
-            booked_at: None,
-            references: vec![],
-            external_id: None,
-            counterparty: None,
-            description: String::new(),
-            fee_minor: None,
-            status: None,
-            reversal: false,
+            ..StatementEntry::new(
+                amount_minor,
+                usd(),
+                NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            )
         }
     }
 
