@@ -864,3 +864,151 @@ fn bad_sources_and_targets_are_refused() {
         wrong_target.stderr
     );
 }
+
+/// The provider's transaction report of `populated()`'s days: its payments and refund, one line
+/// twice, two captures Settle never recorded (one above the write-off approval threshold), and
+/// p-4 off by its fee.
+const PROVIDER_REPORT: &str = "reference,amount,currency,fee,status,booked_at\n\
+p-1,100.00,USD,1.50,captured,2024-03-10T07:00:00Z\n\
+r-1,-40.00,USD,0.00,refunded,2024-03-10T09:00:00Z\n\
+p-1,100.00,USD,1.50,captured,2024-03-10T07:00:00Z\n\
+x-9,12.00,USD,0.18,captured,2024-03-10T08:00:00Z\n\
+x-10,250.00,USD,3.75,captured,2024-03-10T08:30:00Z\n\
+p-4,7.14,USD,0.11,captured,2024-03-11T06:00:00Z\n\
+p-2,1500,YER,0,captured,2024-03-10T08:00:00Z\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_records_are_migrated_with_their_state() {
+    let sandbox = populated();
+    let report = sandbox.write("provider.csv", PROVIDER_REPORT);
+    sandbox
+        .run(&[
+            "reconcile",
+            "import",
+            report.to_str().unwrap(),
+            "--kind",
+            "provider",
+        ])
+        .assert_ok();
+    sandbox.run(&["reconcile", "run"]).assert_ok();
+    let source = sandbox.store().await;
+    let entries = source
+        .statement_entries(&settle_core::store::EntryFilter {
+            kind: settle_core::reconcile::StatementKind::Provider,
+            booked_from: None,
+            booked_to: None,
+        })
+        .await
+        .unwrap();
+    let entry_id = |reference: &str| {
+        entries
+            .iter()
+            .find(|e| e.entry.references == [reference])
+            .unwrap_or_else(|| panic!("no entry {reference}"))
+            .id
+            .clone()
+    };
+    let write_off = |reference: &str| {
+        let ran = sandbox.run(&[
+            "reconcile",
+            "write-off",
+            "--kind",
+            "provider",
+            "--theirs",
+            &entry_id(reference),
+            "--reason",
+            "not ours",
+            "--category",
+            "other",
+        ]);
+        ran.assert_ok();
+        ran.stdout
+    };
+    write_off("x-9");
+    assert!(write_off("x-10").contains("waits for approval"));
+    // The YER match is undone: a reversed decision, its items open again.
+    let yer = source
+        .decisions(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.currency.map(|c| c.code()) == Some("YER"))
+        .expect("the YER capture matched");
+    sandbox
+        .run(&["reconcile", "unmatch", &yer.id, "--reason", "recheck"])
+        .assert_ok();
+    let decisions = source.decisions(&Default::default()).await.unwrap();
+    let states: std::collections::BTreeSet<&str> =
+        decisions.iter().map(|d| d.state.as_str()).collect();
+    assert_eq!(
+        states.into_iter().collect::<Vec<_>>(),
+        ["awaiting_approval", "in_force", "reversed"],
+        "{decisions:#?}"
+    );
+    let exceptions = sandbox.run(&["reconcile", "exceptions"]);
+    exceptions.assert_ok();
+    let summary = sandbox.run(&["reconcile", "show", "--date", "2024-03-10"]);
+    summary.assert_ok();
+
+    let database = format!("settle_migrate_{}", uuid::Uuid::new_v4().simple());
+    let first = tokio::task::block_in_place(|| migrate(&sandbox, &database, &[]));
+    first.assert_ok();
+    let statements = source.statements(None).await.unwrap().len() as u64;
+    for (part, count) in [
+        ("recon_statements", statements),
+        ("recon_entries", entries.len() as u64),
+        ("recon_decisions", decisions.len() as u64),
+    ] {
+        assert_eq!(figures(&first, part), [count, 0, 0, 0], "{}", first.stdout);
+        let v = verified(&first.stdout, part);
+        assert!(v.equal() && v.source == count, "{part}: {v:?}");
+    }
+
+    // On MongoDB: the same decisions in the same states and the same exceptions; the claims came
+    // along (the written-off line cannot be matched again); a second run copies nothing.
+    let (target, raw) = mongo(&database).await;
+    assert_eq!(
+        target.decisions(&Default::default()).await.unwrap(),
+        decisions
+    );
+    let on_target = |args: &[&str]| {
+        let ran = tokio::task::block_in_place(|| on_mongo(&sandbox, &database, args));
+        ran.assert_ok();
+        ran.stdout
+    };
+    assert_eq!(on_target(&["reconcile", "exceptions"]), exceptions.stdout);
+    assert_eq!(
+        on_target(&["reconcile", "show", "--date", "2024-03-10"]),
+        summary.stdout
+    );
+    let written_off = entry_id("x-9");
+    let taken = tokio::task::block_in_place(|| {
+        on_mongo(
+            &sandbox,
+            &database,
+            &[
+                "reconcile",
+                "write-off",
+                "--kind",
+                "provider",
+                "--theirs",
+                &written_off,
+                "--reason",
+                "again",
+                "--category",
+                "other",
+            ],
+        )
+    });
+    taken.assert_code(3);
+    assert!(taken.stderr.contains(&written_off), "{}", taken.stderr);
+    let second = tokio::task::block_in_place(|| migrate(&sandbox, &database, &[]));
+    second.assert_ok();
+    assert_eq!(
+        figures(&second, "recon_decisions"),
+        [0, decisions.len() as u64, 0, 0],
+        "{}",
+        second.stdout
+    );
+    raw.drop_database().await.unwrap();
+}

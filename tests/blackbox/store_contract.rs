@@ -2979,5 +2979,6 @@ contract_tests! {
         statements_are_stored_once_by_identity_with_all_their_entries,
         decisions_claim_each_item_once_and_are_undone_only_by_new_decisions,
         concurrent_decisions_on_one_item_have_exactly_one_winner,
+        restored_decisions_keep_their_state_and_claim_only_what_they_hold,
     ],
 }

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use super::reconciliation::ReconciliationStore;
 use super::StoreError;
+
+pub mod reconciliation;
 
 /// The kinds of records, in the order they are copied: settlements before transactions, so that a
 /// target can tell which dates are sealed when it places each transaction.
@@ -80,6 +83,12 @@ pub trait MigrationSource: Send + Sync {
     /// for another store.
     async fn source_id(&self) -> Result<String, StoreError>;
 
+    /// Its reconciliation records, copied after every kind (`reconciliation::copy`); none when
+    /// the store keeps none.
+    fn reconciliation(&self) -> Option<&dyn ReconciliationStore> {
+        None
+    }
+
     /// Records of one kind after `after` (a cursor from an earlier page), in cursor order.
     async fn export_page(
         &self,
@@ -127,6 +136,11 @@ pub struct MigrationMarker {
 pub trait MigrationTarget: Send + Sync {
     /// Where the records go, for messages (e.g. "MongoDB database settle").
     fn describe(&self) -> String;
+
+    /// Where copied reconciliation records go; none when the target keeps none.
+    fn reconciliation(&self) -> Option<&dyn ReconciliationStore> {
+        None
+    }
 
     /// The marker an earlier migration left, if any.
     async fn migration_marker(&self) -> Result<Option<MigrationMarker>, StoreError>;
@@ -294,6 +308,8 @@ pub struct MigrationReport {
     /// True when an earlier run of the same source had finished (this run only added).
     pub again: bool,
     pub source_id: String,
+    /// Reconciliation's parts, when both stores keep reconciliation records.
+    pub reconciliation: Vec<reconciliation::PartReport>,
 }
 
 /// Why a migration did not finish.
@@ -400,17 +416,36 @@ pub async fn migrate(
             caught_up,
         });
     }
+    let stores = source.reconciliation().zip(target.reconciliation());
+    if let Some((from, to)) = stores {
+        report.reconciliation = reconciliation::copy(from, to).await?;
+    }
     // Verify the content, after every kind was caught up (the source may have changed meanwhile).
     for entry in &mut report.kinds {
         entry.verified = verify(source, target, entry.kind).await?;
     }
-    let missing = report.kinds.iter().any(|k| k.verified.missing > 0);
-    let changed = !report.again && report.kinds.iter().any(|k| k.verified.changed());
-    let failing: Vec<String> = report
+    if let Some((from, to)) = stores {
+        for entry in &mut report.reconciliation {
+            entry.verified = reconciliation::verify(from, to, entry.part).await?;
+        }
+    }
+    let verified: Vec<(&str, KindVerification)> = report
         .kinds
         .iter()
-        .filter(|k| k.verified.missing > 0 || (!report.again && k.verified.changed()))
-        .map(|k| format!("\n  {}: {}", k.kind.as_str(), k.verified.summary()))
+        .map(|k| (k.kind.as_str(), k.verified))
+        .chain(
+            report
+                .reconciliation
+                .iter()
+                .map(|p| (p.part.as_str(), p.verified)),
+        )
+        .collect();
+    let missing = verified.iter().any(|(_, v)| v.missing > 0);
+    let changed = !report.again && verified.iter().any(|(_, v)| v.changed());
+    let failing: Vec<String> = verified
+        .iter()
+        .filter(|(_, v)| v.missing > 0 || (!report.again && v.changed()))
+        .map(|(name, v)| format!("\n  {name}: {}", v.summary()))
         .collect();
     if !failing.is_empty() {
         let mut why = Vec::new();

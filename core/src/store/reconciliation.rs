@@ -139,6 +139,16 @@ pub trait ReconciliationStore: Send + Sync {
         decisions: Vec<Decision>,
     ) -> Result<Vec<DecisionWrite>, StoreError>;
 
+    /// Stores decisions copied from another store (`settle migrate`) as they are there, state
+    /// included, each atomically with the claims of one that holds its items
+    /// ([`Decision::holds_items`]); no other decision moves. One whose id is stored already is
+    /// left as it is (`AlreadyRecorded`); one whose item another decision claims is refused
+    /// (`ItemTaken`).
+    async fn restore_decisions(
+        &self,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<DecisionWrite>, StoreError>;
+
     /// The decisions `filter` selects, oldest first (by `decided_at`, then id).
     async fn decisions(&self, filter: &DecisionFilter) -> Result<Vec<Decision>, StoreError>;
 

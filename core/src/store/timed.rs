@@ -115,6 +115,10 @@ timed_store! {
             &self,
             decisions: Vec<Decision>,
         ) -> Result<Vec<DecisionWrite>, StoreError>;
+        async fn restore_decisions(
+            &self,
+            decisions: Vec<Decision>,
+        ) -> Result<Vec<DecisionWrite>, StoreError>;
         async fn decisions(&self, filter: &DecisionFilter) -> Result<Vec<Decision>, StoreError>;
         async fn decision(&self, id: &str) -> Result<Option<Decision>, StoreError>;
     }

@@ -56,10 +56,10 @@ const NOT_RECORD_COLLECTIONS: &[(&str, &str)] = &[
         super::collections::LINE_PLANS,
         "MongoDB's own planning decisions; a line planned before (on SQLite) is known by its payout or carry-forward",
     ),
-    (super::collections::RECON_IMPORTS, "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any"),
-    (super::collections::RECON_ENTRIES, "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any"),
-    (super::collections::RECON_DECISIONS, "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any"),
-    (super::collections::RECON_CLAIMS, "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any"),
+    (super::collections::RECON_IMPORTS, "reconciliation: copied through its port (store::migration::reconciliation)"),
+    (super::collections::RECON_ENTRIES, "reconciliation: copied through its port (store::migration::reconciliation)"),
+    (super::collections::RECON_DECISIONS, "reconciliation: copied through its port (store::migration::reconciliation)"),
+    (super::collections::RECON_CLAIMS, "reconciliation: restored with each copied decision that holds its items"),
 ];
 
 /// The collection each kind is written to.
@@ -436,6 +436,10 @@ impl MongoStore {
 impl MigrationTarget for MongoStore {
     fn describe(&self) -> String {
         format!("MongoDB database {}", self.database_name())
+    }
+
+    fn reconciliation(&self) -> Option<&dyn settle_core::store::ReconciliationStore> {
+        Some(self)
     }
 
     async fn migration_marker(&self) -> Result<Option<MigrationMarker>, StoreError> {

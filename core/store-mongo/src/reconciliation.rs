@@ -88,6 +88,22 @@ fn transition(
     }
 }
 
+/// A decision as first written: settling (invisible to reads) until its claims or its target's
+/// change are made.
+fn settling_document(d: &Decision) -> Result<Document, StoreError> {
+    Ok(doc! {
+        "_id": &d.id,
+        "kind": d.kind.as_str(),
+        "action": d.action.as_str(),
+        "state": d.state.as_str(),
+        "target": d.target.clone().map(Bson::String).unwrap_or(Bson::Null),
+        "decided_at": instant(d.decided_at),
+        "written_at": instant(Utc::now()),
+        "settling": true,
+        "body": to_json(d)?,
+    })
+}
+
 impl MongoStore {
     async fn decision_document(&self, id: &str) -> Result<Option<Document>, StoreError> {
         self.collection(RECON_DECISIONS)
@@ -155,18 +171,35 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Claims the items of a decision written settling; when one is claimed by another decision,
+    /// rolls this one back and names the holder. A claim made by an earlier attempt of this same
+    /// decision counts as made.
+    async fn claim_items(&self, d: &Decision) -> Result<Option<DecisionWrite>, StoreError> {
+        for key in d.item_keys() {
+            let claim = doc! { "_id": claim_id(d.kind, &key), "decision_id": &d.id };
+            if let Err(error) = self.collection(RECON_CLAIMS).insert_one(claim).await {
+                if !is_duplicate_key(&error) {
+                    return Err(backend(error));
+                }
+                let by = self
+                    .collection(RECON_CLAIMS)
+                    .find_one(doc! { "_id": claim_id(d.kind, &key) })
+                    .await
+                    .map_err(backend)?
+                    .and_then(|c| c.get_str("decision_id").ok().map(str::to_string))
+                    .unwrap_or_default();
+                if by == d.id {
+                    continue;
+                }
+                self.roll_back(&d.id).await?;
+                return Ok(Some(DecisionWrite::ItemTaken { item: key, by }));
+            }
+        }
+        Ok(None)
+    }
+
     async fn record_one(&self, d: &Decision) -> Result<DecisionWrite, StoreError> {
-        let document = doc! {
-            "_id": &d.id,
-            "kind": d.kind.as_str(),
-            "action": d.action.as_str(),
-            "state": d.state.as_str(),
-            "target": d.target.clone().map(Bson::String).unwrap_or(Bson::Null),
-            "decided_at": instant(d.decided_at),
-            "written_at": instant(Utc::now()),
-            "settling": true,
-            "body": to_json(d)?,
-        };
+        let document = settling_document(d)?;
         if let Err(error) = self.collection(RECON_DECISIONS).insert_one(document).await {
             if !is_duplicate_key(&error) {
                 return Err(backend(error));
@@ -179,25 +212,8 @@ impl MongoStore {
             }
         }
         if d.action.claims_items() {
-            for key in d.item_keys() {
-                let claim = doc! { "_id": claim_id(d.kind, &key), "decision_id": &d.id };
-                if let Err(error) = self.collection(RECON_CLAIMS).insert_one(claim).await {
-                    if !is_duplicate_key(&error) {
-                        return Err(backend(error));
-                    }
-                    let by = self
-                        .collection(RECON_CLAIMS)
-                        .find_one(doc! { "_id": claim_id(d.kind, &key) })
-                        .await
-                        .map_err(backend)?
-                        .and_then(|c| c.get_str("decision_id").ok().map(str::to_string))
-                        .unwrap_or_default();
-                    if by == d.id {
-                        continue; // claimed by an earlier attempt of this decision
-                    }
-                    self.roll_back(&d.id).await?;
-                    return Ok(DecisionWrite::ItemTaken { item: key, by });
-                }
+            if let Some(taken) = self.claim_items(d).await? {
+                return Ok(taken);
             }
             self.settled(&d.id).await?;
             return Ok(DecisionWrite::Recorded);
@@ -238,6 +254,29 @@ impl MongoStore {
         }
         if to != DecisionState::InForce {
             self.release_claims(&target_id).await?;
+        }
+        self.settled(&d.id).await?;
+        Ok(DecisionWrite::Recorded)
+    }
+
+    /// One decision copied from another store, as it is there (see the port): written settling
+    /// like a new one, with the claims of one that holds its items, then settled. A crash midway
+    /// leaves it settling, so the next writer rolls it back and a second copy writes it again.
+    async fn restore_one(&self, d: &Decision) -> Result<DecisionWrite, StoreError> {
+        let document = settling_document(d)?;
+        if let Err(error) = self.collection(RECON_DECISIONS).insert_one(document).await {
+            if !is_duplicate_key(&error) {
+                return Err(backend(error));
+            }
+            match self.decision_document(&d.id).await? {
+                Some(stored) if stored.get_bool("settling").ok() == Some(true) => {}
+                _ => return Ok(DecisionWrite::AlreadyRecorded),
+            }
+        }
+        if d.holds_items() {
+            if let Some(taken) = self.claim_items(d).await? {
+                return Ok(taken);
+            }
         }
         self.settled(&d.id).await?;
         Ok(DecisionWrite::Recorded)
@@ -402,6 +441,18 @@ impl ReconciliationStore for MongoStore {
         let mut writes = Vec::with_capacity(decisions.len());
         for d in &decisions {
             writes.push(self.record_one(d).await?);
+        }
+        Ok(writes)
+    }
+
+    async fn restore_decisions(
+        &self,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<DecisionWrite>, StoreError> {
+        self.finish_abandoned().await?;
+        let mut writes = Vec::with_capacity(decisions.len());
+        for d in &decisions {
+            writes.push(self.restore_one(d).await?);
         }
         Ok(writes)
     }

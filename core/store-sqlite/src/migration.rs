@@ -89,19 +89,19 @@ const NOT_RECORD_TABLES: &[(&str, &str)] = &[
     ),
     (
         "recon_statements",
-        "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any",
+        "reconciliation: copied through its port (store::migration::reconciliation)",
     ),
     (
         "recon_entries",
-        "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any",
+        "reconciliation: copied through its port (store::migration::reconciliation)",
     ),
     (
         "recon_decisions",
-        "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any",
+        "reconciliation: copied through its port (store::migration::reconciliation)",
     ),
     (
         "recon_claims",
-        "reconciliation: not copied by `settle migrate` yet, which refuses a store holding any",
+        "reconciliation: restored with each copied decision that holds its items",
     ),
 ];
 
@@ -276,6 +276,10 @@ fn page(
 impl MigrationSource for SqliteStore {
     async fn source_id(&self) -> Result<String, StoreError> {
         self.store_id().await
+    }
+
+    fn reconciliation(&self) -> Option<&dyn settle_core::store::ReconciliationStore> {
+        Some(self)
     }
 
     async fn export_page(

@@ -53,23 +53,58 @@ fn decision_by_id(tx: &rusqlite::Connection, id: &str) -> Result<Option<Decision
     )
 }
 
-fn insert_decision(tx: &Transaction, d: &Decision) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO recon_decisions (id, kind, action, state, target, decided_at, body) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .map_err(backend)?
-    .execute(params![
-        d.id,
-        d.kind.as_str(),
-        d.action.as_str(),
-        d.state.as_str(),
-        d.target,
-        instant_text(d.decided_at),
-        to_json(d)?
-    ])
-    .map_err(backend)?;
-    Ok(())
+/// Inserts the decision unless its id is stored already (false then).
+fn insert_decision(tx: &Transaction, d: &Decision) -> Result<bool, StoreError> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO recon_decisions (id, kind, action, state, target, decided_at, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+        )
+        .map_err(backend)?
+        .execute(params![
+            d.id,
+            d.kind.as_str(),
+            d.action.as_str(),
+            d.state.as_str(),
+            d.target,
+            instant_text(d.decided_at),
+            to_json(d)?
+        ])
+        .map_err(backend)?;
+    Ok(inserted == 1)
+}
+
+/// Claims the items of a decision just inserted; when one is claimed by another decision, takes
+/// back the decision and the claims made so far and names the holder. One write per claim (no
+/// lookup first): the primary key refuses a taken item.
+fn claim_items(tx: &Transaction, d: &Decision) -> Result<Option<DecisionWrite>, StoreError> {
+    let mut claim = tx
+        .prepare_cached(
+            "INSERT INTO recon_claims (kind, item, decision_id) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (kind, item) DO NOTHING",
+        )
+        .map_err(backend)?;
+    for key in d.item_keys() {
+        if claim
+            .execute(params![d.kind.as_str(), key, d.id])
+            .map_err(backend)?
+            == 1
+        {
+            continue;
+        }
+        let by: String = tx
+            .query_row(
+                "SELECT decision_id FROM recon_claims WHERE kind = ?1 AND item = ?2",
+                params![d.kind.as_str(), key],
+                |row| row.get(0),
+            )
+            .map_err(backend)?;
+        release_claims(tx, &d.id)?;
+        tx.execute("DELETE FROM recon_decisions WHERE id = ?1", params![d.id])
+            .map_err(backend)?;
+        return Ok(Some(DecisionWrite::ItemTaken { item: key, by }));
+    }
+    Ok(None)
 }
 
 fn set_state(tx: &Transaction, id: &str, state: DecisionState) -> Result<(), StoreError> {
@@ -92,42 +127,19 @@ fn release_claims(tx: &Transaction, decision_id: &str) -> Result<(), StoreError>
 
 /// One decision, under the write transaction (see the port for the rules).
 fn record_one(tx: &Transaction, d: &Decision) -> Result<DecisionWrite, StoreError> {
-    if decision_by_id(tx, &d.id)?.is_some() {
-        return Ok(DecisionWrite::AlreadyRecorded);
-    }
-    if d.action.claims_items() {
-        let keys = d.item_keys();
-        let mut taken = tx
-            .prepare_cached("SELECT decision_id FROM recon_claims WHERE kind = ?1 AND item = ?2")
-            .map_err(backend)?;
-        for key in &keys {
-            let by: Option<String> = taken
-                .query_row(params![d.kind.as_str(), key], |row| row.get(0))
-                .optional()
-                .map_err(backend)?;
-            if let Some(by) = by {
-                return Ok(DecisionWrite::ItemTaken {
-                    item: key.clone(),
-                    by,
-                });
+    if !d.action.acts_on_decision() {
+        if !insert_decision(tx, d)? {
+            return Ok(DecisionWrite::AlreadyRecorded);
+        }
+        if d.action.claims_items() {
+            if let Some(taken) = claim_items(tx, d)? {
+                return Ok(taken);
             }
         }
-        insert_decision(tx, d)?;
-        let mut claim = tx
-            .prepare_cached(
-                "INSERT INTO recon_claims (kind, item, decision_id) VALUES (?1, ?2, ?3)",
-            )
-            .map_err(backend)?;
-        for key in &keys {
-            claim
-                .execute(params![d.kind.as_str(), key, d.id])
-                .map_err(backend)?;
-        }
         return Ok(DecisionWrite::Recorded);
     }
-    if !d.action.acts_on_decision() {
-        insert_decision(tx, d)?;
-        return Ok(DecisionWrite::Recorded);
+    if decision_by_id(tx, &d.id)?.is_some() {
+        return Ok(DecisionWrite::AlreadyRecorded);
     }
     let target_id = d.target.clone().unwrap_or_default();
     let not_open = || DecisionWrite::TargetNotOpen {
@@ -160,6 +172,19 @@ fn record_one(tx: &Transaction, d: &Decision) -> Result<DecisionWrite, StoreErro
         release_claims(tx, &target.id)?;
     }
     insert_decision(tx, d)?;
+    Ok(DecisionWrite::Recorded)
+}
+
+/// One decision copied from another store, as it is there (see the port).
+fn restore_one(tx: &Transaction, d: &Decision) -> Result<DecisionWrite, StoreError> {
+    if !insert_decision(tx, d)? {
+        return Ok(DecisionWrite::AlreadyRecorded);
+    }
+    if d.holds_items() {
+        if let Some(taken) = claim_items(tx, d)? {
+            return Ok(taken);
+        }
+    }
     Ok(DecisionWrite::Recorded)
 }
 
@@ -267,6 +292,14 @@ impl ReconciliationStore for SqliteStore {
         decisions: Vec<Decision>,
     ) -> Result<Vec<DecisionWrite>, StoreError> {
         self.write(move |tx| decisions.iter().map(|d| record_one(tx, d)).collect())
+            .await
+    }
+
+    async fn restore_decisions(
+        &self,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<DecisionWrite>, StoreError> {
+        self.write(move |tx| decisions.iter().map(|d| restore_one(tx, d)).collect())
             .await
     }
 

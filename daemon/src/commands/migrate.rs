@@ -6,14 +6,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use settle_core::model::{AuditAction, AuditEvent, AuditOutcome};
-use settle_core::store::migration::{migrate, MigrationError};
+use settle_core::store::migration::{migrate, ImportOutcome, KindVerification, MigrationError};
 use settle_core::store::AuditStore;
 use settle_store_mongo::{redact_uri, MongoStore};
 use settle_store_sqlite::SqliteStore;
 
 use crate::cli::MigrateArgs;
 use crate::context::Context;
-use crate::exit::{Exit, FAILED, REFUSED};
+use crate::exit::{Exit, FAILED};
 
 pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
     let Some(path) = args.from.strip_prefix("sqlite:").map(PathBuf::from) else {
@@ -37,16 +37,6 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
     let source = SqliteStore::open(&path)
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
-    // Reconciliation records are not copied by `migrate` yet: refuse rather than leave them behind.
-    let statements = settle_core::store::ReconciliationStore::statements(&source, None).await?;
-    if !statements.is_empty() {
-        return Err(Exit::refused(format!(
-            "{} holds {} reconciliation statement(s), which `settle migrate` does not copy yet; \
-             nothing was copied",
-            path.display(),
-            statements.len()
-        )));
-    }
     let uri = crate::context::with_password(&args.to, crate::context::mongo_password().as_ref());
     let target = MongoStore::connect(&uri, &args.to_db).await?;
     println!(
@@ -62,13 +52,7 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
     .await
     {
         Ok(report) => report,
-        Err(MigrationError::Refused(message)) => {
-            return Err(Exit {
-                code: REFUSED,
-                message,
-            }
-            .into())
-        }
+        Err(MigrationError::Refused(message)) => return Err(Exit::refused(message)),
         Err(MigrationError::Incomplete(message)) => {
             return Err(Exit {
                 code: FAILED,
@@ -91,14 +75,21 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
         "  {:<20} {:>8} {:>8} {:>8} {:>8}",
         "kind", "copied", "present", "differ", "removed"
     );
-    for k in &report.kinds {
+    let parts: Vec<(&str, ImportOutcome, KindVerification)> = report
+        .kinds
+        .iter()
+        .map(|k| (k.kind.as_str(), k.outcome, k.verified))
+        .chain(
+            report
+                .reconciliation
+                .iter()
+                .map(|p| (p.part.as_str(), p.outcome, p.verified)),
+        )
+        .collect();
+    for (name, outcome, _) in &parts {
         println!(
             "  {:<20} {:>8} {:>8} {:>8} {:>8}",
-            k.kind.as_str(),
-            k.outcome.copied,
-            k.outcome.present,
-            k.outcome.differing,
-            k.outcome.removed
+            name, outcome.copied, outcome.present, outcome.differing, outcome.removed
         );
     }
     let caught_up: u64 = report.kinds.iter().map(|k| k.caught_up).sum();
@@ -108,7 +99,7 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
              verification and copied"
         );
     }
-    let differing: u64 = report.kinds.iter().map(|k| k.outcome.differing).sum();
+    let differing: u64 = parts.iter().map(|(_, o, _)| o.differing).sum();
     if differing > 0 {
         println!(
             "{differing} record(s) differ from the source: the target's were kept (changed there since)"
@@ -118,14 +109,13 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
         "verified per kind: the source's records (less those removed on the target after an \
          earlier copy) and the target's under the same keys, counted and digested (SHA-256)"
     );
-    for k in &report.kinds {
-        println!("  {}: {}", k.kind.as_str(), k.verified.summary());
+    for (name, _, verified) in &parts {
+        println!("  {name}: {}", verified.summary());
     }
-    let changed: Vec<&str> = report
-        .kinds
+    let changed: Vec<&str> = parts
         .iter()
-        .filter(|k| k.verified.changed())
-        .map(|k| k.kind.as_str())
+        .filter(|(_, _, v)| v.changed())
+        .map(|(name, _, _)| *name)
         .collect();
     if !changed.is_empty() {
         println!(
@@ -138,16 +128,16 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
         "to": redact_uri(&args.to),
         "database": args.to_db,
         "source_id": report.source_id,
-        "copied": report.kinds.iter().map(|k| (k.kind.as_str(), k.outcome.copied)).collect::<std::collections::BTreeMap<_, _>>(),
-        "present": report.kinds.iter().map(|k| (k.kind.as_str(), k.outcome.present)).collect::<std::collections::BTreeMap<_, _>>(),
-        "differing": report.kinds.iter().map(|k| (k.kind.as_str(), k.outcome.differing)).collect::<std::collections::BTreeMap<_, _>>(),
-        "verified": report.kinds.iter().map(|k| (k.kind.as_str(), serde_json::json!({
-            "source": k.verified.source,
-            "target": k.verified.held,
-            "differing": k.verified.differing,
-            "removed": k.verified.removed,
-            "source_digest": k.verified.source_digest.to_string(),
-            "target_digest": k.verified.target_digest.to_string(),
+        "copied": parts.iter().map(|(name, o, _)| (*name, o.copied)).collect::<std::collections::BTreeMap<_, _>>(),
+        "present": parts.iter().map(|(name, o, _)| (*name, o.present)).collect::<std::collections::BTreeMap<_, _>>(),
+        "differing": parts.iter().map(|(name, o, _)| (*name, o.differing)).collect::<std::collections::BTreeMap<_, _>>(),
+        "verified": parts.iter().map(|(name, _, v)| (*name, serde_json::json!({
+            "source": v.source,
+            "target": v.held,
+            "differing": v.differing,
+            "removed": v.removed,
+            "source_digest": v.source_digest.to_string(),
+            "target_digest": v.target_digest.to_string(),
         }))).collect::<std::collections::BTreeMap<_, _>>(),
     });
     let event = AuditEvent::new(
@@ -159,7 +149,7 @@ pub async fn run(context: Context, args: MigrateArgs) -> Result<()> {
         detail,
     );
     target.record_audit(&event).await?;
-    let removed: u64 = report.kinds.iter().map(|k| k.verified.removed).sum();
+    let removed: u64 = parts.iter().map(|(_, _, v)| v.removed).sum();
     let sameness = if changed.is_empty() {
         "with equal content"
     } else {

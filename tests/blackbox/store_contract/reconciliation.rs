@@ -354,3 +354,77 @@ pub async fn concurrent_decisions_on_one_item_have_exactly_one_winner(t: TestSto
     let matched = t.store.decisions(&DecisionFilter::default()).await.unwrap();
     assert_eq!(matched.len(), 1, "{matched:?}");
 }
+
+/// `settle migrate`'s way in: decisions stored as they are elsewhere, state included; only those
+/// holding items claim them, so a reversed match leaves its items open and a write-off waiting
+/// for approval holds its own.
+pub async fn restored_decisions_keep_their_state_and_claim_only_what_they_hold(t: TestStore) {
+    let store = &t.store;
+    let reversed = Decision {
+        state: DecisionState::Reversed,
+        ..decision("m1", DecisionAction::Match, &["P1"], &["E1"])
+    };
+    let waiting = Decision {
+        state: DecisionState::AwaitingApproval,
+        ..decision("w1", DecisionAction::WriteOff, &[], &["E2"])
+    };
+    let undo = acting("u1", DecisionAction::Unmatch, "m1");
+    let held = decision("m2", DecisionAction::Match, &["P3"], &["E3"]);
+    let writes = store
+        .restore_decisions(vec![
+            reversed.clone(),
+            waiting.clone(),
+            undo.clone(),
+            held.clone(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(writes, vec![DecisionWrite::Recorded; 4]);
+    let mut stored = store.decisions(&DecisionFilter::default()).await.unwrap();
+    stored.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(stored, vec![reversed.clone(), held.clone(), undo, waiting]);
+
+    // Again: nothing changes.
+    let again = store
+        .restore_decisions(vec![reversed, held.clone()])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![DecisionWrite::AlreadyRecorded; 2]);
+
+    // The reversed match's items are open; the held ones are claimed.
+    let rematch = decision("m3", DecisionAction::Match, &["P1"], &["E1"]);
+    let on_waiting = decision("m4", DecisionAction::Match, &["P2"], &["E2"]);
+    let on_held = Decision {
+        id: "m5".into(),
+        ..held
+    };
+    let writes = store
+        .record_decisions(vec![rematch, on_waiting, on_held.clone()])
+        .await
+        .unwrap();
+    assert_eq!(writes[0], DecisionWrite::Recorded);
+    assert_eq!(
+        writes[1],
+        DecisionWrite::ItemTaken {
+            item: "theirs:E2".into(),
+            by: "w1".into()
+        }
+    );
+    assert!(
+        matches!(&writes[2], DecisionWrite::ItemTaken { by, .. } if by == "m2"),
+        "{writes:?}"
+    );
+    // A restored decision whose item is held here is refused, and nothing of it is kept.
+    let clash = store
+        .restore_decisions(vec![Decision {
+            id: "m6".into(),
+            ..on_held
+        }])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&clash[0], DecisionWrite::ItemTaken { by, .. } if by == "m2"),
+        "{clash:?}"
+    );
+    assert_eq!(store.decision("m6").await.unwrap(), None);
+}

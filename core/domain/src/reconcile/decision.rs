@@ -151,6 +151,16 @@ impl Decision {
             .chain(self.theirs.iter().map(|id| theirs_key(id)))
             .collect()
     }
+
+    /// True when this decision holds its items now: one that claims items, in force or
+    /// awaiting approval (a reversed or rejected one has released them).
+    pub fn holds_items(&self) -> bool {
+        self.action.claims_items()
+            && matches!(
+                self.state,
+                DecisionState::InForce | DecisionState::AwaitingApproval
+            )
+    }
 }
 
 #[cfg(test)]
