@@ -649,3 +649,34 @@ fn a_bank_csv_is_imported_by_its_configured_profile_and_other_formats_are_detect
         ran.stderr
     );
 }
+
+/// A statement spanning more than a reconciliation reads (a typo'd year, a file of decades) is
+/// refused by the run with both dates and the limit named, not failed as a store error.
+#[test]
+fn a_statement_spanning_too_many_days_is_refused_by_the_run() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.write(
+        "provider.csv",
+        "reference,amount,currency,fee,status,booked_at\n\
+         p-1,10.00,USD,0.15,captured,2023-01-05T10:00:00Z\n\
+         p-2,12.00,USD,0.18,captured,2024-06-01T10:00:00Z\n",
+    );
+    sandbox
+        .run(&[
+            "reconcile",
+            "import",
+            file.to_str().unwrap(),
+            "--kind",
+            "provider",
+        ])
+        .assert_ok();
+    let ran = sandbox.run(&["reconcile", "run"]);
+    ran.assert_code(2);
+    assert!(
+        ran.stderr.contains("at most 400 days")
+            && ran.stderr.contains("2023-01-05")
+            && ran.stderr.contains("2024-06-01"),
+        "{}",
+        ran.stderr
+    );
+}

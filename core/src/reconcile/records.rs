@@ -48,12 +48,6 @@ pub async fn records(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<OurRecord>, StoreError> {
-    let days = (to - from).num_days();
-    if days > MAX_RECORD_DAYS {
-        return Err(StoreError::Backend(format!(
-            "a reconciliation covers at most {MAX_RECORD_DAYS} days; the statements span {days}"
-        )));
-    }
     let mut out = Vec::new();
     let mut date = from;
     while date <= to {

@@ -12,7 +12,7 @@ use crate::calendar::BusinessCalendar;
 use crate::model::{AuditAction, AuditEvent, AuditOutcome};
 use crate::money::Currency;
 use crate::reconcile::matcher;
-use crate::reconcile::records::records;
+use crate::reconcile::records::{records, MAX_RECORD_DAYS};
 use crate::reconcile::settings::ReconciliationSettings;
 use crate::reconcile::{
     item_states, BalanceError, Decision, DecisionAction, DecisionState, Item, ItemSide, OurRecord,
@@ -371,6 +371,14 @@ impl ReconciliationService {
             })
             .await?;
         let window = Duration::days(self.settings.expected_window_days() as i64);
+        let days = (to - (from - window)).num_days();
+        if days > MAX_RECORD_DAYS {
+            return Err(ReconcileError::Invalid(format!(
+                "a {kind} reconciliation covers at most {MAX_RECORD_DAYS} days; its statements \
+                 (from {from}, less the rules' {}-day window, to {to}) span {days}",
+                window.num_days()
+            )));
+        }
         let ours = records(&self.store, &self.calendar, kind, from - window, to).await?;
         Ok(Context {
             entries,
