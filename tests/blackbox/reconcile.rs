@@ -450,6 +450,19 @@ async fn reconcile_a_month(database: Option<FreshDatabase>) {
     let ran = adjust(&waiting[0].id, "-1.00", &[]);
     ran.assert_code(2);
     assert!(ran.stderr.contains("give the merchant"), "{}", ran.stderr);
+    // A write-off of no merchant's record goes to the merchant named, once: naming another
+    // merchant afterwards is refused, naming the first one again adds nothing.
+    adjust(&waiting[0].id, "-1.00", &["--merchant", "m-1"]).assert_ok();
+    let ran = adjust(&waiting[0].id, "-1.00", &["--merchant", "m-3"]);
+    ran.assert_code(2);
+    assert!(
+        ran.stderr.contains("already has its adjustment") && ran.stderr.contains("merchant m-1"),
+        "{}",
+        ran.stderr
+    );
+    let ran = adjust(&waiting[0].id, "-1.00", &["--merchant", "m-1"]);
+    ran.assert_ok();
+    assert!(ran.stdout.contains("nothing added"), "{}", ran.stdout);
     adjust(&confirmed, "0.75", &["--merchant", "m-1"]).assert_code(2);
     let ran = adjust(&confirmed, "0.75", &[]);
     ran.assert_ok();

@@ -4,6 +4,8 @@
 //! Only a write-off in force or a match with a difference (confirmed, or within tolerance) can
 //! become one. The adjustment's reference is `recon-{decision}`: asking again finds it and adds nothing.
 
+use std::collections::BTreeSet;
+
 use chrono::NaiveDate;
 use serde_json::json;
 use uuid::Uuid;
@@ -14,7 +16,12 @@ use crate::money::{format_minor, Money};
 use crate::payments::{Operation, PaymentService};
 use crate::reconcile::service::{ReconcileError, ReconciliationService};
 use crate::reconcile::{DecisionAction, DecisionState, StatementKind};
+use crate::store::AuditFilter;
 use crate::time::format_utc;
+
+/// Audit events of one decision's adjustments read to find where an earlier one went (each
+/// request is one event; more than this many requests for one decision is not a real case).
+const EARLIER_ADJUSTMENTS_READ: u32 = 1_000;
 
 /// A person's request: the signed amount (negative is a debit to the merchant), why, and the
 /// merchant when the decision's records do not name exactly one.
@@ -50,6 +57,53 @@ pub fn adjustment_reference(decision: &str) -> String {
 
 impl ReconciliationService {
     /// The merchants the decision's records of ours belong to.
+    /// The adjustment already recorded for `decision`, whichever merchant it went to: the
+    /// merchant asked for, each merchant of the decision's records, and each merchant an earlier
+    /// successful adjustment of it names in the audit trail (a decision of no merchant's records,
+    /// or of several, lets the person name one, so one per decision is checked across them all).
+    async fn earlier_adjustment(
+        &self,
+        decision: &str,
+        merchant_id: &str,
+        merchants: &[String],
+    ) -> Result<Option<Transaction>, ReconcileError> {
+        let mut candidates: BTreeSet<String> = merchants.iter().cloned().collect();
+        candidates.insert(merchant_id.to_string());
+        let filter = AuditFilter {
+            subject: Some(format!("decision={decision}")),
+            action: Some(AuditAction::ReconciliationAdjustment.as_str().to_string()),
+            ..AuditFilter::default()
+        };
+        for event in self
+            .store()
+            .audit_events_matching(&filter, EARLIER_ADJUSTMENTS_READ, 0)
+            .await?
+        {
+            if event.outcome != AuditOutcome::Succeeded.as_str() {
+                continue;
+            }
+            let transaction = event.detail["transaction"]
+                .as_str()
+                .and_then(|id| Uuid::parse_str(id).ok());
+            if let Some(id) = transaction {
+                if let Some(t) = self.store().transaction(id).await? {
+                    candidates.insert(t.merchant_id);
+                }
+            }
+        }
+        let reference = adjustment_reference(decision);
+        let keys = candidates
+            .into_iter()
+            .map(|merchant| (merchant, reference.clone()))
+            .collect();
+        Ok(self
+            .store()
+            .transactions_by_ref(keys)
+            .await?
+            .into_iter()
+            .next())
+    }
+
     async fn merchants_of(
         &self,
         kind: StatementKind,
@@ -201,17 +255,17 @@ impl ReconciliationService {
             }
         };
         let reference = adjustment_reference(&decision.id);
-        let existing = self
-            .store()
-            .transactions_by_ref(vec![(merchant_id.clone(), reference.clone())])
-            .await?;
-        if let Some(found) = existing.into_iter().next() {
-            if found.amount_minor != amount.minor {
+        if let Some(found) = self
+            .earlier_adjustment(&decision.id, &merchant_id, &merchants)
+            .await?
+        {
+            if found.amount_minor != amount.minor || found.merchant_id != merchant_id {
                 return Err(ReconcileError::Invalid(format!(
-                    "decision {} already has its adjustment {} of {} {currency}",
+                    "decision {} already has its adjustment {} of {} {currency} on merchant {}",
                     decision.id,
                     found.id,
-                    format_minor(found.amount_minor, currency)
+                    format_minor(found.amount_minor, currency),
+                    found.merchant_id
                 )));
             }
             return Ok(AdjustOutcome::AlreadyRecorded(found));
