@@ -12,12 +12,12 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::{feed, ContentDigest, ImportOutcome, KindVerification, MigrationError};
-use crate::reconcile::StatementKind;
 use crate::store::reconciliation::{
     DecisionFilter, DecisionWrite, EntryFilter, ImportOutcome as StatementOutcome,
     ReconciliationStore, StatementImport, StoredEntry,
 };
 use crate::store::StoreError;
+use settle_domain::reconcile::StatementKind;
 
 /// The parts of reconciliation copied, in order (a statement's entries travel with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
