@@ -23,6 +23,7 @@ mod ops_scrape;
 mod payments;
 mod races;
 mod reconcile;
+mod reconcile_adjust;
 mod reconcile_planted;
 mod scheduler;
 mod service;
