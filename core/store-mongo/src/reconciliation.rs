@@ -198,18 +198,26 @@ impl MongoStore {
         Ok(None)
     }
 
-    async fn record_one(&self, d: &Decision) -> Result<DecisionWrite, StoreError> {
+    /// Writes the decision settling; false when it is stored and settled already. Stored but
+    /// still settling means an earlier attempt of this same decision stopped midway: this one
+    /// finishes it (its own claims and target change are kept).
+    async fn insert_settling(&self, d: &Decision) -> Result<bool, StoreError> {
         let document = settling_document(d)?;
         if let Err(error) = self.collection(RECON_DECISIONS).insert_one(document).await {
             if !is_duplicate_key(&error) {
                 return Err(backend(error));
             }
-            // Stored already: done, unless an earlier attempt of this same decision stopped
-            // midway — then this one finishes it (its own claims and target change are kept).
-            match self.decision_document(&d.id).await? {
-                Some(stored) if stored.get_bool("settling").ok() == Some(true) => {}
-                _ => return Ok(DecisionWrite::AlreadyRecorded),
-            }
+            return Ok(self
+                .decision_document(&d.id)
+                .await?
+                .is_some_and(|stored| stored.get_bool("settling").ok() == Some(true)));
+        }
+        Ok(true)
+    }
+
+    async fn record_one(&self, d: &Decision) -> Result<DecisionWrite, StoreError> {
+        if !self.insert_settling(d).await? {
+            return Ok(DecisionWrite::AlreadyRecorded);
         }
         if d.action.claims_items() {
             if let Some(taken) = self.claim_items(d).await? {
@@ -263,15 +271,8 @@ impl MongoStore {
     /// like a new one, with the claims of one that holds its items, then settled. A crash midway
     /// leaves it settling, so the next writer rolls it back and a second copy writes it again.
     async fn restore_one(&self, d: &Decision) -> Result<DecisionWrite, StoreError> {
-        let document = settling_document(d)?;
-        if let Err(error) = self.collection(RECON_DECISIONS).insert_one(document).await {
-            if !is_duplicate_key(&error) {
-                return Err(backend(error));
-            }
-            match self.decision_document(&d.id).await? {
-                Some(stored) if stored.get_bool("settling").ok() == Some(true) => {}
-                _ => return Ok(DecisionWrite::AlreadyRecorded),
-            }
+        if !self.insert_settling(d).await? {
+            return Ok(DecisionWrite::AlreadyRecorded);
         }
         if d.holds_items() {
             if let Some(taken) = self.claim_items(d).await? {
@@ -280,6 +281,25 @@ impl MongoStore {
         }
         self.settled(&d.id).await?;
         Ok(DecisionWrite::Recorded)
+    }
+
+    /// Writes decisions one by one, after finishing those a crashed writer left settling: as new
+    /// ones (`record_one`), or as copied from another store (`restore_one`).
+    async fn write_decisions(
+        &self,
+        decisions: &[Decision],
+        restored: bool,
+    ) -> Result<Vec<DecisionWrite>, StoreError> {
+        self.finish_abandoned().await?;
+        let mut writes = Vec::with_capacity(decisions.len());
+        for d in decisions {
+            writes.push(if restored {
+                self.restore_one(d).await?
+            } else {
+                self.record_one(d).await?
+            });
+        }
+        Ok(writes)
     }
 
     /// The committed statements, each once (the earliest import of an identity wins).
@@ -437,24 +457,14 @@ impl ReconciliationStore for MongoStore {
         &self,
         decisions: Vec<Decision>,
     ) -> Result<Vec<DecisionWrite>, StoreError> {
-        self.finish_abandoned().await?;
-        let mut writes = Vec::with_capacity(decisions.len());
-        for d in &decisions {
-            writes.push(self.record_one(d).await?);
-        }
-        Ok(writes)
+        self.write_decisions(&decisions, false).await
     }
 
     async fn restore_decisions(
         &self,
         decisions: Vec<Decision>,
     ) -> Result<Vec<DecisionWrite>, StoreError> {
-        self.finish_abandoned().await?;
-        let mut writes = Vec::with_capacity(decisions.len());
-        for d in &decisions {
-            writes.push(self.restore_one(d).await?);
-        }
-        Ok(writes)
+        self.write_decisions(&decisions, true).await
     }
 
     async fn decisions(&self, filter: &DecisionFilter) -> Result<Vec<Decision>, StoreError> {
